@@ -1,0 +1,26 @@
+"""raystore: a versioned model store and an adaptively batching model server on Ray Serve.
+
+Importing raystore never starts Ray or imports a machine-learning framework; framework modules
+(`raystore.sklearn`, `raystore.pytorch`, ...) load on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from raystore import exceptions, models
+from raystore.store import Model, ModelInfo, ModelSignature
+from raystore.tag import Tag
+
+__version__ = "0.1.0"
+
+_LAZY_MODULES = {"picklable_model", "sklearn", "pytorch", "torchscript", "config"}
+
+__all__ = ["Model", "ModelInfo", "ModelSignature", "Tag", "__version__", "exceptions", "models", *_LAZY_MODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"raystore.{name}")
+    raise AttributeError(f"module 'raystore' has no attribute {name!r}")

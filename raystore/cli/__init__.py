@@ -1,0 +1,39 @@
+"""The `raystore` command. Thin: parse arguments, call the library, print the result."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from raystore.cli import models as models_cli
+from raystore.exceptions import RaystoreError
+
+app = typer.Typer(
+    name="raystore",
+    help="A versioned model store and a model server on Ray Serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(models_cli.app, name="models")
+
+
+@app.command()
+def version() -> None:
+    """Print the raystore version."""
+    from raystore import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console-script entry point: raystore errors become one line on stderr and exit status 1."""
+    try:
+        app()
+    except RaystoreError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,88 @@
+"""`raystore models ...`: list, get and delete models in the store."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import List, Optional
+
+import typer
+
+from raystore import models
+from raystore.cli.output import Format, emit_data, emit_table, human_size, local_time
+from raystore.store import Model, default_store
+from raystore.tag import Tag
+
+app = typer.Typer(help="Manage models in the store.", no_args_is_help=True)
+
+
+def _summary(model: Model) -> dict:
+    return {
+        "tag": str(model.tag),
+        "module": model.info.module,
+        "size": model.size,
+        "creation_time": model.info.creation_time.isoformat(),
+        "labels": model.info.labels,
+    }
+
+
+@app.command("list")
+def list_models(
+    name: Optional[str] = typer.Argument(None, help="Only versions of this model name."),
+    output: Format = typer.Option(Format.table, "--output", "-o", help="table, json or yaml."),
+) -> None:
+    """List models, newest first."""
+    found = models.list(name)
+    if output is not Format.table:
+        emit_data([_summary(m) for m in found], output)
+        return
+    if not found:
+        typer.echo(f"No models{' named ' + name if name else ''} in {default_store().url}")
+        return
+    rows = [[str(m.tag), m.info.module, human_size(m.size), local_time(m.info.creation_time)] for m in found]
+    emit_table(["Tag", "Module", "Size", "Creation Time"], rows)
+
+
+class GetFormat(str, Enum):
+    yaml = "yaml"
+    json = "json"
+    path = "path"
+
+
+@app.command("get")
+def get_model(
+    tag: str = typer.Argument(..., help="name, name:latest, name:VERSION or a version prefix."),
+    output: GetFormat = typer.Option(GetFormat.yaml, "--output", "-o", help="yaml, json or path."),
+) -> None:
+    """Show one model's info."""
+    model = models.get(tag)
+    if output is GetFormat.path:
+        typer.echo(model.path)
+        return
+    data = {"tag": str(model.tag), "path": model.path, "size": model.size, **model.info.to_dict()}
+    emit_data(data, Format(output.value))
+
+
+@app.command("delete")
+def delete_models(
+    tags: List[str] = typer.Argument(..., help="name:VERSION deletes that version; a bare name deletes all its versions."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete model versions."""
+    targets: list[tuple[str, list[Tag]]] = []  # (what the user typed, the versions it means)
+    for text in tags:
+        tag = Tag.from_str(text)
+        if tag.version is None:
+            found = [m.tag for m in models.list(tag.name)]
+            if not found:
+                models.get(tag)  # raises NotFound with the usual message
+        else:
+            found = [models.get(tag).tag]
+        targets.append((text, found))
+    for text, found in targets:
+        what = f"all {len(found)} version(s) of {text}" if ":" not in text else str(found[0])
+        if not yes and not typer.confirm(f"Delete {what}?", default=False):
+            typer.echo(f"Skipped {text}")
+            continue
+        for tag in found:
+            models.delete(tag)
+            typer.echo(f"Deleted {tag}")

@@ -1,0 +1,67 @@
+"""Settings from the environment and `~/.raystore/config.yaml`, read when asked, never cached.
+
+Reading at call time keeps `import raystore` free of side effects and lets tests and tools point
+the store elsewhere by setting `RAYSTORE_HOME` at any moment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+DEFAULT_HOME = "~/raystore"
+CONFIG_FILE_ENV = "RAYSTORE_CONFIG"
+DEFAULT_CONFIG_FILE = "~/.raystore/config.yaml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str  # the store root: a local path or an fsspec URL such as s3://bucket/prefix
+    remote: str | None  # the bucket push/pull talk to
+    cache_dir: str  # node-local cache of models read from a remote store
+    s3_endpoint_url: str | None
+
+
+def config_file() -> Path:
+    return Path(os.path.expanduser(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE)))
+
+
+def _file_settings() -> dict:
+    path = config_file()
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"cannot parse {path}: {exc}; fix or remove the file") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping such as 'home: ~/raystore', not {type(data).__name__}")
+    return data
+
+
+def settings() -> Settings:
+    """The current settings: environment variables win over the config file, which wins over defaults."""
+    file = _file_settings()
+
+    def pick(env: str, key: str, default: str | None) -> str | None:
+        value = os.environ.get(env) or file.get(key) or default
+        return None if value is None else str(value)
+
+    home = pick("RAYSTORE_HOME", "home", DEFAULT_HOME)
+    cache = pick("RAYSTORE_CACHE_DIR", "cache_dir", "~/.cache/raystore")
+    return Settings(
+        home=_expand(home),
+        remote=pick("RAYSTORE_REMOTE", "remote", None),
+        cache_dir=_expand(cache),
+        s3_endpoint_url=pick("RAYSTORE_S3_ENDPOINT_URL", "s3_endpoint_url", None),
+    )
+
+
+def _expand(location: str) -> str:
+    """Expand `~` and make local paths absolute; leave URLs (`s3://...`) alone."""
+    if "://" in location:
+        return location
+    return str(Path(os.path.expanduser(location)).resolve())

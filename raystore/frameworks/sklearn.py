@@ -1,0 +1,27 @@
+"""scikit-learn estimators and pipelines, saved with cloudpickle (custom classes from scripts included)."""
+
+from __future__ import annotations
+
+from raystore.exceptions import InvalidArgument
+from raystore.frameworks.picklable_model import PicklableModel
+
+
+class Sklearn(PicklableModel):
+    name = "sklearn"
+    module = "raystore.sklearn"
+    packages = ("scikit-learn", "cloudpickle")
+    default_signatures = {"predict": {"batchable": False}}
+
+    def check_model(self, model: object) -> None:
+        base = self.import_or_explain("sklearn.base", "sklearn")
+        if not isinstance(model, base.BaseEstimator):
+            raise InvalidArgument(
+                f"raystore.sklearn.save_model expects a scikit-learn estimator, got {type(model).__name__}; "
+                "use raystore.picklable_model for other objects"
+            )
+
+
+FRAMEWORK = Sklearn()
+save_model = FRAMEWORK.save_model
+load_model = FRAMEWORK.load_model
+get = FRAMEWORK.get

@@ -1,0 +1,212 @@
+"""`ModelInfo` (what `model.yaml` holds), `ModelSignature`, and the validation of user-given fields."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+from raystore.exceptions import InvalidArgument, StoreError
+from raystore.tag import Tag, validate_part
+
+API_VERSION = "v1"
+_SIGNATURE_KEYS = {"batchable", "batch_dim", "input_spec", "output_spec"}
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """How a model method may be called: whether requests can be batched, and along which dims."""
+
+    batchable: bool = False
+    batch_dim: tuple[int, int] = (0, 0)  # (input dim, output dim)
+    input_spec: Any = None
+    output_spec: Any = None
+
+    @classmethod
+    def from_value(cls, method: str, value: Mapping[str, Any] | ModelSignature | None) -> ModelSignature:
+        if isinstance(value, ModelSignature):
+            return value
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise InvalidArgument(
+                f"signature {method!r} must be a dict like {{'batchable': True, 'batch_dim': 0}}, "
+                f"got {type(value).__name__}"
+            )
+        unknown = set(value) - _SIGNATURE_KEYS
+        if unknown:
+            raise InvalidArgument(
+                f"signature {method!r} has unknown keys {sorted(unknown)}; allowed: {sorted(_SIGNATURE_KEYS)}"
+            )
+        batchable = value.get("batchable", False)
+        if not isinstance(batchable, bool):
+            raise InvalidArgument(f"signature {method!r}: 'batchable' must be True or False, got {batchable!r}")
+        return cls(
+            batchable=batchable,
+            batch_dim=_batch_dim(method, value.get("batch_dim", 0)),
+            input_spec=value.get("input_spec"),
+            output_spec=value.get("output_spec"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"batchable": self.batchable, "batch_dim": list(self.batch_dim)}
+        if self.input_spec is not None:
+            out["input_spec"] = self.input_spec
+        if self.output_spec is not None:
+            out["output_spec"] = self.output_spec
+        return out
+
+
+def _batch_dim(method: str, value: Any) -> tuple[int, int]:
+    """An int `d` means `(d, d)`; a pair means `(input dim, output dim)`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in value)
+    ):
+        return (value[0], value[1])
+    raise InvalidArgument(
+        f"signature {method!r}: 'batch_dim' must be an int or a pair (input_dim, output_dim), got {value!r}"
+    )
+
+
+def validate_signatures(signatures: Mapping[str, Any] | None, model: object = None) -> dict[str, ModelSignature]:
+    """Normalise signatures and, when `model` is given, check every method exists and is callable on it."""
+    if signatures is None:
+        return {}
+    if not isinstance(signatures, Mapping):
+        raise InvalidArgument(
+            "signatures must be a dict like {'predict': {'batchable': True}}, got " + type(signatures).__name__
+        )
+    out = {}
+    for method, value in signatures.items():
+        if not isinstance(method, str) or not method.isidentifier():
+            raise InvalidArgument(f"signature name {method!r} is not a Python method name")
+        if model is not None and not callable(getattr(model, method, None)):
+            raise InvalidArgument(
+                f"signature {method!r}: {type(model).__name__} has no method {method!r}; "
+                f"pass signatures naming methods the model has"
+            )
+        out[method] = ModelSignature.from_value(method, value)
+    return out
+
+
+def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise InvalidArgument(f"labels must be a dict of str to str, got {type(labels).__name__}")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidArgument(f"label key {key!r} must be a non-empty string")
+        if not isinstance(value, str):
+            raise InvalidArgument(
+                f"label {key!r} has a {type(value).__name__} value {value!r}; labels are str to str "
+                "(put other values in metadata)"
+            )
+    return dict(labels)
+
+
+def validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return a plain JSON/YAML-representable copy: numpy scalars and arrays become Python values."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidArgument(f"metadata must be a dict, got {type(metadata).__name__}")
+    return _plain(metadata, "metadata")
+
+
+def _plain(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, dt.date):
+        return value
+    for plain_type in (bool, int, float, str):  # exact types: np.float64 and str enums are subclasses
+        if isinstance(value, plain_type):
+            return plain_type(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidArgument(f"{where}: key {key!r} must be a string")
+            out[key] = _plain(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    # numpy without importing it: scalars and arrays both have .tolist()
+    module = type(value).__module__
+    if module == "numpy" and hasattr(value, "tolist"):
+        return _plain(value.tolist(), where)
+    raise InvalidArgument(
+        f"{where} is a {type(value).__module__}.{type(value).__name__}, which cannot be stored in model.yaml; "
+        "metadata holds str, int, float, bool, None, dates, lists, dicts and numpy values "
+        "(put arbitrary objects in custom_objects)"
+    )
+
+
+@dataclass
+class ModelInfo:
+    """Everything `model.yaml` records about one model version."""
+
+    name: str
+    version: str
+    module: str
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    signatures: dict[str, ModelSignature] = field(default_factory=dict)
+    api_version: str = API_VERSION
+    creation_time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+    @property
+    def tag(self) -> Tag:
+        return Tag(self.name, self.version)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "module": self.module,
+            "labels": dict(self.labels),
+            "options": dict(self.options),
+            "metadata": dict(self.metadata),
+            "context": dict(self.context),
+            "signatures": {k: s.to_dict() for k, s in self.signatures.items()},
+            "api_version": self.api_version,
+            "creation_time": self.creation_time.isoformat(),
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str, where: str) -> ModelInfo:
+        try:
+            data = yaml.safe_load(text)
+            if not isinstance(data, dict):
+                raise ValueError("not a mapping")
+            return cls(
+                name=validate_part(data["name"], "name"),
+                version=validate_part(data["version"], "version"),
+                module=str(data["module"]),
+                labels=dict(data.get("labels") or {}),
+                options=dict(data.get("options") or {}),
+                metadata=dict(data.get("metadata") or {}),
+                context=dict(data.get("context") or {}),
+                signatures=validate_signatures(data.get("signatures") or {}),
+                api_version=str(data.get("api_version", API_VERSION)),
+                creation_time=_parse_time(data["creation_time"]),
+            )
+        except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+            raise StoreError(f"{where} is corrupt ({type(exc).__name__}: {exc}); delete or re-import that version") from None
+
+
+def _parse_time(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        parsed = value
+    else:
+        parsed = dt.datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)

@@ -1,0 +1,60 @@
+"""Shared fixtures: every test gets its own empty store; `gpu` tests are skipped without CUDA."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if any("gpu" in item.keywords for item in items) and not _cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def store_home(tmp_path, monkeypatch) -> Path:
+    """An empty store root for this test, and no user config file in the way."""
+    home = tmp_path / "store"
+    monkeypatch.setenv("RAYSTORE_HOME", str(home))
+    monkeypatch.setenv("RAYSTORE_CONFIG", str(tmp_path / "no-config.yaml"))
+    return home
+
+
+@pytest.fixture
+def subprocess_env(store_home) -> dict[str, str]:
+    """Environment for child processes: the same store, and the tests folder importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+@pytest.fixture(scope="session")
+def iris():
+    from sklearn.datasets import load_iris
+
+    return load_iris(return_X_y=True)
+
+
+@pytest.fixture(scope="session")
+def iris_clf(iris):
+    from sklearn.svm import SVC
+
+    X, y = iris
+    return SVC(gamma="scale").fit(X, y)

@@ -1,0 +1,15 @@
+"""Model classes that live in an importable module (the tests folder is on sys.path)."""
+
+import torch
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self, n_in: int = 4, n_out: int = 3):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_in, n_out)
+
+    def forward(self, x):
+        return torch.softmax(self.linear(x), dim=-1)
+
+    def embed(self, x):
+        return self.linear(x)
