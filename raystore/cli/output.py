@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from enum import Enum
 from typing import Any, Sequence
 
@@ -38,12 +39,18 @@ def emit_data(data: Any, fmt: Format) -> None:
 
 
 def emit_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """A rich table on a terminal; plain aligned columns, never truncated, when piped."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
 
-    table = Table(box=None, header_style="bold")
-    for column in columns:
-        table.add_column(column, no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    Console(soft_wrap=True).print(table)
+        table = Table(box=None, header_style="bold")
+        for column in columns:
+            table.add_column(column, no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [max(len(str(cell)) for cell in column) for column in zip(columns, *rows)]
+    for row in [columns, *rows]:
+        typer.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -123,7 +123,10 @@ class ModelStore:
         info = self._read_info(tag.name, tag.version)
         if info is not None:
             return info
-        matches = [i for i in self._versions(tag.name) if i.version.startswith(tag.version)]
+        versions = self._versions(tag.name)
+        if not versions:
+            raise NotFound(f"no model named {tag.name!r} in {self.url}; `raystore models list` shows what exists")
+        matches = [i for i in versions if i.version.startswith(tag.version)]
         if len(matches) == 1:
             return matches[0]
         if matches:
