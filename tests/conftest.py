@@ -58,3 +58,31 @@ def iris_clf(iris):
 
     X, y = iris
     return SVC(gamma="scale").fit(X, y)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session, with two logical GPUs for placement tests.
+
+    Workers get the tests folder on PYTHONPATH so that classes defined in test modules unpickle.
+    Serve and Ray are shut down at the end of the session.
+    """
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    pythonpath = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 1024 * 1024,
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        log_to_driver=False,
+    )
+    try:
+        yield ray
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
