@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from raystore.exceptions import ConfigError
+
 DEFAULT_HOME = "~/raystore"
 CONFIG_FILE_ENV = "RAYSTORE_CONFIG"
 DEFAULT_CONFIG_FILE = "~/.raystore/config.yaml"
@@ -36,9 +38,9 @@ def _file_settings() -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"cannot parse {path}: {exc}; fix or remove the file") from None
+        raise ConfigError(f"cannot parse {path}: {exc}; fix or remove the file") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping such as 'home: ~/raystore', not {type(data).__name__}")
+        raise ConfigError(f"{path} must hold a mapping such as 'home: ~/raystore', not {type(data).__name__}")
     return data
 
 

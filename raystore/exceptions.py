@@ -31,5 +31,9 @@ class StoreError(RaystoreError):
     """The store is unusable: unreadable files, a corrupt version, a failed write."""
 
 
+class ConfigError(RaystoreError, ValueError):
+    """The configuration file or an environment setting is invalid."""
+
+
 class MissingDependency(RaystoreError, ImportError):
     """An optional package needed for this operation is not installed."""

@@ -1,10 +1,18 @@
-"""Module-level store API over the configured store: `raystore.models.get`, `list`, `delete`."""
+"""Module-level store API over the configured store: get, list, delete, export, import, push, pull.
+
+Transfers print one line saying what they did (to stderr, `quiet=True` silences it) and show a
+progress bar for large models when stderr is a terminal.
+"""
 
 from __future__ import annotations
 
 import builtins
+import sys
 
 from raystore.store import Model, default_store
+from raystore.store import archive
+from raystore.store.progress import progress_bar
+from raystore.store.remote import copy_version, remote_store
 from raystore.tag import Tag
 
 
@@ -13,9 +21,9 @@ def get(tag: str | Tag) -> Model:
     return default_store().get(tag)
 
 
-def list(name: str | None = None) -> builtins.list[Model]:  # noqa: A001 - mirrors bentoml.models.list
-    """Committed models, newest first; only versions of `name` when given."""
-    return default_store().list(name)
+def list(name: str | None = None, *, remote: bool = False) -> builtins.list[Model]:  # noqa: A001
+    """Committed models, newest first; only versions of `name` when given; the remote's with `remote=True`."""
+    return (remote_store() if remote else default_store()).list(name)
 
 
 def delete(tag: str | Tag) -> Tag:
@@ -26,3 +34,70 @@ def delete(tag: str | Tag) -> Tag:
 def delete_all(name: str) -> builtins.list[Tag]:
     """Delete every version of `name`. Returns the deleted tags."""
     return default_store().delete_all(name)
+
+
+def verify(tag: str | Tag) -> Model:
+    """Re-check a stored version's files against its manifest (raises `StoreError` listing differences)."""
+    return default_store().verify(tag)
+
+
+def export_model(tag: str | Tag, path: str = ".", *, compression: str | None = None, quiet: bool = False) -> str:
+    """Write `tag` as an archive to `path`: a file, a folder, or an fsspec URL (`s3://bucket/prefix/`)."""
+    model = get(tag)
+    with _bar(quiet, f"Exporting {model.tag}", model.size) as on_bytes:
+        where = archive.export_model(model, path, compression=compression, on_bytes=on_bytes)
+    _say(quiet, f"{model} exported to {where}")
+    return where
+
+
+def import_model(path: str, *, force: bool = False, quiet: bool = False) -> Model:
+    """Import an archive from a file or URL into the store; identical content already there is a no-op."""
+    with _bar(quiet, f"Importing {path}", _size_of(path)) as on_bytes:
+        model, outcome = archive.import_model(default_store(), path, force=force, on_bytes=on_bytes)
+    _say(quiet, _outcome_line(model, outcome, f"imported from {path}", default_store().url))
+    return model
+
+
+def push(tag: str | Tag, *, force: bool = False, remote: str | None = None, quiet: bool = False) -> Model:
+    """Copy a local version to the remote (`RAYSTORE_REMOTE`); returns the remote model."""
+    src, dst = default_store(), remote_store(remote)
+    model = src.get(tag)
+    with _bar(quiet, f"Pushing {model.tag}", model.size) as on_bytes:
+        pushed, outcome = copy_version(src, dst, model.tag, force=force, on_bytes=on_bytes)
+    _say(quiet, _outcome_line(pushed, outcome, f"pushed to {dst.url}", dst.url))
+    return pushed
+
+
+def pull(tag: str | Tag, *, force: bool = False, remote: str | None = None, quiet: bool = False) -> Model:
+    """Copy a version from the remote into the local store (`latest` resolves against the remote)."""
+    src, dst = remote_store(remote), default_store()
+    model = src.get(tag)
+    with _bar(quiet, f"Pulling {model.tag}", model.size) as on_bytes:
+        pulled, outcome = copy_version(src, dst, model.tag, force=force, on_bytes=on_bytes)
+    _say(quiet, _outcome_line(pulled, outcome, f"pulled from {src.url}", dst.url))
+    return pulled
+
+
+def _bar(quiet: bool, description: str, total_bytes: int):
+    return progress_bar(description, total_bytes, enabled=False if quiet else None)
+
+
+def _outcome_line(model: Model, outcome: str, done: str, where: str) -> str:
+    if outcome == "identical":
+        return f"{model} is already in {where} with identical content; nothing to do"
+    return f"{model} {done}"
+
+
+def _size_of(path: str) -> int:
+    from raystore.store.fs import open_filesystem
+
+    try:
+        fs, p = open_filesystem(path)
+        return int(fs.size(p) or 0)
+    except Exception:  # the import itself reports a missing or unreachable archive properly
+        return 0
+
+
+def _say(quiet: bool, line: str) -> None:
+    if not quiet:
+        print(line, file=sys.stderr)

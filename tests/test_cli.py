@@ -98,6 +98,20 @@ def test_bad_tag_in_delete_deletes_nothing(three_models):
     assert len(raystore.models.list()) == 3
 
 
+def test_bad_config_and_bad_root_are_one_line(tmp_path, store_home):
+    import os
+
+    bad_config = tmp_path / "config.yaml"
+    bad_config.write_text("- just\n- a list\n")
+    env = {**os.environ, "RAYSTORE_CONFIG": str(bad_config)}
+    out = run("models", "list", env=env)
+    assert out.returncode == 1 and "must hold a mapping" in out.stderr and "Traceback" not in out.stderr
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    out = run("models", "list", env={**os.environ, "RAYSTORE_HOME": str(a_file)})
+    assert out.returncode == 1 and out.stderr.startswith("Error: ") and "Traceback" not in out.stderr
+
+
 def test_help_and_version():
     out = run("--help")
     assert out.returncode == 0 and "models" in out.stdout

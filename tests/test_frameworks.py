@@ -120,6 +120,8 @@ def test_torchscript_round_trip():
     loaded = raystore.torchscript.load_model("ts")
     x = torch.randn(3, 4)
     torch.testing.assert_close(loaded(x), scripted(x))
+    with pytest.raises(InvalidArgument, match="save it with raystore.torchscript"):
+        raystore.pytorch.save_model("ts", scripted)
     with pytest.raises(InvalidArgument, match="expects a torch.jit.ScriptModule"):
         raystore.torchscript.save_model("ts", TinyNet())
     with pytest.raises(FrameworkMismatch, match="saved with raystore.torchscript, not raystore.pytorch"):

@@ -13,6 +13,13 @@ from raystore.exceptions import AmbiguousTag, FrameworkMismatch, InvalidArgument
 from raystore.store import ModelStore
 
 
+def _nested(depth):
+    value = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
 def _save_iris(clf, **kwargs):
     return raystore.sklearn.save_model(
         "iris_clf",
@@ -132,6 +139,9 @@ def test_framework_mismatch(iris_clf):
         ({"signatures": {}}, "signatures is empty"),
         ({"custom_objects": [1]}, "custom_objects must be a dict"),
         ({"external_modules": ["json"]}, "external_modules must hold imported modules"),
+        ({"metadata": {"loss": float("nan")}}, "metadata['loss'] is nan, which JSON cannot represent"),
+        ({"metadata": {"deep": _nested(100)}}, "nested more than 64 levels"),
+        ({"signatures": {"predict": {"input_spec": object()}}}, "input_spec is a builtins.object"),
     ],
 )
 def test_bad_arguments_are_clear_and_leave_store_unchanged(iris_clf, store_home, kwargs, words):
@@ -220,3 +230,56 @@ def test_import_raystore_is_light():
     code = "import sys, raystore; print(sorted(m for m in ('ray', 'torch', 'sklearn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_values_are_normalised_to_plain_types(iris_clf):
+    import enum
+
+    import pandas as pd
+
+    class Stage(str, enum.Enum):
+        DEV = "dev"
+
+    m = raystore.sklearn.save_model(
+        "plain",
+        iris_clf,
+        labels={np.str_("owner"): np.str_("me"), "stage": Stage.DEV},
+        metadata={
+            "stage": Stage.DEV,
+            "when": pd.Timestamp("2024-01-02T03:04:05"),
+            "day": dt.date(2024, 1, 2),
+            "n": np.int64(7),
+            "flags": np.array([True, False]),
+            "t": (1, "a"),
+        },
+    )
+    info = raystore.models.get(m.tag).info
+    assert info.labels == {"owner": "me", "stage": "dev"}
+    assert info.metadata == {
+        "stage": "dev",
+        "when": dt.datetime(2024, 1, 2, 3, 4, 5),
+        "day": dt.date(2024, 1, 2),
+        "n": 7,
+        "flags": [True, False],
+        "t": [1, "a"],
+    }
+    assert type(info.metadata["stage"]) is str and type(info.metadata["n"]) is int
+
+
+def test_corrupt_version_is_skipped_by_list_and_can_be_deleted(iris_clf, store_home):
+    good = raystore.sklearn.save_model("c", iris_clf).tag
+    bad = raystore.sklearn.save_model("c", iris_clf).tag
+    (store_home / "models" / "c" / bad.version / "model.yaml").write_text("name: c\n")
+    assert [m.tag for m in raystore.models.list()] == [good]
+    assert raystore.models.get("c:latest").tag == good
+    with pytest.raises(StoreError, match="is corrupt"):
+        raystore.models.get(bad)
+    assert raystore.models.delete(bad) == bad
+    assert not (store_home / "models" / "c" / bad.version).exists()
+
+
+def test_list_with_latest_gives_one_version(iris_clf):
+    raystore.sklearn.save_model("l", iris_clf)
+    newest = raystore.sklearn.save_model("l", iris_clf).tag
+    assert [m.tag for m in raystore.models.list("l:latest")] == [newest]
+    assert raystore.models.list("nothere:latest") == []

@@ -41,6 +41,8 @@ def test_parse_valid(text, name, version):
         ("a" * 64, "64 characters"),
         ("ok:" + "v" * 64, "64 characters"),
         ("ok:v/../x", "'..'"),
+        ("iris\n", "not allowed"),
+        ("iris:v1\n", "not allowed"),
     ],
 )
 def test_parse_invalid_names_the_rule(text, words):

@@ -34,6 +34,9 @@ def main() -> None:
     except RaystoreError as exc:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(1)
+    except OSError as exc:  # a store root that is a file, a full disk, a read-only folder...
+        typer.echo(f"Error: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("Interrupted", err=True)
         sys.exit(130)

@@ -8,11 +8,22 @@ from typing import List, Optional
 import typer
 
 from raystore import models
+from raystore.exceptions import NotFound
 from raystore.cli.output import Format, emit_data, emit_table, human_size, local_time
 from raystore.store import Model, default_store
+from raystore.store.remote import remote_store
 from raystore.tag import Tag
 
 app = typer.Typer(help="Manage models in the store.", no_args_is_help=True)
+
+
+def _still_there(model: Model) -> bool:
+    """False for a version deleted by someone else since it was listed."""
+    try:
+        model.size
+    except NotFound:
+        return False
+    return True
 
 
 def _summary(model: Model) -> dict:
@@ -29,14 +40,16 @@ def _summary(model: Model) -> dict:
 def list_models(
     name: Optional[str] = typer.Argument(None, help="Only versions of this model name."),
     output: Format = typer.Option(Format.table, "--output", "-o", help="table, json or yaml."),
+    remote: bool = typer.Option(False, "--remote", help="List the remote (RAYSTORE_REMOTE) instead."),
 ) -> None:
     """List models, newest first."""
-    found = models.list(name)
+    found = [m for m in models.list(name, remote=remote) if _still_there(m)]
     if output is not Format.table:
         emit_data([_summary(m) for m in found], output)
         return
     if not found:
-        typer.echo(f"No models{' named ' + name if name else ''} in {default_store().url}")
+        where = remote_store().url if remote else default_store().url
+        typer.echo(f"No models{' named ' + name if name else ''} in {where}")
         return
     rows = [[str(m.tag), m.info.module, human_size(m.size), local_time(m.info.creation_time)] for m in found]
     emit_table(["Tag", "Module", "Size", "Creation Time"], rows)
@@ -84,5 +97,58 @@ def delete_models(
             typer.echo(f"Skipped {text}")
             continue
         for tag in found:
-            models.delete(tag)
+            try:
+                models.delete(tag)
+            except NotFound:
+                typer.echo(f"{tag} was already deleted")
+                continue
             typer.echo(f"Deleted {tag}")
+
+
+class Compression(str, Enum):
+    gz = "gz"
+    zstd = "zstd"
+
+
+@app.command("export")
+def export_model(
+    tag: str = typer.Argument(..., help="The model to export."),
+    dest: str = typer.Argument(".", help="A file, a folder, or a URL such as s3://bucket/prefix/."),
+    compression: Optional[Compression] = typer.Option(None, "--compression", help="gz or zstd (default: none)."),
+) -> None:
+    """Export a model version as an archive."""
+    models.export_model(tag, dest, compression=compression.value if compression else None)
+
+
+@app.command("import")
+def import_model(
+    src: str = typer.Argument(..., help="An archive file or URL."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing version with different content."),
+) -> None:
+    """Import a model archive into the store."""
+    models.import_model(src, force=force)
+
+
+@app.command("verify")
+def verify_model(tag: str = typer.Argument(..., help="The model version to check.")) -> None:
+    """Re-check a version's files against its manifest (size and sha256)."""
+    model = models.verify(tag)
+    typer.echo(f"{model} is intact: {len(model.manifest)} files, {human_size(model.size)}")
+
+
+@app.command("push")
+def push_model(
+    tag: str = typer.Argument(..., help="The local model version to push."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace a remote version with different content."),
+) -> None:
+    """Copy a model version to the remote (RAYSTORE_REMOTE)."""
+    models.push(tag, force=force)
+
+
+@app.command("pull")
+def pull_model(
+    tag: str = typer.Argument(..., help="The remote model version to pull (latest resolves on the remote)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace a local version with different content."),
+) -> None:
+    """Copy a model version from the remote (RAYSTORE_REMOTE) into the local store."""
+    models.pull(tag, force=force)

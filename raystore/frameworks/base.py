@@ -79,6 +79,7 @@ class Framework:
             context=self._context(),
             signatures=sigs,
         )
+        info.to_yaml()  # fail here, before any file is written, if something cannot be represented
         store = default_store()
         with store.create(info) as staging, _pickled_by_value(external_modules or ()):
             info.options = self.save_files(model, staging)

@@ -44,6 +44,8 @@ class PyTorch(Framework):
         torch = self.import_or_explain("torch", "pytorch")
         if not isinstance(model, torch.nn.Module):
             raise InvalidArgument(f"{self.module}.save_model expects a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, torch.jit.ScriptModule):
+            raise InvalidArgument("this is a TorchScript module: save it with raystore.torchscript.save_model")
 
     def save_files(self, model: object, path: Path) -> dict[str, Any]:
         torch = self.import_or_explain("torch", "pytorch")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -46,8 +47,8 @@ class ModelSignature:
         return cls(
             batchable=batchable,
             batch_dim=_batch_dim(method, value.get("batch_dim", 0)),
-            input_spec=value.get("input_spec"),
-            output_spec=value.get("output_spec"),
+            input_spec=_plain(value.get("input_spec"), f"signature {method!r} input_spec"),
+            output_spec=_plain(value.get("output_spec"), f"signature {method!r} output_spec"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,13 +87,20 @@ def validate_signatures(signatures: Mapping[str, Any] | None, model: object = No
     for method, value in signatures.items():
         if not isinstance(method, str) or not method.isidentifier():
             raise InvalidArgument(f"signature name {method!r} is not a Python method name")
-        if model is not None and not callable(getattr(model, method, None)):
+        if model is not None and not _has_method(model, method):
             raise InvalidArgument(
                 f"signature {method!r}: {type(model).__name__} has no method {method!r}; "
                 f"pass signatures naming methods the model has"
             )
         out[method] = ModelSignature.from_value(method, value)
     return out
+
+
+def _has_method(model: object, method: str) -> bool:
+    try:
+        return callable(getattr(model, method, None))
+    except Exception:  # a property that raises is not a method either
+        return False
 
 
 def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
@@ -108,7 +116,7 @@ def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
                 f"label {key!r} has a {type(value).__name__} value {value!r}; labels are str to str "
                 "(put other values in metadata)"
             )
-    return dict(labels)
+    return {str.__str__(k): str.__str__(v) for k, v in labels.items()}
 
 
 def validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -120,25 +128,41 @@ def validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return _plain(metadata, "metadata")
 
 
-def _plain(value: Any, where: str) -> Any:
-    if value is None or isinstance(value, dt.date):
-        return value
-    for plain_type in (bool, int, float, str):  # exact types: np.float64 and str enums are subclasses
-        if isinstance(value, plain_type):
-            return plain_type(value)
+_MAX_DEPTH = 64
+
+
+def _plain(value: Any, where: str, depth: int = 0) -> Any:
+    if depth > _MAX_DEPTH:
+        raise InvalidArgument(f"{where} is nested more than {_MAX_DEPTH} levels deep (or refers to itself)")
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):  # before date: datetime is a date; pandas Timestamp is a datetime
+        return dt.datetime.fromisoformat(value.isoformat())
+    if isinstance(value, dt.date):
+        return dt.date.fromisoformat(value.isoformat())
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str.__str__(value)  # the text itself, also for str enums and numpy strings
+    if isinstance(value, int):
+        return int.__index__(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{where} is {value}, which JSON cannot represent; use None or a string")
+        return float(value)
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidArgument(f"{where}: key {key!r} must be a string")
-            out[key] = _plain(item, f"{where}[{key!r}]")
+            out[str.__str__(key)] = _plain(item, f"{where}[{key!r}]", depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [_plain(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
     # numpy without importing it: scalars and arrays both have .tolist()
     module = type(value).__module__
     if module == "numpy" and hasattr(value, "tolist"):
-        return _plain(value.tolist(), where)
+        return _plain(value.tolist(), where, depth + 1)
     raise InvalidArgument(
         f"{where} is a {type(value).__module__}.{type(value).__name__}, which cannot be stored in model.yaml; "
         "metadata holds str, int, float, bool, None, dates, lists, dicts and numpy values "

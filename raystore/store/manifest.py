@@ -62,6 +62,30 @@ def dumps(entries: list[FileEntry]) -> str:
 def loads(text: str | bytes, where: str) -> list[FileEntry]:
     try:
         data = json.loads(text)
-        return [FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in data["files"]]
+        entries = [FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in data["files"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"{where} is corrupt ({exc}); delete or re-import that version") from None
+    for entry in entries:
+        check_relpath(entry.path, where)
+        if entry.size < 0 or len(entry.sha256) != 64:
+            raise StoreError(f"{where} is corrupt: bad size or sha256 for {entry.path!r}")
+    if len({e.path for e in entries}) != len(entries):
+        raise StoreError(f"{where} lists a file twice")
+    if INFO_FILE not in {e.path for e in entries}:
+        raise StoreError(f"{where} does not list {INFO_FILE}")
+    return entries
+
+
+def check_relpath(path: str, where: str) -> str:
+    """Refuse paths that could escape a version folder: absolute, `..`, backslashes, empty parts."""
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or "\0" in path
+        or any(part in ("", ".", "..") for part in parts)
+        or path == MANIFEST_FILE
+    ):
+        raise StoreError(f"{where}: unsafe or reserved file path {path!r}")
+    return path

@@ -2,41 +2,51 @@
 
 Rules that keep every reader safe without locks:
 - a version exists when its folder holds `model.yaml`, written last (locally the whole folder is
-  built under `<root>/.tmp/` and renamed into place in one step);
-- deleting renames the folder away first, then removes it;
+  built under `<root>/.tmp/` and renamed into place in one step; remotely every other file is
+  uploaded first);
+- deleting removes `model.yaml` first (locally: renames the folder away), then the files;
 - `latest` is computed from committed versions every time, never stored.
 """
 
 from __future__ import annotations
 
+import errno
+import io
+import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+from typing import BinaryIO, Iterator, Literal
 
 from raystore.exceptions import AmbiguousTag, InvalidTag, NotFound, StoreError
 from raystore.store import manifest
+from raystore.store.fs import is_local, open_filesystem, remote_errors
 from raystore.store.info import ModelInfo
+from raystore.store.manifest import FileEntry
 from raystore.store.model import Model
+from raystore.store.transfer import OnBytes, copy_verified, run_parallel
 from raystore.tag import Tag, validate_part
+
+logger = logging.getLogger("raystore.store")
 
 MODELS_DIR = "models"
 TMP_DIR = ".tmp"
 STALE_TMP_SECONDS = 24 * 3600
+MAX_INFO_BYTES = 1 << 20  # model.yaml is small; a huge one is a hostile archive
+
+Presence = Literal["absent", "identical", "different"]
 
 
 class ModelStore:
     def __init__(self, root: str | os.PathLike):
         self.url = str(root)
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
-        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.fs, self.root = open_filesystem(self.url)
+        self.is_local = is_local(self.fs)
 
     def __repr__(self) -> str:
         return f"ModelStore({self.url!r})"
@@ -54,38 +64,68 @@ class ModelStore:
         return path if self.is_local else self.fs.unstrip_protocol(path)
 
     def local_copy(self, tag: Tag) -> Path:
+        """A local folder with the version's files: the folder itself, or the node cache's copy."""
         if self.is_local:
             return Path(self._version_dir(tag))
-        raise StoreError(f"loading from a remote store ({self.url}) needs the node cache, which is not set up")
+        from raystore.store.cache import NodeCache
+
+        return NodeCache.default().fetch(self, tag)[0]
+
+    def open_file(self, tag: Tag, relpath: str) -> BinaryIO:
+        return self.fs.open(f"{self._version_dir(tag)}/{relpath}", "rb")
 
     # ---- reading ---------------------------------------------------------------------------
 
     def _ls_names(self, path: str) -> list[str]:
         try:
-            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
+            with remote_errors(self.url):
+                return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False, refresh=True)]
         except FileNotFoundError:
             return []
+        except TypeError:  # filesystems whose ls() takes no refresh flag
+            try:
+                return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
+            except FileNotFoundError:
+                return []
+
+    def _cat(self, path: str) -> bytes | None:
+        try:
+            with remote_errors(self.url):
+                return self.fs.cat_file(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def _read_info(self, name: str, version: str) -> ModelInfo | None:
         where = self._join(MODELS_DIR, name, version, manifest.INFO_FILE)
-        try:
-            text = self.fs.cat_file(where)
-        except (FileNotFoundError, NotADirectoryError):
+        text = self._cat(where)
+        if text is None:
             return None  # not committed, or deleted since it was listed
-        info = ModelInfo.from_yaml(text.decode("utf-8"), where)
+        info = ModelInfo.from_yaml(text.decode("utf-8", errors="replace"), where)
         if (info.name, info.version) != (name, version):
             raise StoreError(f"{where} describes {info.tag}, not {name}:{version}; the store was edited by hand")
         return info
 
-    def _versions(self, name: str) -> list[ModelInfo]:
-        """Committed versions of `name`, newest first."""
-        infos = []
+    def _version_names(self, name: str) -> list[str]:
+        out = []
         for version in self._ls_names(self._join(MODELS_DIR, name)):
             try:
-                validate_part(version, "version")
+                out.append(validate_part(version, "version"))
             except InvalidTag:
                 continue  # not ours
-            info = self._read_info(name, version)
+        return out
+
+    def _versions(self, name: str, prefix: str = "") -> list[ModelInfo]:
+        """Committed versions of `name` (starting with `prefix`), newest first; corrupt ones are skipped
+        with a warning so that one bad folder does not hide the rest."""
+        infos = []
+        for version in self._version_names(name):
+            if not version.startswith(prefix):
+                continue
+            try:
+                info = self._read_info(name, version)
+            except StoreError as exc:
+                logger.warning("skipping %s:%s: %s", name, version, exc)
+                continue
             if info is not None:
                 infos.append(info)
         return sorted(infos, key=lambda i: (i.creation_time, i.version), reverse=True)
@@ -103,8 +143,11 @@ class ModelStore:
         """Committed models, newest first; only versions of `name` when given."""
         if name is not None:
             tag = Tag.from_str(name)
-            if not tag.is_latest:
-                return [self.get(tag)]
+            if tag.version is not None:  # name:VERSION or name:latest means that one version
+                try:
+                    return [self.get(tag)]
+                except NotFound:
+                    return []
             names = [tag.name]
         else:
             names = self.names()
@@ -115,36 +158,49 @@ class ModelStore:
     def resolve(self, tag: str | Tag) -> ModelInfo:
         """The info of the version `tag` names: `latest`, an exact version or a unique prefix of one."""
         tag = Tag.from_taglike(tag)
-        if tag.is_latest:
-            versions = self._versions(tag.name)
-            if not versions:
-                raise NotFound(f"no model named {tag.name!r} in {self.url}; `raystore models list` shows what exists")
+        if not tag.is_latest:
+            info = self._read_info(tag.name, tag.version)
+            if info is not None:
+                return info
+        versions = self._versions(tag.name, prefix="" if tag.is_latest else tag.version)
+        if tag.is_latest and versions:
             return versions[0]
-        info = self._read_info(tag.name, tag.version)
-        if info is not None:
-            return info
-        versions = self._versions(tag.name)
-        if not versions:
+        if not versions and not self._version_names(tag.name):
             raise NotFound(f"no model named {tag.name!r} in {self.url}; `raystore models list` shows what exists")
-        matches = [i for i in versions if i.version.startswith(tag.version)]
+        matches = versions
         if len(matches) == 1:
             return matches[0]
         if matches:
             listed = ", ".join(str(i.tag) for i in matches[:10])
             raise AmbiguousTag(f"version prefix {tag} matches {len(matches)} versions ({listed}); give more characters")
-        raise NotFound(
-            f"model {tag} not found in {self.url}; `raystore models list {tag.name}` shows its versions"
-        )
+        raise NotFound(f"model {tag} not found in {self.url}; `raystore models list {tag.name}` shows its versions")
 
     def get(self, tag: str | Tag) -> Model:
         return Model(self, self.resolve(tag))
 
-    def read_manifest(self, tag: Tag) -> list[manifest.FileEntry]:
+    def manifest_bytes(self, tag: Tag) -> bytes | None:
+        """The raw manifest of a committed version, or None when the version does not exist."""
+        if self._cat(self._join(MODELS_DIR, tag.name, tag.version, manifest.INFO_FILE)) is None:
+            return None
+        return self._cat(self._join(MODELS_DIR, tag.name, tag.version, manifest.MANIFEST_FILE))
+
+    def read_manifest(self, tag: Tag) -> list[FileEntry]:
         where = self._join(MODELS_DIR, tag.name, tag.version, manifest.MANIFEST_FILE)
+        data = self._cat(where)
+        if data is None:
+            raise NotFound(f"model {tag} was deleted, or its manifest is missing ({where})")
+        return manifest.loads(data, where)
+
+    def presence(self, tag: Tag, entries: list[FileEntry]) -> Presence:
+        """Whether `tag` is absent here, present with exactly these files, or present and different."""
+        if self._read_info(tag.name, tag.version) is None:
+            return "absent"
         try:
-            return manifest.loads(self.fs.cat_file(where), where)
-        except FileNotFoundError:
-            raise NotFound(f"model {tag} was deleted, or its manifest is missing ({where})") from None
+            existing = self.read_manifest(tag)
+        except (NotFound, StoreError):
+            return "different"
+        key = lambda e: e.path  # noqa: E731
+        return "identical" if sorted(existing, key=key) == sorted(entries, key=key) else "different"
 
     def verify(self, tag: str | Tag) -> Model:
         """Re-check every file of a version against its manifest; raise `StoreError` listing what differs."""
@@ -152,16 +208,16 @@ class ModelStore:
         base = self._version_dir(model.tag)
         expected = {entry.path: entry for entry in model.manifest}
         problems = []
-        present = {
-            p[len(base) + 1 :] for p in self.fs.find(base) if p[len(base) + 1 :] != manifest.MANIFEST_FILE
-        }
+        with remote_errors(self.url):
+            found = self.fs.find(base)
+        present = {p[len(base) + 1 :] for p in found if p[len(base) + 1 :] != manifest.MANIFEST_FILE}
         for rel in sorted(present - set(expected)):
             problems.append(f"{rel}: not in the manifest")
         for rel, entry in expected.items():
             if rel not in present:
                 problems.append(f"{rel}: missing")
                 continue
-            with self.fs.open(f"{base}/{rel}", "rb") as f:
+            with remote_errors(self.url), self.fs.open(f"{base}/{rel}", "rb") as f:
                 size, digest = manifest.sha256_of(f)
             if size != entry.size:
                 problems.append(f"{rel}: {size} bytes, manifest says {entry.size}")
@@ -175,7 +231,7 @@ class ModelStore:
 
     @contextmanager
     def create(self, info: ModelInfo) -> Iterator[Path]:
-        """Yield an empty local folder for the version's files; commit it when the block succeeds.
+        """Yield an empty local folder for a new version's files; commit it when the block succeeds.
 
         On success the folder gets `manifest.json` and then `model.yaml`, and becomes visible in one
         step. On an exception (or if the process dies) nothing becomes visible.
@@ -185,11 +241,22 @@ class ModelStore:
             yield staging
             info_bytes = info.to_yaml().encode("utf-8")
             entries = manifest.scan_dir(staging, extra=[(manifest.INFO_FILE, info_bytes)])
-            (staging / manifest.MANIFEST_FILE).write_text(manifest.dumps(entries))
-            (staging / manifest.INFO_FILE).write_bytes(info_bytes)
-            self._commit(staging, info.tag)
+            if self.is_local:
+                (staging / manifest.MANIFEST_FILE).write_text(manifest.dumps(entries))
+                (staging / manifest.INFO_FILE).write_bytes(info_bytes)
+                self._install(staging, info.tag, force=False)
+            else:
+                (staging / manifest.INFO_FILE).write_bytes(info_bytes)
+                writer = self.writer(info.tag, entries, force=False)
+                writer.write_all(lambda rel: open(staging / rel, "rb"))
+                writer.commit()
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def writer(self, tag: Tag, entries: list[FileEntry], *, force: bool) -> VersionWriter:
+        """A writer that receives exactly the files `entries` lists and then commits version `tag`."""
+        cls = LocalVersionWriter if self.is_local else RemoteVersionWriter
+        return cls(self, tag, entries, force)
 
     def _tmp_root(self) -> Path:
         return Path(self._join(TMP_DIR))
@@ -198,10 +265,13 @@ class ModelStore:
         if not self.is_local:
             return Path(tempfile.mkdtemp(prefix=f"raystore-{kind}-"))
         tmp = self._tmp_root()
-        tmp.mkdir(parents=True, exist_ok=True)
-        self._collect_garbage(tmp)
-        path = tmp / f"{kind}-{uuid.uuid4().hex}"
-        path.mkdir()
+        try:
+            tmp.mkdir(parents=True, exist_ok=True)
+            self._collect_garbage(tmp)
+            path = tmp / f"{kind}-{uuid.uuid4().hex}"
+            path.mkdir()
+        except OSError as exc:
+            raise StoreError(f"cannot write to the store at {self.url}: {exc.strerror}: {exc.filename}") from None
         return path
 
     @staticmethod
@@ -215,17 +285,12 @@ class ModelStore:
             except FileNotFoundError:
                 pass
 
-    def _commit(self, staging: Path, tag: Tag) -> None:
+    def _install(self, staging: Path, tag: Tag, *, force: bool) -> None:
+        """Rename a complete local staging folder into place (replacing an existing version if `force`)."""
         target = self._version_dir(tag)
-        if not self.is_local:
-            if self.fs.exists(self._join(MODELS_DIR, tag.name, tag.version, manifest.INFO_FILE)):
-                raise StoreError(f"model {tag} already exists in {self.url}")
-            files = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != manifest.INFO_FILE)
-            for path in files:
-                self.fs.put_file(str(path), f"{target}/{path.relative_to(staging).as_posix()}")
-            self.fs.put_file(str(staging / manifest.INFO_FILE), f"{target}/{manifest.INFO_FILE}")
-            return
         name_dir = Path(target).parent
+        if force and os.path.exists(target):
+            self._remove_version(tag, missing_ok=True)
         for _ in range(100):  # a concurrent delete may remove the (empty) name folder under us
             name_dir.mkdir(parents=True, exist_ok=True)
             try:
@@ -233,12 +298,21 @@ class ModelStore:
                 return
             except FileNotFoundError:
                 continue
-            except OSError as exc:  # target exists and is not empty
-                raise StoreError(f"model {tag} already exists in {self.url} ({exc.strerror})") from None
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise StoreError(f"model {tag} already exists in {self.url}") from None
+                raise StoreError(f"could not move {staging} to {target}: {exc.strerror}") from None
         raise StoreError(f"could not commit {tag}: {name_dir} kept disappearing")
 
     def delete(self, tag: str | Tag) -> Tag:
-        """Delete one version (`name` or `name:latest`: the newest). Returns the deleted tag."""
+        """Delete one version (`name` or `name:latest`: the newest). Returns the deleted tag.
+
+        An exact version is removed without reading its model.yaml, so a corrupt version can go too.
+        """
+        tag = Tag.from_taglike(tag)
+        if not tag.is_latest and tag.version in self._version_names(tag.name):
+            self._remove_version(tag)
+            return tag
         info = self.resolve(tag)
         self._remove_version(info.tag)
         return info.tag
@@ -253,24 +327,159 @@ class ModelStore:
             self._remove_version(info.tag)
         return [info.tag for info in versions]
 
-    def _remove_version(self, tag: Tag) -> None:
+    def _remove_version(self, tag: Tag, *, missing_ok: bool = False) -> None:
         target = self._version_dir(tag)
         if not self.is_local:
-            # model.yaml goes first so that the version stops existing before its files go.
-            try:
-                self.fs.rm_file(f"{target}/{manifest.INFO_FILE}")
-            except FileNotFoundError:
-                raise NotFound(f"model {tag} was already deleted") from None
-            self.fs.rm(target, recursive=True)
+            with remote_errors(self.url):
+                try:
+                    self.fs.rm_file(f"{target}/{manifest.INFO_FILE}")  # the version stops existing here
+                except FileNotFoundError:
+                    if not missing_ok:
+                        raise NotFound(f"model {tag} was already deleted") from None
+                try:
+                    self.fs.rm(target, recursive=True)
+                except FileNotFoundError:
+                    pass
             return
         graveyard = self._new_staging_dir("deleted")
         graveyard.rmdir()
         try:
             os.rename(target, graveyard)
         except FileNotFoundError:
+            if missing_ok:
+                return
             raise NotFound(f"model {tag} was already deleted") from None
+        except OSError as exc:
+            raise StoreError(f"could not delete {tag}: moving {target} away failed: {exc.strerror}") from None
         shutil.rmtree(graveyard, ignore_errors=True)
         try:
             os.rmdir(Path(target).parent)  # only succeeds when no version is left
         except OSError:
+            pass
+
+
+class VersionWriter:
+    """Receives the files of one version, each checked against its manifest entry, then commits.
+
+    Nothing is visible until `commit()`; `abort()` (or an exception inside `write_all`) removes
+    what was written.
+    """
+
+    def __init__(self, store: ModelStore, tag: Tag, entries: list[FileEntry], force: bool):
+        self.store, self.tag, self.force = store, tag, force
+        self.entries = {e.path: e for e in entries}
+        if manifest.INFO_FILE not in self.entries:
+            raise StoreError(f"the manifest of {tag} does not list {manifest.INFO_FILE}")
+        if self.entries[manifest.INFO_FILE].size > MAX_INFO_BYTES:
+            raise StoreError(f"{manifest.INFO_FILE} of {tag} is larger than {MAX_INFO_BYTES} bytes")
+        self._written: set[str] = set()
+        self._lock = threading.Lock()
+        self.info_bytes: bytes | None = None
+
+    def write(self, relpath: str, src: BinaryIO, on_bytes: OnBytes | None = None) -> None:
+        entry = self.entries.get(relpath)
+        if entry is None:
+            raise StoreError(f"{relpath!r} is not listed in the manifest of {self.tag}")
+        with self._lock:
+            if relpath in self._written:
+                raise StoreError(f"{relpath!r} appears twice in {self.tag}")
+            self._written.add(relpath)
+        if relpath == manifest.INFO_FILE:
+            buffer = io.BytesIO()
+            copy_verified(src, buffer, entry, on_bytes)
+            self.info_bytes = buffer.getvalue()
+            self._write_info_early(self.info_bytes)
+            return
+        self._write_file(relpath, src, entry, on_bytes)
+
+    def write_all(self, opener, on_bytes: OnBytes | None = None) -> None:
+        """Write every listed file, several at a time; `opener(relpath)` returns a readable stream."""
+
+        def task(rel: str) -> None:
+            with opener(rel) as src:
+                self.write(rel, src, on_bytes)
+
+        run_parallel([lambda rel=rel: task(rel) for rel in self.entries])
+
+    def missing(self) -> list[str]:
+        return sorted(set(self.entries) - self._written)
+
+    def _check_complete(self) -> ModelInfo:
+        if self.missing():
+            raise StoreError(f"{self.tag} is incomplete: missing {', '.join(self.missing())}")
+        info = ModelInfo.from_yaml(self.info_bytes.decode("utf-8", errors="replace"), f"{self.tag}/model.yaml")
+        if info.tag != self.tag:
+            raise StoreError(f"model.yaml describes {info.tag}, not {self.tag}")
+        return info
+
+    def _manifest_text(self) -> str:
+        return manifest.dumps(sorted(self.entries.values(), key=lambda e: e.path))
+
+    # subclass hooks
+    def _write_file(self, relpath: str, src: BinaryIO, entry: FileEntry, on_bytes: OnBytes | None) -> None:
+        raise NotImplementedError
+
+    def _write_info_early(self, data: bytes) -> None:
+        """Local staging may write model.yaml at once; remote stores must wait for commit."""
+
+    def commit(self) -> Model:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+class LocalVersionWriter(VersionWriter):
+    def __init__(self, store: ModelStore, tag: Tag, entries: list[FileEntry], force: bool):
+        super().__init__(store, tag, entries, force)
+        self.staging = store._new_staging_dir("stage")
+
+    def _write_file(self, relpath, src, entry, on_bytes):
+        path = self.staging / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as dst:
+            copy_verified(src, dst, entry, on_bytes)
+
+    def _write_info_early(self, data: bytes) -> None:
+        (self.staging / manifest.INFO_FILE).write_bytes(data)
+
+    def commit(self) -> Model:
+        try:
+            info = self._check_complete()
+            (self.staging / manifest.MANIFEST_FILE).write_text(self._manifest_text())
+            self.store._install(self.staging, self.tag, force=self.force)
+            return Model(self.store, info)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class RemoteVersionWriter(VersionWriter):
+    def __init__(self, store: ModelStore, tag: Tag, entries: list[FileEntry], force: bool):
+        super().__init__(store, tag, entries, force)
+        self.target = store._version_dir(tag)
+        if store._read_info(tag.name, tag.version) is not None:
+            if not force:
+                raise StoreError(f"model {tag} already exists in {store.url}")
+        # Leftovers of an earlier, interrupted write (or the version being replaced) go first.
+        store._remove_version(tag, missing_ok=True)
+
+    def _write_file(self, relpath, src, entry, on_bytes):
+        with remote_errors(self.store.url), self.store.fs.open(f"{self.target}/{relpath}", "wb") as dst:
+            copy_verified(src, dst, entry, on_bytes)
+
+    def commit(self) -> Model:
+        info = self._check_complete()
+        fs = self.store.fs
+        with remote_errors(self.store.url):
+            fs.pipe_file(f"{self.target}/{manifest.MANIFEST_FILE}", self._manifest_text().encode())
+            fs.pipe_file(f"{self.target}/{manifest.INFO_FILE}", self.info_bytes)  # now it exists
+        return Model(self.store, info)
+
+    def abort(self) -> None:
+        try:
+            self.store.fs.rm(self.target, recursive=True)
+        except Exception:  # best effort: an invisible leftover is harmless and is replaced by the next write
             pass
