@@ -35,9 +35,9 @@ def validate_part(value: object, what: str) -> str:
         problem = f"is {len(value)} characters long"
     elif ".." in value:
         problem = "contains '..'"
-    elif not _PART_RE.match(value):
+    elif not _PART_RE.fullmatch(value):
         problem = "contains characters or an ending that are not allowed"
-        if value.lower() != value and _PART_RE.match(value.lower()):
+        if value.lower() != value and _PART_RE.fullmatch(value.lower()):
             problem = f"has uppercase letters (did you mean {value.lower()!r}?)"
     if problem:
         raise InvalidTag(f"invalid model {what} {value!r}: it {problem}; it must be {RULE}")

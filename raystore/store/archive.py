@@ -106,6 +106,10 @@ def import_model(
         with fs.open(path, "rb", block_size=_IO_BUFFER * 16) as raw, _decompressor(raw) as stream:
             try:
                 return _import_stream(store, stream, src, force, on_bytes)
+            except StoreError as exc:
+                if src in str(exc):
+                    raise
+                raise StoreError(f"cannot import {src}: {exc}") from None
             except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError) as exc:
                 raise StoreError(f"{src} is not a valid raystore archive, or it is truncated ({exc})") from None
             except Exception as exc:

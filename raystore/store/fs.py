@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -31,6 +32,10 @@ def open_filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
         endpoint = settings().s3_endpoint_url
         if endpoint:
             options["client_kwargs"] = {"endpoint_url": endpoint}
+        # Explicit credentials also key fsspec's instance cache, so changed variables take effect.
+        for option, variable in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"), ("token", "AWS_SESSION_TOKEN")):
+            if os.environ.get(variable):
+                options[option] = os.environ[variable]
     try:
         return fsspec.core.url_to_fs(url, **options)
     except (ImportError, ValueError) as exc:

@@ -1,0 +1,181 @@
+"""Export and import: round trips to files, folders and URLs, conflicts, and hostile archives."""
+
+import gzip
+import subprocess
+import tarfile
+
+import numpy as np
+import pytest
+
+import raystore
+from raystore.exceptions import NotFound, StoreError
+
+from archives import manifest_for, member, read_archive, write_archive
+from conftest import VENV_BIN
+
+
+@pytest.fixture
+def saved(iris_clf):
+    return raystore.sklearn.save_model(
+        "iris_clf", iris_clf, labels={"a": "b"}, custom_objects={"names": ["x", "y", "z"]}
+    )
+
+
+def _assert_store_untouched(store_home, expected_tags):
+    assert [str(m.tag) for m in raystore.models.list()] == [str(t) for t in expected_tags]
+    tmp = store_home / ".tmp"
+    assert not tmp.exists() or list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("compression", [None, "gz", "zstd"])
+def test_round_trip_through_a_file(saved, iris, tmp_path, capsys, compression, store_home):
+    X, _ = iris
+    dest = tmp_path / "exports" / "iris.raymodel"
+    where = raystore.models.export_model(saved.tag, str(dest), compression=compression)
+    assert where == str(dest) and dest.is_file()
+    assert f'Model(tag="{saved.tag}") exported to {dest}' in capsys.readouterr().err
+    magic = dest.read_bytes()[:4]
+    assert (magic[:2] == b"\x1f\x8b") == (compression == "gz")
+    assert (magic == b"\x28\xb5\x2f\xfd") == (compression == "zstd")
+    assert not list(dest.parent.glob("*.part-*"))
+
+    raystore.models.delete(saved.tag)
+    imported = raystore.models.import_model(str(dest))
+    assert imported.tag == saved.tag
+    assert "imported from" in capsys.readouterr().err
+    again = raystore.models.get(saved.tag)
+    assert again.info.labels == {"a": "b"} and again.custom_objects["names"] == ["x", "y", "z"]
+    assert again.info.creation_time == saved.info.creation_time
+    np.testing.assert_array_equal(raystore.sklearn.load_model(saved.tag).predict(X), saved_predict(saved, X))
+    raystore.models.verify(saved.tag)
+
+
+def saved_predict(model, X):
+    return raystore.sklearn.load_model(model).predict(X)
+
+
+def test_export_into_a_folder_and_a_memory_url(saved, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name = f"iris_clf-{saved.tag.version}.raymodel"
+    assert raystore.models.export_model(saved.tag, quiet=True) == str(tmp_path / name)  # default: cwd
+    assert (tmp_path / name).is_file()
+    where = raystore.models.export_model(saved.tag, "memory://exports/", quiet=True)
+    assert where.startswith("memory://") and where.endswith(f"/exports/{name}")
+    raystore.models.delete(saved.tag)
+    assert raystore.models.import_model(where, quiet=True).tag == saved.tag
+
+
+def test_archive_layout_manifest_first(saved, tmp_path):
+    dest = tmp_path / "a.raymodel"
+    raystore.models.export_model(saved.tag, str(dest), quiet=True)
+    with tarfile.open(dest) as tar:
+        names = tar.getnames()
+    prefix = f"iris_clf/{saved.tag.version}"
+    assert names[:2] == [f"{prefix}/manifest.json", f"{prefix}/model.yaml"]
+    assert sorted(names[2:]) == [f"{prefix}/custom_objects.pkl", f"{prefix}/saved_model.pkl"]
+
+
+def test_identical_import_is_a_noop_and_different_needs_force(saved, tmp_path, capsys, store_home):
+    dest = tmp_path / "a.raymodel"
+    raystore.models.export_model(saved.tag, str(dest), quiet=True)
+    raystore.models.import_model(str(dest))
+    assert "identical content; nothing to do" in capsys.readouterr().err
+
+    prefix, files = read_archive(dest)
+    files["custom_objects.pkl"] = __import__("cloudpickle").dumps({"names": ["changed"]})
+    changed = write_archive(tmp_path / "changed.raymodel", prefix, files)
+    with pytest.raises(StoreError, match="already exists .* with different content; use --force"):
+        raystore.models.import_model(str(changed))
+    assert raystore.models.get(saved.tag).custom_objects["names"] == ["x", "y", "z"]
+    raystore.models.import_model(str(changed), force=True)
+    assert raystore.models.get(saved.tag).custom_objects["names"] == ["changed"]
+    raystore.models.verify(saved.tag)
+
+
+def _hostile_cases(prefix, files):
+    """(description, archive kwargs, files override) for archives that must be refused."""
+    yield "tar-slip", dict(extra=[member(f"{prefix}/../../evil")]), None
+    yield "absolute", dict(extra=[member("/tmp/raystore-evil-absolute")]), None
+    yield "symlink", dict(extra=[member(f"{prefix}/link", tarfile.SYMTYPE, linkname="/etc/passwd")]), None
+    yield "hardlink", dict(extra=[member(f"{prefix}/hard", tarfile.LNKTYPE, linkname="/etc/passwd")]), None
+    yield "device", dict(extra=[member(f"{prefix}/dev", tarfile.CHRTYPE)]), None
+    yield "fifo", dict(extra=[member(f"{prefix}/fifo", tarfile.FIFOTYPE)]), None
+    yield "unlisted", dict(extra=[member(f"{prefix}/unlisted.bin")]), None
+    yield "outside-prefix", dict(extra=[member("other/version1/x.bin")]), None
+    yield "missing-file", dict(skip={"saved_model.pkl"}), None
+    bad_manifest = manifest_for({**files, "../escape": b"x"})
+    yield "manifest-escape", dict(manifest=bad_manifest), None
+    flipped = dict(files)
+    data = bytearray(flipped["saved_model.pkl"])
+    data[len(data) // 2] ^= 0x01
+    yield "flipped-byte", dict(manifest=manifest_for(files)), {**files, "saved_model.pkl": bytes(data)}
+    yield "bad-manifest-json", dict(manifest=b"{not json"), None
+
+
+def test_hostile_archives_are_refused_and_store_unchanged(saved, tmp_path, store_home):
+    dest = tmp_path / "a.raymodel"
+    raystore.models.export_model(saved.tag, str(dest), quiet=True)
+    prefix, files = read_archive(dest)
+    raystore.models.delete(saved.tag)
+    for name, kwargs, override in _hostile_cases(prefix, files):
+        archive = write_archive(tmp_path / f"{name}.raymodel", prefix, override or files, **kwargs)
+        with pytest.raises(StoreError) as err:
+            raystore.models.import_model(str(archive), quiet=True)
+        message = str(err.value)
+        assert str(archive) in message or "manifest" in message, (name, message)
+        _assert_store_untouched(store_home, [])
+    assert not (tmp_path.parent / "evil").exists() and not (tmp_path / "evil").exists()
+    import os
+
+    assert not os.path.exists("/tmp/raystore-evil-absolute")
+
+
+def test_corrupt_and_truncated_archives(saved, tmp_path, store_home):
+    dest = tmp_path / "a.raymodel"
+    raystore.models.export_model(saved.tag, str(dest), quiet=True)
+    raystore.models.delete(saved.tag)
+    data = dest.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "header-flip": data[:100] + bytes([data[100] ^ 0xFF]) + data[101:],
+        "random": b"\x00garbage" * 300,
+        "empty": b"",
+        "truncated-gz": gzip.compress(data)[:-200],
+    }
+    for name, content in cases.items():
+        path = tmp_path / f"{name}.raymodel"
+        path.write_bytes(content)
+        with pytest.raises(StoreError, match="not a valid raystore archive|not a raystore archive|empty archive"):
+            raystore.models.import_model(str(path), quiet=True)
+        _assert_store_untouched(store_home, [])
+    with pytest.raises(NotFound, match="no archive at"):
+        raystore.models.import_model(str(tmp_path / "nope.raymodel"))
+
+
+def test_export_refuses_a_corrupt_store_version(saved, tmp_path, store_home):
+    stored = store_home / "models" / "iris_clf" / saved.tag.version / "saved_model.pkl"
+    data = bytearray(stored.read_bytes())
+    data[10] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    dest = tmp_path / "a.raymodel"
+    with pytest.raises(StoreError, match="does not match its manifest"):
+        raystore.models.export_model(saved.tag, str(dest), quiet=True)
+    assert not dest.exists() and not list(tmp_path.glob("*.part-*"))
+
+
+def test_cli_export_import_verify(saved, tmp_path, store_home):
+    raystore_cli = str(VENV_BIN / "raystore")
+    out = subprocess.run([raystore_cli, "models", "export", "iris_clf", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    archive = tmp_path / f"iris_clf-{saved.tag.version}.raymodel"
+    assert f"exported to {archive}" in out.stderr
+    out = subprocess.run([raystore_cli, "models", "verify", "iris_clf"], capture_output=True, text=True)
+    assert out.returncode == 0 and "is intact: 3 files" in out.stdout
+    raystore.models.delete(saved.tag)
+    out = subprocess.run([raystore_cli, "models", "import", str(archive)], capture_output=True, text=True)
+    assert out.returncode == 0 and "imported from" in out.stderr
+    stored = store_home / "models" / "iris_clf" / saved.tag.version / "custom_objects.pkl"
+    stored.write_bytes(stored.read_bytes() + b"!")
+    out = subprocess.run([raystore_cli, "models", "verify", "iris_clf"], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "custom_objects.pkl" in out.stderr and "failed verification" in out.stderr
