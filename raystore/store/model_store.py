@@ -29,7 +29,7 @@ from raystore.store.fs import is_local, open_filesystem, remote_errors
 from raystore.store.info import ModelInfo
 from raystore.store.manifest import FileEntry
 from raystore.store.model import Model
-from raystore.store.transfer import OnBytes, copy_verified, run_parallel
+from raystore.store.transfer import OnBytes, RangeReader, copy_verified, run_parallel
 from raystore.tag import Tag, validate_part
 
 logger = logging.getLogger("raystore.store")
@@ -37,7 +37,8 @@ logger = logging.getLogger("raystore.store")
 MODELS_DIR = "models"
 TMP_DIR = ".tmp"
 STALE_TMP_SECONDS = 24 * 3600
-MAX_INFO_BYTES = 1 << 20  # model.yaml is small; a huge one is a hostile archive
+MAX_INFO_BYTES = 1 << 20
+RANGE_READ_MIN = 32 * 1024 * 1024  # smaller files come in one request  # model.yaml is small; a huge one is a hostile archive
 
 Presence = Literal["absent", "identical", "different"]
 
@@ -71,8 +72,12 @@ class ModelStore:
 
         return NodeCache.default().fetch(self, tag)[0]
 
-    def open_file(self, tag: Tag, relpath: str) -> BinaryIO:
-        return self.fs.open(f"{self._version_dir(tag)}/{relpath}", "rb")
+    def open_file(self, tag: Tag, relpath: str, size: int | None = None) -> BinaryIO:
+        """A reader for one file of a version; large remote files are fetched with parallel ranges."""
+        path = f"{self._version_dir(tag)}/{relpath}"
+        if not self.is_local and size is not None and size > RANGE_READ_MIN:
+            return RangeReader(self.fs, path, size)
+        return self.fs.open(path, "rb")
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -437,7 +442,7 @@ class LocalVersionWriter(VersionWriter):
     def _write_file(self, relpath, src, entry, on_bytes):
         path = self.staging / relpath
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as dst:
+        with open(path, "wb", buffering=0) as dst:  # chunks are large: no second buffer
             copy_verified(src, dst, entry, on_bytes)
 
     def _write_info_early(self, data: bytes) -> None:

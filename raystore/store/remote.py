@@ -50,7 +50,8 @@ def copy_version(
     with remote_errors(remote_url):
         writer = dst.writer(model.tag, entries, force=force)
         try:
-            writer.write_all(lambda rel: src.open_file(model.tag, rel), on_bytes)
+            sizes = {entry.path: entry.size for entry in entries}
+            writer.write_all(lambda rel: src.open_file(model.tag, rel, sizes[rel]), on_bytes)
             return writer.commit(), "copied"
         except BaseException:
             writer.abort()
