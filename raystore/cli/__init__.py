@@ -27,6 +27,25 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command()
+def gpus() -> None:
+    """List this machine's NVIDIA GPUs: index, name, memory and utilisation."""
+    from raystore.cli.output import emit_table, human_size
+    from raystore.runner.gpus import NoNvidiaGpu, list_gpus
+
+    try:
+        found = list_gpus()
+    except NoNvidiaGpu as exc:
+        typer.echo(f"No NVIDIA GPU: {exc}")
+        return
+    rows = [
+        [str(g.index), g.name, human_size(g.memory_total), human_size(g.memory_free),
+         f"{g.utilization}%" if g.utilization >= 0 else "n/a"]
+        for g in found
+    ]
+    emit_table(["Index", "Name", "Memory Total", "Memory Free", "Utilization"], rows)
+
+
 def main() -> None:
     """Console-script entry point: raystore errors become one line on stderr and exit status 1."""
     try:
