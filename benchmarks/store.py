@@ -83,6 +83,7 @@ def child(op: str, arg: str) -> None:
 
 def run(op: str, arg: str = "", arg2: str = "", **env: str) -> dict:
     full_env = {**os.environ, **env, "BENCH_ARG2": arg2}
+    os.sync()  # start each run with no dirty pages: writeback of the last one would throttle this one
     out = subprocess.run([sys.executable, __file__, "--child", op, arg], env=full_env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{op} failed:\n{out.stderr}")
@@ -95,11 +96,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3, help="best of N for every timed operation")
+    parser.add_argument("--workdir", default=None, help="where stores and copies go (default: a temp folder)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
     from s3server import start_seaweedfs
 
-    work = Path(tempfile.mkdtemp(prefix="raystore-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="raystore-bench-", dir=args.workdir))
     server = start_seaweedfs(Path(sys.executable).parent / "weed", work / "seaweedfs", KEY, SECRET)
     try:
         import s3fs
