@@ -1,0 +1,492 @@
+"""Benchmark: `raystore.batch` against no batching and Ray's `@serve.batch`, in one Serve replica.
+
+    .venv/bin/python benchmarks/batching.py [--duration SECONDS] [--quick]
+
+Two models, each behind three deployments of one replica:
+
+- a synthetic model that holds one exclusive device for `a + b * rows` seconds per call
+  (a = 20 ms, b = 0.5 ms/row), like a GPU with a fixed launch cost;
+- a small torch MLP (64 -> 2048 -> 2048 -> 8, one CPU thread), run in a worker thread.
+
+Closed loop: 64 concurrent callers in this process, each sending one row through a
+DeploymentHandle and sending again as soon as the answer is back. For each deployment: rows/s,
+client-side p50/p99 latency, mean rows per model call, and the ratio to the model's in-process limit
+(its best rows/s when called directly at the best batch size of at most 64). Ray's `@serve.batch`
+runs with each of a few fixed timeouts and the best one is kept.
+
+Overload: open-loop arrivals at twice the synthetic model's limit (8-row requests), for
+`raystore.batch` with max_latency_ms=150 (excess shed) and for the best `@serve.batch` (no shedding).
+
+The benchmark starts and stops its own Ray instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import ray
+from ray import serve
+
+from raystore.batching import ServiceUnavailable, batch
+
+SYNTHETIC_A_S = 0.020
+SYNTHETIC_B_S = 0.0005
+MAX_BATCH_ROWS = 64
+FEATURES = 64
+CALLERS = 64
+RAY_TIMEOUTS_S = (0.002, 0.01, 0.02, 0.05)
+RAYSTORE_MAX_LATENCY_MS = 200
+OVERLOAD_MAX_LATENCY_MS = 150
+OVERLOAD_REQUEST_ROWS = 8
+
+
+# ---- the models ---------------------------------------------------------------------------------
+
+
+class SyntheticModel:
+    """Holds one exclusive device for `a + b * rows` seconds per call."""
+
+    def __init__(self, a: float = SYNTHETIC_A_S, b: float = SYNTHETIC_B_S):
+        self.a, self.b = a, b
+        self.device = asyncio.Lock()
+
+    async def __call__(self, x: np.ndarray) -> np.ndarray:
+        async with self.device:
+            await asyncio.sleep(self.a + self.b * len(x))
+        return x[:, :2] * 2
+
+
+class MLPModel:
+    """A small torch MLP on one CPU thread; calls run one at a time in a worker thread."""
+
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        self.torch = torch
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(FEATURES, 2048),
+            torch.nn.ReLU(),
+            torch.nn.Linear(2048, 2048),
+            torch.nn.ReLU(),
+            torch.nn.Linear(2048, 8),
+        ).eval()
+        self.device = threading.Lock()
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        with self.device, self.torch.inference_mode():
+            return self.net(self.torch.from_numpy(x)).numpy()
+
+    async def __call__(self, x: np.ndarray) -> np.ndarray:
+        return await asyncio.to_thread(self.infer, x)
+
+
+def make_model(kind: str):
+    return SyntheticModel() if kind == "synthetic" else MLPModel()
+
+
+class Meter:
+    """Model calls, rows and in-replica request latencies between two `take()`s."""
+
+    def __init__(self) -> None:
+        self.calls = self.rows = 0
+        self.latencies: list[float] = []
+
+    def record(self, rows: int) -> None:
+        self.calls += 1
+        self.rows += rows
+
+    async def timed(self, call):
+        started = time.perf_counter()
+        result = await call
+        self.latencies.append(time.perf_counter() - started)
+        return result
+
+    def take(self) -> Reading:
+        taken = Reading(self.calls, self.rows, self.latencies)
+        self.calls = self.rows = 0
+        self.latencies = []
+        return taken
+
+
+@dataclass
+class Reading:
+    calls: int
+    rows: int
+    replica_latencies: list[float]
+
+    @property
+    def mean_batch(self) -> float:
+        return self.rows / self.calls if self.calls else float("nan")
+
+
+# ---- the deployments ------------------------------------------------------------------------------
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class NoModel:
+    """Answers at once: how many requests Serve itself can carry on this machine."""
+
+    def __init__(self) -> None:
+        self.meter = Meter()
+
+    async def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.meter.record(len(x))
+        return x[:, :2]
+
+    def take_meter(self) -> Reading:
+        return self.meter.take()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class Unbatched:
+    def __init__(self, kind: str):
+        self.model, self.meter = make_model(kind), Meter()
+
+    async def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.meter.record(len(x))
+        return await self.meter.timed(self.model(x))
+
+    def take_meter(self) -> Reading:
+        return self.meter.take()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class RayBatched:
+    def __init__(self, kind: str):
+        self.model, self.meter = make_model(kind), Meter()
+
+    @serve.batch(max_batch_size=MAX_BATCH_ROWS, batch_wait_timeout_s=0.01)
+    async def infer(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        sizes = [len(x) for x in xs]
+        batch_input = np.concatenate(xs)
+        self.meter.record(len(batch_input))
+        out = await self.model(batch_input)
+        return np.split(out, np.cumsum(sizes)[:-1])
+
+    async def __call__(self, x: np.ndarray) -> np.ndarray:
+        return await self.meter.timed(self.infer(x))
+
+    def configure(self, timeout_s: float, max_requests: int) -> None:
+        self.infer.set_batch_wait_timeout_s(timeout_s)
+        self.infer.set_max_batch_size(max_requests)
+
+    def take_meter(self) -> Reading:
+        return self.meter.take()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class RaystoreBatched:
+    def __init__(self, kind: str):
+        self.model, self.meter = make_model(kind), Meter()
+
+    @batch(max_batch_size=MAX_BATCH_ROWS, max_latency_ms=RAYSTORE_MAX_LATENCY_MS)
+    async def infer(self, x: np.ndarray) -> np.ndarray:
+        self.meter.record(len(x))
+        return await self.model(x)
+
+    async def __call__(self, x: np.ndarray) -> np.ndarray:
+        return await self.meter.timed(self.infer(x))
+
+    def configure(self, max_latency_ms: float) -> None:
+        self.infer.set_max_latency_ms(max_latency_ms)
+
+    def take_meter(self) -> Reading:
+        return self.meter.take()
+
+    def stats(self) -> dict:
+        return self.infer.stats.as_dict()
+
+
+# ---- load ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    rows_per_s: float
+    p50_ms: float
+    p99_ms: float
+    replica_p99_ms: float
+    mean_batch: float
+    offered_rows_per_s: float = 0.0
+    shed_fraction: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+async def closed_loop(handle, rows: int, warmup_s: float, duration_s: float) -> tuple[float, list[float], Reading]:
+    """`CALLERS` callers, each sending again as soon as it has its answer."""
+    payload = np.random.default_rng(0).random((rows, FEATURES), dtype=np.float32)
+    latencies: list[float] = []
+    done_rows = 0
+    measuring = False
+    stop = False
+
+    async def caller() -> None:
+        nonlocal done_rows
+        while not stop:
+            started = time.perf_counter()
+            await handle.remote(payload)
+            if measuring:
+                latencies.append(time.perf_counter() - started)
+                done_rows += rows
+
+    tasks = [asyncio.create_task(caller()) for _ in range(CALLERS)]
+    await asyncio.sleep(warmup_s)
+    await handle.take_meter.remote()
+    measuring, started = True, time.perf_counter()
+    await asyncio.sleep(duration_s)
+    measuring, elapsed = False, time.perf_counter() - started
+    meter = await handle.take_meter.remote()
+    stop = True
+    await asyncio.gather(*tasks)
+    return done_rows / elapsed, latencies, meter
+
+
+async def open_loop(handle, rows: int, rate_per_s: float, warmup_s: float, duration_s: float):
+    """Requests at a fixed rate whatever the answers do.
+
+    Returns the latencies of the served requests sent in the measured window, the counts of
+    requests sent and shed in the window and of those answered in it (whenever sent), the window's
+    length and the replica's reading.
+    """
+    payload = np.random.default_rng(0).random((rows, FEATURES), dtype=np.float32)
+    latencies: list[float] = []
+    finished_at: list[float] = []
+    counts = {"sent": 0, "served": 0, "shed": 0}
+    tasks: set[asyncio.Task] = set()
+
+    async def one(measured: bool) -> None:
+        started = time.perf_counter()
+        try:
+            await handle.remote(payload)
+        except ServiceUnavailable:
+            if measured:
+                counts["shed"] += 1
+            return
+        finished_at.append(time.perf_counter())
+        if measured:
+            latencies.append(finished_at[-1] - started)
+
+    async def send_for(seconds: float, measured: bool) -> float:
+        interval = 1.0 / rate_per_s
+        start = time.perf_counter()
+        sent = 0
+        while (now := time.perf_counter()) - start < seconds:
+            due = int((now - start) / interval) + 1 - sent
+            for _ in range(due):
+                task = asyncio.create_task(one(measured))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                sent += 1
+            await asyncio.sleep(interval / 2)
+        if measured:
+            counts["sent"] += sent
+        return time.perf_counter() - start
+
+    await send_for(warmup_s, measured=False)
+    await handle.take_meter.remote()
+    window_start = time.perf_counter()
+    elapsed = await send_for(duration_s, measured=True)
+    meter = await handle.take_meter.remote()
+    await asyncio.gather(*list(tasks))
+    # Throughput counts what was answered within the window, not a backlog answered afterwards.
+    counts["served"] = sum(1 for t in finished_at if window_start <= t <= window_start + elapsed)
+    return latencies, counts, elapsed, meter
+
+
+def closed_result(name: str, rows_per_s: float, latencies: list[float], reading: Reading) -> Result:
+    return Result(
+        name,
+        rows_per_s,
+        percentile(latencies, 50) * 1000,
+        percentile(latencies, 99) * 1000,
+        percentile(reading.replica_latencies, 99) * 1000,
+        reading.mean_batch,
+    )
+
+
+# ---- in-process limit --------------------------------------------------------------------------------
+
+
+def in_process_limit(kind: str) -> tuple[float, int]:
+    """The model's best rows/s called directly, over batch sizes up to `MAX_BATCH_ROWS`."""
+    model = make_model(kind)
+
+    async def measure(rows: int) -> float:
+        x = np.random.default_rng(0).random((rows, FEATURES), dtype=np.float32)
+        await model(x)
+        calls = 8 if kind == "synthetic" else 40
+        started = time.perf_counter()
+        for _ in range(calls):
+            await model(x)
+        return rows * calls / (time.perf_counter() - started)
+
+    best = max((asyncio.run(measure(rows)), rows) for rows in (1, 4, 16, 32, 64))
+    return best
+
+
+# ---- runs ----------------------------------------------------------------------------------------
+
+
+def deploy(deployment, kind: str, name: str, max_ongoing: int):
+    app = deployment.options(max_ongoing_requests=max_ongoing).bind(kind)
+    return serve.run(app, name=name, route_prefix=None)
+
+
+def run_serve_ceiling(duration_s: float, warmup_s: float) -> Result:
+    handle = serve.run(NoModel.options(max_ongoing_requests=256).bind(), name="no-model", route_prefix=None)
+    result = closed_result("Serve alone", *asyncio.run(closed_loop(handle, 1, warmup_s, duration_s)))
+    serve.delete("no-model")
+    return result
+
+
+def run_model(kind: str, duration_s: float, warmup_s: float, timeouts: tuple[float, ...]) -> list[Result]:
+    results = []
+    handle = deploy(Unbatched, kind, f"{kind}-unbatched", 256)
+    results.append(closed_result("no batching", *asyncio.run(closed_loop(handle, 1, warmup_s, duration_s))))
+    serve.delete(f"{kind}-unbatched")
+
+    handle = deploy(RayBatched, kind, f"{kind}-ray", 256)
+    for timeout_s in timeouts:
+        handle.configure.remote(timeout_s, MAX_BATCH_ROWS).result()
+        result = closed_result(
+            f"@serve.batch {timeout_s * 1000:g} ms", *asyncio.run(closed_loop(handle, 1, warmup_s, duration_s))
+        )
+        results.append(result)
+    serve.delete(f"{kind}-ray")
+
+    handle = deploy(RaystoreBatched, kind, f"{kind}-raystore", 256)
+    results.append(closed_result("raystore.batch", *asyncio.run(closed_loop(handle, 1, warmup_s, duration_s))))
+    stats = handle.stats.remote().result()
+    results[-1].notes.append(f"shed {stats['rejected'] + stats['expired']} of {stats['requests'] + stats['rejected']}")
+    serve.delete(f"{kind}-raystore")
+    return results
+
+
+def run_overload(limit_rows_per_s: float, best_ray_timeout_s: float, duration_s: float, warmup_s: float) -> list[Result]:
+    rate = 2 * limit_rows_per_s / OVERLOAD_REQUEST_ROWS
+    results = []
+
+    def summarize(name: str, latencies, counts, elapsed, reading: Reading) -> Result:
+        sent = counts["sent"]
+        return Result(
+            name,
+            counts["served"] * OVERLOAD_REQUEST_ROWS / elapsed,
+            percentile(latencies, 50) * 1000,
+            percentile(latencies, 99) * 1000,
+            percentile(reading.replica_latencies, 99) * 1000,
+            reading.mean_batch,
+            offered_rows_per_s=sent * OVERLOAD_REQUEST_ROWS / elapsed,
+            shed_fraction=counts["shed"] / sent if sent else 0.0,
+        )
+
+    handle = deploy(RaystoreBatched, "synthetic", "overload-raystore", 4096)
+    handle.configure.remote(OVERLOAD_MAX_LATENCY_MS).result()
+    measured = asyncio.run(open_loop(handle, OVERLOAD_REQUEST_ROWS, rate, warmup_s, duration_s))
+    results.append(summarize(f"raystore.batch, max_latency_ms={OVERLOAD_MAX_LATENCY_MS}", *measured))
+    serve.delete("overload-raystore")
+
+    handle = deploy(RayBatched, "synthetic", "overload-ray", 4096)
+    handle.configure.remote(best_ray_timeout_s, MAX_BATCH_ROWS // OVERLOAD_REQUEST_ROWS).result()
+    measured = asyncio.run(open_loop(handle, OVERLOAD_REQUEST_ROWS, rate, warmup_s, duration_s))
+    results.append(summarize(f"@serve.batch {best_ray_timeout_s * 1000:g} ms", *measured))
+    serve.delete("overload-ray")
+    return results
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+
+def print_closed(title: str, limit: float, limit_rows: int, results: list[Result]) -> None:
+    ray_results = [r for r in results if r.name.startswith("@serve.batch")]
+    best_ray = max(ray_results, key=lambda r: r.rows_per_s)
+    print(f"\n{title}: in-process limit {limit:.0f} rows/s (batch of {limit_rows})")
+    print(
+        f"{'variant':<24}{'rows/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99 replica':>13}{'batch':>8}"
+        f"{'x limit':>9}{'x best @serve.batch':>21}"
+    )
+    for r in results:
+        marker = " *" if r is best_ray else ""
+        print(
+            f"{r.name + marker:<24}{r.rows_per_s:>9.0f}{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.replica_p99_ms:>13.1f}"
+            f"{r.mean_batch:>8.1f}{r.rows_per_s / limit:>9.2f}{r.rows_per_s / best_ray.rows_per_s:>21.2f}"
+            + (f"   ({'; '.join(r.notes)})" if r.notes else "")
+        )
+
+
+def print_overload(limit: float, results: list[Result]) -> None:
+    print(f"\noverload: open loop at 2x the synthetic limit, {OVERLOAD_REQUEST_ROWS}-row requests")
+    print(
+        f"{'variant':<40}{'offered':>9}{'served':>9}{'shed':>7}{'p50 ms':>9}{'p99 ms':>9}{'p99 replica':>13}"
+        f"{'batch':>8}{'x limit':>9}"
+    )
+    for r in results:
+        print(
+            f"{r.name:<40}{r.offered_rows_per_s:>9.0f}{r.rows_per_s:>9.0f}{r.shed_fraction:>7.0%}"
+            f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.replica_p99_ms:>13.1f}{r.mean_batch:>8.1f}{r.rows_per_s / limit:>9.2f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
+    parser.add_argument("--quick", action="store_true", help="fewer @serve.batch timeouts, shorter runs")
+    args = parser.parse_args()
+    timeouts = (0.01, 0.05) if args.quick else RAY_TIMEOUTS_S
+    duration = 3.0 if args.quick else args.duration
+
+    limits = {kind: in_process_limit(kind) for kind in ("synthetic", "mlp")}
+    here = os.path.dirname(os.path.abspath(__file__))
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(here)}},
+    )
+    try:
+        serve.start(proxy_location="Disabled")
+        ceiling = run_serve_ceiling(duration, args.warmup)
+        synthetic = run_model("synthetic", duration, args.warmup, timeouts)
+        mlp = run_model("mlp", duration, args.warmup, timeouts)
+        best_ray = max((r for r in synthetic if r.name.startswith("@serve.batch")), key=lambda r: r.rows_per_s)
+        best_timeout_s = float(best_ray.name.split()[1]) / 1000
+        overload = run_overload(limits["synthetic"][0], best_timeout_s, duration, args.warmup)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    print(
+        f"\nServe alone (a deployment that does no work), {CALLERS} callers: {ceiling.rows_per_s:.0f} req/s, "
+        f"p50 {ceiling.p50_ms:.1f} ms, p99 {ceiling.p99_ms:.1f} ms: the most any variant can reach with 1-row requests"
+    )
+    print_closed(
+        f"synthetic a={SYNTHETIC_A_S * 1000:g} ms + b={SYNTHETIC_B_S * 1000:g} ms/row, {CALLERS} callers",
+        *limits["synthetic"],
+        synthetic,
+    )
+    print_closed(f"torch MLP {FEATURES}-2048-2048-8, 1 thread, {CALLERS} callers", *limits["mlp"], mlp)
+    print_overload(limits["synthetic"][0], overload)
+    print(
+        "\n* best fixed timeout. rows/s and p50/p99 are measured by the callers, through a DeploymentHandle;"
+        "\n  'p99 replica' is the time inside the replica (queue wait + execution), what max_latency_ms bounds."
+    )
+
+
+if __name__ == "__main__":
+    main()

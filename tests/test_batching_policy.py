@@ -1,0 +1,207 @@
+"""The batching policy on made-up times: no asyncio, no sleeping, fully deterministic."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raystore.batching.config import BatchConfig
+from raystore.batching.policy import ArrivalGauge, BatchPolicy, Dispatch, LatencyModel, Wait
+
+MS = 0.001
+
+
+def trained_model(a: float, b: float, sizes=(1, 4, 8, 16, 32, 64), rounds: int = 4) -> LatencyModel:
+    model = LatencyModel()
+    model.observe(1, 10.0)  # warm-up batch: ignored
+    for _ in range(rounds):
+        for n in sizes:
+            model.observe(n, a + b * n)
+    return model
+
+
+def policy_with(a: float, b: float, **config) -> BatchPolicy:
+    return BatchPolicy(BatchConfig(**config), latency=trained_model(a, b))
+
+
+def feed_arrivals(policy: BatchPolicy, start: float, gap: float, count: int) -> float:
+    now = start
+    for _ in range(count):
+        policy.on_arrival(now, 1)
+        now += gap
+    return now - gap
+
+
+# ---- LatencyModel --------------------------------------------------------------------------------
+
+
+def test_latency_model_recovers_a_and_b():
+    model = trained_model(20 * MS, 0.5 * MS)
+    assert model.a == pytest.approx(20 * MS, rel=1e-6)
+    assert model.b == pytest.approx(0.5 * MS, rel=1e-6)
+    assert model.predict(64) == pytest.approx(52 * MS)
+
+
+def test_latency_model_ignores_the_warmup_batch_and_has_no_estimate_before():
+    model = LatencyModel()
+    assert not model.ready and model.predict(10) == 0.0
+    model.observe(4, 5.0)
+    assert not model.ready
+    model.observe(4, 0.004)
+    assert model.ready and not model.trusted
+
+
+def test_latency_model_with_one_size_assumes_no_batching_benefit():
+    model = LatencyModel()
+    for _ in range(10):
+        model.observe(8, 0.016)
+    assert model.a == 0.0
+    assert model.b == pytest.approx(0.002)
+
+
+def test_latency_model_is_robust_to_noise_and_outliers():
+    rng = random.Random(7)
+    model = LatencyModel()
+    for i in range(300):
+        n = rng.choice([1, 2, 8, 16, 32, 64])
+        seconds = 10 * MS + 1 * MS * n + rng.gauss(0, 1 * MS)
+        if i % 50 == 25:
+            seconds += 2.0  # a stall: garbage collection, a noisy neighbour
+        model.observe(n, seconds)
+    assert model.a == pytest.approx(10 * MS, abs=3 * MS)
+    assert model.b == pytest.approx(1 * MS, rel=0.15)
+
+
+def test_latency_model_follows_a_model_that_slows_down():
+    model = trained_model(10 * MS, 1 * MS)
+    for _ in range(30):
+        for n in (1, 8, 32):
+            model.observe(n, 30 * MS + 1 * MS * n)
+    assert model.a == pytest.approx(30 * MS, rel=0.05)
+
+
+def test_latency_model_never_goes_negative():
+    model = LatencyModel()
+    for n, t in [(1, 0.010), (10, 0.009), (20, 0.008), (30, 0.007)] * 3:
+        model.observe(n, t)
+    assert model.b == 0.0 and model.a > 0
+    model = LatencyModel()
+    for n, t in [(1, 0.001), (2, 0.001), (10, 0.030), (20, 0.070)] * 3:
+        model.observe(n, t)
+    assert model.a >= 0.0 and model.b > 0
+
+
+def test_arrival_gauge_caps_long_gaps():
+    gauge = ArrivalGauge()
+    gauge.observe(0.0, 1, cap=0.02)
+    gauge.observe(100.0, 1, cap=0.02)
+    assert gauge.row_gap == pytest.approx(0.02)
+    gauge.observe(100.004, 4, cap=0.02)
+    assert gauge.row_gap < 0.02
+
+
+# ---- decide ------------------------------------------------------------------------------------
+
+
+def test_cold_start_dispatches_at_once():
+    policy = BatchPolicy(BatchConfig(max_batch_size=64))
+    feed_arrivals(policy, 0.0, 0.0001, 10)
+    assert policy.decide(1.0, 1, True, 1.0, 11.0) == Dispatch(1)
+
+
+def test_full_batch_dispatches_at_once():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=16)
+    assert policy.decide(0.0, 40, True, 0.0, 10.0) == Dispatch(16)
+
+
+def test_waits_for_a_fast_stream_when_overhead_is_large():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.5 * MS, 50)  # 2000 rows/s: 40 rows per overhead
+    decision = policy.decide(now, 3, True, now - 1 * MS, now + 10.0)
+    assert isinstance(decision, Wait)
+    assert now < decision.until <= now + 20 * MS / 4 + 1e-9
+
+
+def test_stops_waiting_once_the_batch_amortises_the_overhead():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.5 * MS, 50)
+    assert policy.decide(now, 45, True, now - 10 * MS, now + 10.0) == Dispatch(45)
+
+
+def test_does_not_wait_for_a_slow_stream():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 15 * MS, 20)  # a row every 15 ms: waiting would not pay
+    assert policy.decide(now, 2, True, now, now + 10.0) == Dispatch(2)
+
+
+def test_does_not_wait_when_overhead_is_negligible():
+    policy = policy_with(0.01 * MS, 1 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.5 * MS, 50)
+    assert policy.decide(now, 3, True, now, now + 10.0) == Dispatch(3)
+
+
+def test_does_not_wait_when_incompatible_requests_follow():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.5 * MS, 50)
+    assert policy.decide(now, 3, False, now, now + 10.0) == Dispatch(3)
+
+
+def test_waiting_respects_the_oldest_deadline():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64, max_latency_ms=50)
+    now = feed_arrivals(policy, 0.0, 0.5 * MS, 50)
+    head_deadline = now + 22 * MS  # the oldest request has 22 ms left, a batch of 4 needs 22 ms
+    assert policy.decide(now, 3, True, now - 28 * MS, head_deadline) == Dispatch(3)
+
+
+def test_batch_limit_shrinks_with_a_tight_budget():
+    loose = policy_with(2 * MS, 1 * MS, max_batch_size=64, max_latency_ms=1000)
+    tight = policy_with(2 * MS, 1 * MS, max_batch_size=64, max_latency_ms=20)
+    assert loose.batch_limit(0.0, 1.0) == 64
+    assert 10 <= tight.batch_limit(0.0, 0.020) <= 18
+    assert tight.decide(0.0, 100, True, 0.0, 0.020).rows <= 18
+    # An old head leaves less room, but batches never shrink below the sustainable size: the
+    # batch that runs in half the budget (8 rows here). The old head is dropped instead.
+    assert tight.sustainable_batch_size() == 8
+    assert tight.batch_limit(0.0, 0.015) == 13
+    assert tight.batch_limit(0.0, 0.005) == 8
+    assert tight.is_late(0.0, 8, 0.005)
+
+
+# ---- admission and shedding --------------------------------------------------------------------
+
+
+def test_admits_everything_without_a_trusted_model():
+    policy = BatchPolicy(BatchConfig(max_batch_size=4, max_latency_ms=10))
+    for n in range(3):
+        policy.on_batch_done(4, 1.0)
+    assert policy.admit(0.0, 1, 10_000, 5.0) is None
+    assert not policy.is_late(100.0, 1, 0.0)
+
+
+def test_admits_normal_load():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64, max_latency_ms=200)
+    assert policy.admit(0.0, 1, 0, 0.0) is None  # idle
+    assert policy.admit(0.0, 1, 63, 0.030) is None  # one batch running, one batch queued
+
+
+def test_rejects_what_cannot_be_served_in_time():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64, max_latency_ms=200)
+    retry_after = policy.admit(0.0, 1, 64 * 5, 0.030)  # five full batches ahead: ~290 ms
+    assert retry_after is not None and retry_after > 0
+    assert retry_after == pytest.approx(0.030 + 6 * 52 * MS - 0.200, abs=0.06)
+
+
+def test_a_request_too_big_for_the_budget_is_served_when_nothing_is_ahead():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64, max_latency_ms=50)
+    assert policy.admit(0.0, 1000, 0, 0.0) is None
+    assert policy.deadline(0.0, 1000) > 0.050
+    assert not policy.is_late(0.0, 1000, policy.deadline(0.0, 1000))
+
+
+def test_is_late_when_the_batch_about_to_start_would_end_after_the_deadline():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64, max_latency_ms=100)
+    assert not policy.is_late(0.070, 1, 0.100)
+    assert policy.is_late(0.070, 40, 0.100)
+    assert policy.is_late(0.090, 1, 0.100)
+    assert not BatchPolicy(BatchConfig()).is_late(100.0, 1, 0.0)  # no trusted estimate: never late

@@ -1,0 +1,57 @@
+"""`raystore.batch` inside a Ray Serve replica, called through a DeploymentHandle."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from ray import serve
+
+from raystore.batching import batch
+
+APP = "raystore_batching_test"
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
+class ColumnModel:
+    """Takes (features, rows) and answers (features, rows): rows are columns, batch_dim=1."""
+
+    @batch(max_batch_size=32, max_latency_ms=30_000, batch_dim=1)
+    async def predict(self, x: np.ndarray) -> np.ndarray:
+        await asyncio.sleep(0.005)  # a per-batch overhead worth batching for
+        return x * 2 + np.arange(x.shape[0])[:, None]
+
+    async def __call__(self, x: np.ndarray) -> np.ndarray:
+        return await self.predict(x)
+
+    def stats(self) -> dict:
+        return self.predict.stats.as_dict()
+
+    def records_ray_metrics(self) -> bool:
+        from raystore.batching.metrics import serve_replica_metrics
+
+        return serve_replica_metrics("probe") is not None
+
+
+@pytest.mark.ray
+def test_serve_replica_batches_200_callers_along_dim_1(ray_session):
+    handle = serve.run(ColumnModel.bind(), name=APP, route_prefix=None)
+    try:
+        payloads = [np.full((3, 1 + i % 4), float(i)) for i in range(200)]
+
+        async def call_all():
+            return await asyncio.gather(*(handle.remote(x) for x in payloads))
+
+        results = asyncio.run(call_all())
+
+        for i, (x, result) in enumerate(zip(payloads, results)):
+            assert result.shape == x.shape, i
+            np.testing.assert_array_equal(result, x * 2 + np.arange(3)[:, None])
+        stats = handle.stats.remote().result()
+        assert stats["requests"] == 200 and stats["rows"] == sum(x.shape[1] for x in payloads)
+        assert stats["batches"] < 100 and max(stats["batch_sizes"]) <= 32
+        assert stats["rejected"] == stats["expired"] == 0
+        assert handle.records_ray_metrics.remote().result()
+    finally:
+        serve.delete(APP)
