@@ -17,10 +17,23 @@ __version__ = "0.1.0"
 
 _LAZY_MODULES = {"picklable_model", "sklearn", "pytorch", "torchscript", "config"}
 
-__all__ = ["Model", "ModelInfo", "ModelSignature", "Tag", "__version__", "exceptions", "models", *_LAZY_MODULES]
+__all__ = [
+    "Model", "ModelInfo", "ModelSignature", "Runnable", "Runner", "ServiceUnavailable", "Tag",
+    "__version__", "batch", "exceptions", "models", *sorted(_LAZY_MODULES),
+]
+
+
+_LAZY_ATTRIBUTES = {
+    "Runner": "raystore.runner.runner",
+    "Runnable": "raystore.runner.runnable",
+    "batch": "raystore.batching",
+    "ServiceUnavailable": "raystore.batching",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY_MODULES:
         return importlib.import_module(f"raystore.{name}")
+    if name in _LAZY_ATTRIBUTES:
+        return getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
     raise AttributeError(f"module 'raystore' has no attribute {name!r}")

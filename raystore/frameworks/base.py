@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Iterator, Mapping, Sequence
 import cloudpickle
 
 from raystore.exceptions import FrameworkMismatch, InvalidArgument, MissingDependency, NotFound
+from raystore.runner.runnable import CPU, GPU, Runnable
 from raystore.store import Model, ModelInfo, default_store
 from raystore.store.info import validate_labels, validate_metadata, validate_signatures
 from raystore.store.model import CUSTOM_OBJECTS_FILE
@@ -41,6 +42,36 @@ class Framework:
     def load(self, model: Model, **kwargs: Any) -> Any:
         """Read the model object back from `model.local_path`."""
         raise NotImplementedError
+
+    def load_for_runner(self, model: Model) -> Any:
+        """Load the model in a runner replica (frameworks with devices place it on the assigned one)."""
+        return self.load(model)
+
+    def run_method(self, loaded: Any, method: str, args: tuple, kwargs: dict) -> Any:
+        """Call one signature of a loaded model (frameworks with devices move inputs and outputs)."""
+        return getattr(loaded, method)(*args, **kwargs)
+
+    def runnable_class(self, model: Model) -> type[Runnable]:
+        """A Runnable that loads `model` and exposes each of its signatures as a method."""
+        framework = self
+
+        def __init__(runnable: Runnable) -> None:
+            runnable.model = framework.load_for_runner(model)
+
+        namespace: dict[str, Any] = {
+            "SUPPORTED_RESOURCES": (GPU, CPU) if self.gpu_capable else (CPU,),
+            "SUPPORTS_CPU_MULTI_THREADING": True,
+            "__init__": __init__,
+        }
+        for method, signature in model.info.signatures.items():
+            namespace[method] = Runnable.method(
+                _signature_method(self, method),
+                batchable=signature.batchable,
+                batch_dim=signature.batch_dim,
+                input_spec=signature.input_spec,
+                output_spec=signature.output_spec,
+            )
+        return type(f"{self.name}_runnable", (Runnable,), namespace)
 
     # ---- the shared API --------------------------------------------------------------------
 
@@ -124,6 +155,14 @@ class Framework:
             raise MissingDependency(
                 f"raystore.{self.name} needs the '{module}' package: pip install 'raystore[{extra}]'"
             ) from None
+
+
+def _signature_method(framework: Framework, method: str):
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return framework.run_method(self.model, method, args, kwargs)
+
+    call.__name__ = call.__qualname__ = method
+    return call
 
 
 def _version_of(package: str) -> str:

@@ -5,6 +5,8 @@ torch 2.6, whose default refuses whole modules). Loading runs code from the stor
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from raystore.frameworks.base import Framework
 from raystore.store import Model
 
 MODEL_FILE = "saved_model.pt"
+logger = logging.getLogger("raystore.pytorch")
 
 
 def torch_device(torch: Any, device_id: Any) -> Any:
@@ -58,6 +61,63 @@ class PyTorch(Framework):
         device = torch_device(torch, device_id)
         with open(model.path_of(MODEL_FILE), "rb") as f:
             return torch.load(f, map_location=device, weights_only=False)
+
+
+    # ---- in a runner replica ------------------------------------------------------------------
+
+    def load_for_runner(self, model: Model) -> Any:
+        torch = self.import_or_explain("torch", "pytorch")
+        device = runner_device(torch)
+        loaded = self.load(model, device_id=device)
+        if hasattr(loaded, "eval"):
+            loaded.eval()
+        return _Placed(loaded, device)
+
+    def run_method(self, loaded: Any, method: str, args: tuple, kwargs: dict) -> Any:
+        torch = self.import_or_explain("torch", "pytorch")
+        device = loaded.device
+        args = _to_device(torch, args, device)
+        kwargs = _to_device(torch, kwargs, device)
+        with torch.inference_mode():
+            out = getattr(loaded.module, method)(*args, **kwargs)
+        return _to_device(torch, out, torch.device("cpu"))
+
+
+class _Placed:
+    """A loaded module and the device it lives on."""
+
+    def __init__(self, module: Any, device: Any):
+        self.module, self.device = module, device
+
+
+def runner_device(torch: Any) -> Any:
+    """The GPU Ray assigned to this replica, or the CPU; a GPU that CUDA cannot use falls back to
+    the CPU with a warning instead of failing the replica."""
+    from raystore.runner.runnable import assigned_gpu_ids
+
+    if not assigned_gpu_ids():
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        logger.warning("a GPU is assigned (CUDA_VISIBLE_DEVICES=%s) but CUDA is not usable; running on CPU",
+                       os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return torch.device("cpu")
+    return torch.device("cuda", 0)  # Ray narrows CUDA_VISIBLE_DEVICES to the assigned GPU(s)
+
+
+def _to_device(torch: Any, value: Any, device: Any) -> Any:
+    """Tensors (and numpy arrays, as tensors) moved to `device`, inside tuples, lists and dicts too."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if type(value).__module__ == "numpy" and hasattr(value, "shape"):
+        return torch.from_numpy(value).to(device)
+    if isinstance(value, tuple):
+        return type(value)(*(_to_device(torch, v, device) for v in value)) if hasattr(value, "_fields") \
+            else tuple(_to_device(torch, v, device) for v in value)
+    if isinstance(value, list):
+        return [_to_device(torch, v, device) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_device(torch, v, device) for k, v in value.items()}
+    return value
 
 
 FRAMEWORK = PyTorch()

@@ -67,6 +67,17 @@ class Model:
         except FileNotFoundError:
             raise NotFound(f"model {self.tag} was deleted while reading its custom objects") from None
 
+    def to_runner(self, name: str | None = None, **options: Any) -> Any:
+        """A `raystore.Runner` for this model; options as `Runner` takes them (max_batch_size,
+        max_latency_ms, method_configs, resources, num_replicas, autoscaling, colocate, embedded)."""
+        # The one seam from the store to the runner layer: imported here so store/ never depends on it.
+        from raystore.frameworks import framework_for
+        from raystore.runner.runner import Runner
+
+        framework = framework_for(self.info.module)
+        runner_name = name or self.tag.name.replace(".", "-")
+        return Runner(framework.runnable_class(self), name=runner_name, models=[self], **options)
+
     def __repr__(self) -> str:
         return f'Model(tag="{self.tag}")'
 

@@ -1,0 +1,90 @@
+"""Runners in this process: sklearn and pytorch models, one and several signatures, batched and not."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+import raystore
+from raystore.exceptions import InvalidArgument
+from raystore.runner.runner import RunnerNotReady
+
+
+def test_sklearn_runner_local(iris, iris_clf):
+    X, _ = iris
+    m = raystore.sklearn.save_model("iris_clf", iris_clf, signatures={"predict": {"batchable": True}, "decision_function": {}})
+    runner = m.to_runner(max_batch_size=16, max_latency_ms=200)
+    assert runner.name == "iris_clf" and set(runner.methods) == {"predict", "decision_function"}
+    with pytest.raises(RunnerNotReady, match="call runner.init_local"):
+        runner.predict.run(X[:2])
+    runner.init_local()
+    np.testing.assert_array_equal(runner.predict.run(X[:5]), iris_clf.predict(X[:5]))
+    np.testing.assert_allclose(runner.decision_function.run(X[:5]), iris_clf.decision_function(X[:5]))
+    with pytest.raises(InvalidArgument, match="several methods"):
+        runner.run(X[:1])
+
+    async def many():
+        return await asyncio.gather(*[runner.predict.async_run(X[i : i + 3]) for i in range(0, 147, 3)])
+
+    results = asyncio.run(many())
+    for i, out in zip(range(0, 147, 3), results):
+        np.testing.assert_array_equal(out, iris_clf.predict(X[i : i + 3]))
+    stats = runner._batched["predict"].stats
+    assert stats.batches < stats.requests  # calls were really batched
+    assert max(stats.batch_sizes) <= 16
+
+
+def test_pytorch_runner_batch_dim_pair(store_home):
+    torch = pytest.importorskip("torch")
+
+    class ColumnSum(torch.nn.Module):
+        def forward(self, x):  # x: (features, rows) -> (rows,)
+            return x.sum(dim=0)
+
+    m = raystore.pytorch.save_model("colsum", ColumnSum(), signatures={"__call__": {"batchable": True, "batch_dim": (1, 0)}})
+    runner = m.to_runner().init_local()
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    torch.testing.assert_close(runner.run(x), torch.tensor([12.0, 15.0, 18.0, 21.0]))
+
+    async def many():
+        inputs = [np.full((3, k), float(k), dtype=np.float32) for k in range(1, 9)]
+        outs = await asyncio.gather(*[runner.async_run(x) for x in inputs])
+        return inputs, outs
+
+    inputs, outs = asyncio.run(many())
+    for x, out in zip(inputs, outs):
+        torch.testing.assert_close(out, torch.from_numpy(x.sum(axis=0)))
+
+
+def test_custom_runnable_without_the_store():
+    class Doubler(raystore.Runnable):
+        @raystore.Runnable.method(batchable=True)
+        def double(self, xs):
+            return [2 * x for x in xs]
+
+        @raystore.Runnable.method
+        async def hello(self, name):
+            return f"hello {name}"
+
+    runner = raystore.Runner(Doubler, name="doubler").init_local()
+    assert runner.double.run([1, 2, 3]) == [2, 4, 6]
+    assert runner.hello.run("you") == "hello you"
+    assert asyncio.run(runner.hello.async_run("me")) == "hello me"
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"name": "Bad Name"}, "runner name 'Bad Name'"),
+        ({"method_configs": {"nope": {}}}, "method_configs names ['nope']"),
+        ({"method_configs": {"predict": {"batch": 1}}}, "unknown keys ['batch']"),
+        ({"max_batch_size": 0}, "max_batch_size must be a positive int"),
+        ({"resources": {"num_gpus": 1}}, "runs on CPU only"),
+        ({"num_replicas": 0}, "num_replicas must be a positive int"),
+    ],
+)
+def test_runner_options_are_checked(iris_clf, kwargs, words):
+    m = raystore.sklearn.save_model("iris_clf", iris_clf)
+    with pytest.raises(InvalidArgument) as err:
+        m.to_runner(**kwargs)
+    assert words in str(err.value)

@@ -1,0 +1,109 @@
+"""Runners served by a real local Ray (two logical GPUs): one deployment per signature with its
+resources, fractional GPUs packed onto one device, and calls through handles from another deployment."""
+
+import asyncio
+import collections
+
+import numpy as np
+import pytest
+from ray import serve
+
+import raystore
+from raystore.exceptions import InvalidArgument
+
+from runnables import Caller, Placement
+
+pytestmark = pytest.mark.ray
+
+
+def _deployments(app_name):
+    return set(serve.status().applications[app_name].deployments)
+
+
+def test_per_signature_deployments_resources_and_gpu_packing(ray_session):
+    runner = raystore.Runner(
+        Placement,
+        name="placement",
+        resources={"num_cpus": 0.1, "num_gpus": 0.5},
+        num_replicas=2,
+        method_configs={"transpose_plus": {"resources": {"num_cpus": 0.05, "num_gpus": 0}, "max_batch_size": 8}},
+    )
+    handle = serve.run(Caller.bind(runner.bind()), name="placement", route_prefix=None)
+    try:
+        assert _deployments("placement") == {"Caller", "placement-where", "placement-transpose_plus"}
+        seen = {}
+        for _ in range(40):
+            info = handle.remote("where").result()
+            seen[info["replica"]] = info
+            if len(seen) == 2:
+                break
+        assert len(seen) == 2, "both replicas should answer"
+        for info in seen.values():
+            assert info["deployment"] == "placement-where"
+            assert info["resources"]["GPU"] == pytest.approx(0.5)
+            assert info["resources"]["CPU"] == pytest.approx(0.1)
+            assert info["gpu_ids"] and info["cuda_visible_devices"] == info["gpu_ids"][0]
+            assert info["omp_threads"] == "1"
+        assert {i["cuda_visible_devices"] for i in seen.values()} == {"0"}  # packed onto one GPU
+        # the other signature asked for no GPU
+        x = np.arange(6).reshape(2, 3)
+        np.testing.assert_array_equal(handle.remote("transpose_plus", x).result(), x.T + 1000)
+        np.testing.assert_array_equal(handle.chained.remote(x).result(), x.T + 1000)
+    finally:
+        serve.delete("placement")
+
+
+def test_200_concurrent_calls_get_their_own_rows(ray_session):
+    runner = raystore.Runner(Placement, name="rows", resources={"num_cpus": 0.05, "num_gpus": 0},
+                             max_batch_size=32, max_latency_ms=2000)
+    handle = serve.run(Caller.bind(runner.bind()), name="rows", route_prefix=None)
+    try:
+        async def call_all():
+            requests = []
+            for i in range(200):
+                k = 1 + i % 3
+                x = np.full((2, k), i)  # batch_dim (1, 0): rows are columns in, rows out
+                requests.append((i, k, handle.remote("transpose_plus", x)))
+            return [(i, k, await response) for i, k, response in requests]
+
+        for i, k, out in asyncio.run(call_all()):
+            assert out.shape == (k, 2)
+            assert (out == i + 1000).all()
+    finally:
+        serve.delete("rows")
+
+
+def test_sklearn_runner_served_and_embedded(ray_session, iris, iris_clf, store_home):
+    X, _ = iris
+    m = raystore.sklearn.save_model("iris_clf", iris_clf, signatures={"predict": {"batchable": True}})
+    served = m.to_runner(resources={"num_cpus": 0.05})
+    handle = serve.run(Caller.bind(served.bind()), name="served", route_prefix=None)
+    try:
+        assert _deployments("served") == {"Caller", "iris_clf-predict"}
+        np.testing.assert_array_equal(handle.remote("predict", X[:10]).result(), iris_clf.predict(X[:10]))
+    finally:
+        serve.delete("served")
+    embedded = m.to_runner(name="iris_embedded", embedded=True)
+    handle = serve.run(Caller.bind(embedded.bind()), name="embedded", route_prefix=None)
+    try:
+        assert _deployments("embedded") == {"Caller"}  # no extra hop
+        np.testing.assert_array_equal(handle.remote("predict", X[-7:]).result(), iris_clf.predict(X[-7:]))
+    finally:
+        serve.delete("embedded")
+
+
+def test_colocated_runner_is_one_deployment(ray_session):
+    runner = raystore.Runner(Placement, name="together", colocate=True, resources={"num_cpus": 0.05, "num_gpus": 0})
+    handle = serve.run(Caller.bind(runner.bind()), name="together", route_prefix=None)
+    try:
+        assert _deployments("together") == {"Caller", "together"}
+        assert handle.remote("where").result()["deployment"] == "together"
+        np.testing.assert_array_equal(handle.remote("transpose_plus", np.ones((1, 2))).result(), np.full((2, 1), 1001.0))
+    finally:
+        serve.delete("together")
+
+
+def test_impossible_gpu_request_fails_at_bind_not_hang(ray_session):
+    runner = raystore.Runner(Placement, name="greedy", resources={"num_gpus": 4})
+    with pytest.raises(InvalidArgument, match="ask for 4 GPU.*cluster has 2"):
+        runner.bind()
