@@ -14,30 +14,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 from raystore.exceptions import InvalidArgument
+from raystore.store.info import ModelSignature
 
 GPU = "nvidia.com/gpu"
 CPU = "cpu"
 _MARK = "__raystore_method__"
 
 
-@dataclass(frozen=True)
-class RunnableMethodConfig:
-    batchable: bool = False
-    batch_dim: tuple[int, int] = (0, 0)  # (input dim, output dim)
-    input_spec: Any = None
-    output_spec: Any = None
-
-
-def _batch_dim(value: Any) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return (int(value[0]), int(value[1]))
-    raise InvalidArgument(f"batch_dim must be an int or a pair (input_dim, output_dim), got {value!r}")
+# A runnable method is configured exactly as a stored model's signature is.
+RunnableMethodConfig = ModelSignature
 
 
 class Runnable:
@@ -76,9 +64,9 @@ class Runnable:
         output_spec: Any = None,
     ) -> Any:
         """Expose a method to runners; `batchable` methods get their calls batched along `batch_dim`."""
-        if not isinstance(batchable, bool):
-            raise InvalidArgument(f"batchable must be True or False, got {batchable!r}")
-        config = RunnableMethodConfig(batchable, _batch_dim(batch_dim), input_spec, output_spec)
+        settings = {"batchable": batchable, "batch_dim": batch_dim, "input_spec": input_spec, "output_spec": output_spec}
+        name = getattr(func, "__name__", "method")
+        config = ModelSignature.from_value(name, settings)
 
         def mark(function: Callable[..., Any]) -> Callable[..., Any]:
             setattr(function, _MARK, config)
