@@ -88,3 +88,33 @@ def test_runner_options_are_checked(iris_clf, kwargs, words):
     with pytest.raises(InvalidArgument) as err:
         m.to_runner(**kwargs)
     assert words in str(err.value)
+
+
+def test_assigned_gpu_without_cuda_falls_back_to_cpu(monkeypatch, caplog):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is usable here")
+    from raystore.frameworks.pytorch import runner_device
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with caplog.at_level("WARNING", logger="raystore.pytorch"):
+        assert runner_device(torch).type == "cpu"
+    assert "CUDA is not usable; running on CPU" in caplog.text
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert runner_device(torch).type == "cpu"
+
+
+@pytest.mark.gpu
+def test_pytorch_runner_on_cuda(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from modeldefs import TinyNet
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    net = TinyNet().eval()
+    m = raystore.pytorch.save_model("tiny", net, signatures={"__call__": {"batchable": True}})
+    runner = m.to_runner().init_local()
+    assert next(runner._instance.model.module.parameters()).device.type == "cuda"
+    x = np.random.default_rng(0).random((5, 4), dtype=np.float32)
+    out = runner.run(x)
+    assert out.device.type == "cpu"
+    torch.testing.assert_close(out, net(torch.from_numpy(x)))

@@ -107,3 +107,36 @@ def test_impossible_gpu_request_fails_at_bind_not_hang(ray_session):
     runner = raystore.Runner(Placement, name="greedy", resources={"num_gpus": 4})
     with pytest.raises(InvalidArgument, match="ask for 4 GPU.*cluster has 2"):
         runner.bind()
+
+
+def test_pytorch_runner_on_a_logical_gpu_falls_back_to_cpu(ray_session):
+    torch = pytest.importorskip("torch")
+    from modeldefs import TinyNet
+
+    net = TinyNet().eval()
+    m = raystore.pytorch.save_model("tiny", net, signatures={"__call__": {"batchable": True, "batch_dim": 0}})
+    runner = m.to_runner(resources={"num_cpus": 0.05, "num_gpus": 0.5})  # Ray assigns GPU 0; CUDA is absent
+    handle = serve.run(Caller.bind(runner.bind()), name="torch_gpu", route_prefix=None)
+    try:
+        assert _deployments("torch_gpu") == {"Caller", "tiny-call"}
+        x = np.random.default_rng(1).random((6, 4), dtype=np.float32)
+        out = handle.remote("__call__", x).result()
+        torch.testing.assert_close(out, net(torch.from_numpy(x)))
+    finally:
+        serve.delete("torch_gpu")
+
+
+@pytest.mark.gpu
+def test_pytorch_runner_served_on_a_real_gpu(ray_session):
+    torch = pytest.importorskip("torch")
+    from modeldefs import TinyNet
+
+    net = TinyNet().eval()
+    m = raystore.pytorch.save_model("tiny_cuda", net)
+    runner = m.to_runner(resources={"num_cpus": 0.05, "num_gpus": 1})
+    handle = serve.run(Caller.bind(runner.bind()), name="torch_cuda", route_prefix=None)
+    try:
+        x = torch.ones(3, 4)
+        torch.testing.assert_close(handle.remote("__call__", x).result(), net(x))
+    finally:
+        serve.delete("torch_cuda")
