@@ -61,7 +61,7 @@ def iris_clf(iris):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(tmp_path_factory):
     """One local Ray for the whole test session, with two logical GPUs for placement tests.
 
     Workers get the tests folder on PYTHONPATH so that classes defined in test modules unpickle.
@@ -76,7 +76,12 @@ def ray_session():
         num_gpus=2,
         include_dashboard=False,
         object_store_memory=100 * 1024 * 1024,
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        runtime_env={"env_vars": {
+            "PYTHONPATH": pythonpath,
+            # replicas keep their node cache, and read no user config, inside this session's temp folder
+            "RAYSTORE_CACHE_DIR": str(tmp_path_factory.mktemp("replica-node-cache")),
+            "RAYSTORE_CONFIG": str(tmp_path_factory.getbasetemp() / "no-config.yaml"),
+        }},
         log_to_driver=False,
     )
     try:

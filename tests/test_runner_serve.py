@@ -140,3 +140,17 @@ def test_pytorch_runner_served_on_a_real_gpu(ray_session):
         torch.testing.assert_close(handle.remote("__call__", x).result(), net(x))
     finally:
         serve.delete("torch_cuda")
+
+
+@pytest.mark.s3
+def test_replica_loads_from_a_store_on_s3_through_the_node_cache(ray_session, s3_bucket, monkeypatch, iris, iris_clf, tmp_path):
+    X, _ = iris
+    monkeypatch.setenv("RAYSTORE_HOME", f"{s3_bucket}/store")
+    m = raystore.sklearn.save_model("iris_s3", iris_clf, signatures={"predict": {"batchable": True}})
+    assert m.path.startswith("s3://")
+    runner = m.to_runner(resources={"num_cpus": 0.05})
+    handle = serve.run(Caller.bind(runner.bind()), name="from_s3", route_prefix=None)
+    try:
+        np.testing.assert_array_equal(handle.remote("predict", X[:9]).result(), iris_clf.predict(X[:9]))
+    finally:
+        serve.delete("from_s3")
