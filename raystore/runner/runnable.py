@@ -76,18 +76,16 @@ class Runnable:
 
 
 def assigned_gpu_ids() -> list[str]:
-    """The GPUs this process may use: Ray's assignment inside a Ray worker, else CUDA_VISIBLE_DEVICES."""
+    """The GPUs this process may use: Ray's assignment inside a Ray actor, else CUDA_VISIBLE_DEVICES."""
     import os
     import sys
 
     if "ray" in sys.modules:
         import ray
 
-        if ray.is_initialized():
-            try:
-                return [str(g) for g in ray.get_gpu_ids()]
-            except Exception:  # not in a worker (a driver): fall through to the environment
-                pass
+        # Only an actor (a Serve replica) has GPUs assigned by Ray; a driver goes by its environment.
+        if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+            return [str(g) for g in ray.get_gpu_ids()]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None or visible.strip() in ("", "-1"):
         return []
