@@ -15,10 +15,10 @@ from raystore.tag import Tag
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"picklable_model", "sklearn", "pytorch", "torchscript", "config"}
+_LAZY_MODULES = {"picklable_model", "sklearn", "pytorch", "torchscript", "config", "io"}
 
 __all__ = [
-    "Model", "ModelInfo", "ModelSignature", "Runnable", "Runner", "ServiceUnavailable", "Tag",
+    "Model", "ModelInfo", "ModelSignature", "Runnable", "Runner", "Service", "ServiceUnavailable", "Tag",
     "__version__", "batch", "exceptions", "models", *sorted(_LAZY_MODULES),
 ]
 
@@ -28,6 +28,7 @@ _LAZY_ATTRIBUTES = {
     "Runnable": "raystore.runner.runnable",
     "batch": "raystore.batching",
     "ServiceUnavailable": "raystore.batching",
+    "Service": "raystore.service.service",
 }
 
 

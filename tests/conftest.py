@@ -137,3 +137,17 @@ def s3_bucket(s3_env, tmp_path, monkeypatch) -> str:
         fs.mkdir("raystore-tests")
     monkeypatch.setenv("RAYSTORE_CACHE_DIR", str(tmp_path / "node-cache"))
     return f"s3://raystore-tests/t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def serve_http(ray_session):
+    """Serve's HTTP proxy on a free port of this session's Ray; returns the base URL."""
+    import socket
+
+    from ray import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{port}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import typer
 
@@ -44,6 +45,25 @@ def gpus() -> None:
         for g in found
     ]
     emit_table(["Index", "Name", "Memory Total", "Memory Free", "Utilization"], rows)
+
+
+@app.command("serve")
+def serve_command(
+    target: str = typer.Argument(..., help="The service as MODULE:ATTRIBUTE, e.g. service:svc."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(3000, "--port", help="HTTP port."),
+    address: Optional[str] = typer.Option(None, "--address", help="An existing Ray cluster (else a local one starts)."),
+    working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
+) -> None:
+    """Serve a Service over HTTP until Ctrl-C."""
+    from raystore.serving import describe_mode, serve_locally
+
+    def ready(url: str) -> None:
+        typer.echo(f"Serving {target} at {url} ({describe_mode() if address is None else 'cluster proxy'}); "
+                   f"API docs at {url}/docs. Press Ctrl-C to stop.", err=True)
+
+    serve_locally(target, host=host, port=port, address=address, working_dir=working_dir, on_ready=ready)
+    typer.echo("Stopped.", err=True)
 
 
 def main() -> None:

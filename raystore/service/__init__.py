@@ -1,0 +1,1 @@
+"""Services: typed HTTP APIs over runners, as a Ray Serve application."""

@@ -1,0 +1,149 @@
+"""A service over real HTTP: every IO descriptor, every error status, docs, health, concurrency,
+and Python handle calls to its APIs."""
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from ray import serve
+
+pytestmark = pytest.mark.ray
+
+
+def post(url, body, content_type="application/json", timeout=60):
+    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if content_type == "application/json" else body.encode())
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+@pytest.fixture(scope="module")
+def service_url(serve_http):
+    from raystore.service.ingress import load_service
+
+    svc = load_service("services:svc")
+    serve.run(svc.to_app("services:svc"), name="everything", route_prefix="/everything")
+    url = f"{serve_http}/everything"
+    deadline = time.time() + 60
+    while get(f"{url}/readyz")[0] != 200:
+        assert time.time() < deadline, "service never became ready"
+        time.sleep(0.5)
+    yield url
+    serve.delete("everything")
+
+
+def error_of(body: bytes) -> str:
+    return json.loads(body)["error"]
+
+
+def test_numpy_api_through_a_served_runner(service_url):
+    status, headers, body = post(f"{service_url}/scale", [[1, 2, 3], [4, 5, 6]])
+    assert status == 200 and headers["content-type"].startswith("application/json")
+    assert json.loads(body) == [[10, 20, 30], [40, 50, 60]]
+    status, _, body = post(f"{service_url}/v2/scale-embedded", [1, 2])
+    assert status == 200 and json.loads(body) == [10, 20]
+
+
+@pytest.mark.parametrize(
+    "route, body, content_type, words",
+    [
+        ("/scale", [[1, 2]], "application/json", "expected an array of shape (any, 3), got (1, 2)"),
+        ("/scale", [[1, 2, 3], [4, 5]], "application/json", "not a rectangular array"),
+        ("/scale", [["a", "b", "c"]], "application/json", "cannot convert the array to float32"),
+        ("/scale", b"{not json", "application/json", "not valid JSON"),
+        ("/scale", b"", "application/json", "the request body is empty"),
+        ("/scale", "1,2,3", "text/csv", "expected a body of type application/json, got 'text/csv'"),
+        ("/v2/scale-embedded", [1.5, 2.5], "application/json", "expected an array of int64, got float64"),
+        ("/order", {"item": "tea", "quantity": 0}, "application/json", "quantity: Input should be greater than 0"),
+        ("/order", {"quantity": 2}, "application/json", "item: Field required"),
+    ],
+)
+def test_bad_input_is_400_saying_what_was_expected(service_url, route, body, content_type, words):
+    status, headers, raw = post(f"{service_url}{route}", body, content_type)
+    assert status == 400
+    assert headers["content-type"].startswith("application/json")
+    assert words in error_of(raw)
+
+
+def test_json_text_and_file_apis(service_url):
+    assert json.loads(post(f"{service_url}/order", {"item": "tea", "quantity": 3})[2]) == {"item": "TEA", "total": 6}
+    assert json.loads(post(f"{service_url}/echo", {"a": [1, None]})[2]) == {"got": {"a": [1, None]}}
+    status, headers, body = post(f"{service_url}/shout", "héllo", "text/plain")
+    assert status == 200 and body.decode() == "HÉLLO!" and headers["content-type"].startswith("text/plain")
+    status, headers, body = post(f"{service_url}/reverse_bytes", bytes(range(10)), "application/octet-stream")
+    assert status == 200 and body == bytes(range(9, -1, -1))
+
+
+def test_body_over_the_limit_is_413(service_url):
+    status, _, body = post(f"{service_url}/echo", {"x": "y" * 5000})
+    assert status == 413 and "at most 4096" in error_of(body)
+
+
+def test_user_errors_are_500_and_the_server_keeps_serving(service_url):
+    status, _, body = post(f"{service_url}/fail", "broken on purpose", "text/plain")
+    assert status == 500
+    assert "ValueError" in error_of(body) and "broken on purpose" in error_of(body)
+    assert post(f"{service_url}/shout", "still here", "text/plain")[2] == b"STILL HERE!"
+
+
+def test_overload_is_503_with_retry_after(service_url):
+    status, headers, body = post(f"{service_url}/overloaded", "x", "text/plain")
+    assert status == 503 and headers["retry-after"] == "2"
+    assert "queue full" in error_of(body)
+
+
+def test_health_readiness_docs_and_unknown_routes(service_url):
+    from openapi_spec_validator import validate
+
+    assert get(f"{service_url}/healthz") == (200, b'{"status":"ok"}')
+    assert get(f"{service_url}/readyz")[0] == 200
+    status, body = get(f"{service_url}/docs.json")
+    spec = json.loads(body)
+    validate(spec)
+    assert {"/scale", "/v2/scale-embedded", "/order", "/echo", "/shout", "/reverse_bytes"} <= set(spec["paths"])
+    order_schema = spec["paths"]["/order"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert order_schema["required"] == ["item", "quantity"]
+    status, body = get(f"{service_url}/docs")
+    assert status == 200 and b"swagger-ui" in body and b"docs.json" in body
+    status, body = get(f"{service_url}/nope")
+    assert status == 404 and "/scale" in error_of(body)
+    assert get(f"{service_url}/scale")[0] == 405
+
+
+def test_200_parallel_requests_each_get_their_own_answer(service_url):
+    results = {}
+
+    def one(i):
+        results[i] = post(f"{service_url}/scale", [[i, i + 1, i + 2]])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(results) == 200
+    for i, (status, _, body) in results.items():
+        assert status == 200, body
+        assert json.loads(body) == [[10 * i, 10 * (i + 1), 10 * (i + 2)]]
+
+
+def test_apis_are_callable_through_a_handle(service_url):
+    handle = serve.get_app_handle("everything")
+    out = handle.scale.remote(np.array([[1.0, 2.0, 3.0]], dtype=np.float32)).result()
+    np.testing.assert_array_equal(out, [[10.0, 20.0, 30.0]])
+    assert handle.shout.remote("hi").result() == "HI!"
