@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -84,8 +86,14 @@ def ray_session(tmp_path_factory):
         }},
         log_to_driver=False,
     )
+    # Serve starts once, with its HTTP proxy on a free port: later serve.run calls reuse it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    session = types.SimpleNamespace(ray=ray, serve_http_url=f"http://127.0.0.1:{port}")
     try:
-        yield ray
+        yield session
     finally:
         try:
             serve.shutdown()
@@ -140,14 +148,6 @@ def s3_bucket(s3_env, tmp_path, monkeypatch) -> str:
 
 
 @pytest.fixture(scope="session")
-def serve_http(ray_session):
-    """Serve's HTTP proxy on a free port of this session's Ray; returns the base URL."""
-    import socket
-
-    from ray import serve
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    return f"http://127.0.0.1:{port}"
+def serve_http(ray_session) -> str:
+    """The base URL of this session's Serve HTTP proxy (started with Ray, on a free port)."""
+    return ray_session.serve_http_url
