@@ -74,15 +74,19 @@ def serve_locally(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        try:
-            serve.delete(service.name)
-        except Exception:
-            pass
         if started_here:
-            serve.shutdown()
+            # Everything goes with this Ray. A graceful serve.delete/serve.shutdown would wait out
+            # HAProxy's drain (about 30 s here) for requests that can no longer arrive.
+            if not use_haproxy:
+                serve.shutdown()
             ray.shutdown()
             if use_haproxy:
                 _stop_leftover_haproxy(port)
+        else:
+            try:
+                serve.delete(service.name)
+            except Exception as exc:  # the cluster may be gone already; say so, do not hide the cause
+                print(f"could not delete application {service.name!r}: {exc}", file=sys.stderr)
 
 
 def _stop_leftover_haproxy(port: int) -> None:
