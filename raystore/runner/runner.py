@@ -105,6 +105,7 @@ class Runner:
         self.resources = base_resources
         self._instance: Runnable | None = None
         self._batched: dict[str, BatchedFunction] = {}
+        self._local: dict[str, tuple[Any, bool]] = {}
         self._handles: dict[str, Any] = {}  # method -> DeploymentHandle, when served
         self._bound: dict[str, Any] = {}  # method -> Serve Application, between bind() and deploy
         self._init_lock = threading.Lock()
@@ -143,16 +144,23 @@ class Runner:
         """Instantiate the runnable here; calls then run in this process, batched like served ones."""
         with self._init_lock:
             if self._instance is None:
-                self._instance = self.runnable_class(**self.runnable_init_params)
-                self._batched = {
-                    name: _batched_call(self._instance, method)
+                instance = self.runnable_class(**self.runnable_init_params)
+                batched = {
+                    name: _batched_call(instance, method)
                     for name, method in self.methods.items()
                     if method.config.batchable
                 }
+                # (callable, is_async) per method, resolved once: this is every local call's path
+                local = {}
+                for name in self.methods:
+                    target = batched.get(name) or getattr(instance, name)
+                    local[name] = (target, name in batched or inspect.iscoroutinefunction(target))
+                self._batched, self._local = batched, local
+                self._instance = instance  # last: callers take the local path once this is set
         return self
 
     def destroy_local(self) -> None:
-        self._instance, self._batched = None, {}
+        self._instance, self._batched, self._local = None, {}, {}
         if self._loop_thread is not None:
             self._loop_thread.stop()
             self._loop_thread = None
@@ -162,13 +170,10 @@ class Runner:
         return self._instance is not None
 
     async def _call_local(self, name: str, args: tuple, kwargs: dict) -> Any:
-        batched = self._batched.get(name)
-        if batched is not None:
-            return await batched(*args, **kwargs)
-        method = getattr(self._instance, name)
-        if inspect.iscoroutinefunction(method):
-            return await method(*args, **kwargs)
-        return method(*args, **kwargs)
+        call, is_async = self._local[name]
+        if is_async:
+            return await call(*args, **kwargs)
+        return call(*args, **kwargs)
 
     # ---- dispatch by mode ----------------------------------------------------------------------
 
@@ -183,6 +188,8 @@ class Runner:
             )
 
     async def _run_async(self, name: str, args: tuple, kwargs: dict) -> Any:
+        if self._instance is not None:  # the hot path first: local and embedded calls
+            return await self._call_local(name, args, kwargs)
         self._ensure_ready()
         if self._instance is not None:
             return await self._call_local(name, args, kwargs)
@@ -191,10 +198,9 @@ class Runner:
     def _run_sync(self, name: str, args: tuple, kwargs: dict) -> Any:
         self._ensure_ready()
         if self._instance is not None:
-            if name not in self._batched:
-                method = getattr(self._instance, name)
-                if not inspect.iscoroutinefunction(method):
-                    return method(*args, **kwargs)
+            call, is_async = self._local[name]
+            if not is_async:
+                return call(*args, **kwargs)
             if self._loop_thread is None:
                 self._loop_thread = _LoopThread()
             return self._loop_thread.run(self._call_local(name, args, kwargs))
@@ -227,7 +233,7 @@ class Runner:
         """This runner's configuration without any live state (what deployments receive)."""
         clone = copy.copy(self)
         clone.__dict__.update(
-            _instance=None, _batched={}, _handles={}, _bound={}, _init_lock=threading.Lock(), _loop_thread=None,
+            _instance=None, _batched={}, _local={}, _handles={}, _bound={}, _init_lock=threading.Lock(), _loop_thread=None,
             methods={},
         )
         clone.methods = {
@@ -239,7 +245,7 @@ class Runner:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_instance=None, _batched={}, _init_lock=None, _loop_thread=None)
+        state.update(_instance=None, _batched={}, _local={}, _init_lock=None, _loop_thread=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
