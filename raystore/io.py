@@ -1,5 +1,5 @@
 """Public `raystore.io`: the IO descriptors of service APIs."""
 
-from raystore.service.io import JSON, File, IODescriptor, NumpyNdarray, Text
+from raystore.service.io import JSON, File, Image, IODescriptor, Multipart, NumpyNdarray, PandasDataFrame, Text
 
-__all__ = ["File", "IODescriptor", "JSON", "NumpyNdarray", "Text"]
+__all__ = ["File", "IODescriptor", "Image", "JSON", "Multipart", "NumpyNdarray", "PandasDataFrame", "Text"]

@@ -75,3 +75,21 @@ async def overloaded(message: str) -> str:
 async def slow_echo(value):
     await asyncio.sleep(0.05)
     return value
+
+
+from raystore.io import Image, Multipart, PandasDataFrame  # noqa: E402
+
+
+@svc.api(input=PandasDataFrame(orient="records", columns=["a", "b"]), output=PandasDataFrame(orient="records"))
+def add_columns(frame):
+    return frame.assign(total=frame["a"] + frame["b"])
+
+
+@svc.api(input=Image(), output=Image(format="PNG"))
+def grayscale(image):
+    return image.convert("L")
+
+
+@svc.api(input=Multipart(image=Image(), factor=NumpyNdarray(dtype="float64")), output=Multipart(size=JSON(), factor=NumpyNdarray()))
+def describe_image(parts):
+    return {"size": list(parts["image"].size), "factor": parts["factor"] * 2}

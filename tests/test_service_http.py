@@ -147,3 +147,67 @@ def test_apis_are_callable_through_a_handle(service_url):
     out = handle.scale.remote(np.array([[1.0, 2.0, 3.0]], dtype=np.float32)).result()
     np.testing.assert_array_equal(out, [[10.0, 20.0, 30.0]])
     assert handle.shout.remote("hi").result() == "HI!"
+
+
+def test_pandas_dataframe_api(service_url):
+    status, _, body = post(f"{service_url}/add_columns", [{"a": 1, "b": 2}, {"a": 3, "b": 4, "c": 9}])
+    assert status == 200 and json.loads(body) == [{"a": 1, "b": 2, "total": 3}, {"a": 3, "b": 4, "total": 7}]
+    status, _, body = post(f"{service_url}/add_columns", "a,b\n5,6\n", "text/csv")
+    assert status == 200 and json.loads(body) == [{"a": 5, "b": 6, "total": 11}]
+    status, _, body = post(f"{service_url}/add_columns", [{"a": 1}])
+    assert status == 400 and "lacks columns ['b']" in error_of(body)
+
+
+def _png(width=3, height=2, color=(255, 0, 0)):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_image_api(service_url):
+    import io
+
+    from PIL import Image
+
+    status, headers, body = post(f"{service_url}/grayscale", _png(), "image/png")
+    assert status == 200 and headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(body))
+    assert image.mode == "L" and image.size == (3, 2) and image.getpixel((0, 0)) == 76
+    status, _, body = post(f"{service_url}/grayscale", b"not an image", "image/png")
+    assert status == 400 and "not an image PIL can read" in error_of(body)
+    status, _, body = post(f"{service_url}/grayscale", "x", "text/plain")
+    assert status == 400 and "expected an image body" in error_of(body)
+
+
+def _multipart(fields):
+    boundary = "raystoretestboundary"
+    chunks = []
+    for name, (content_type, data) in fields.items():
+        header = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
+        if content_type:
+            header += f'; filename="{name}"\r\nContent-Type: {content_type}'
+        chunks.append(header.encode() + b"\r\n\r\n" + data + b"\r\n")
+    return b"".join(chunks) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_multipart_api(service_url):
+    import email.parser
+
+    body, content_type = _multipart({"image": ("image/png", _png(5, 4)), "factor": ("", b"[1.5, 2]")})
+    status, headers, raw = post(f"{service_url}/describe_image", body, content_type)
+    assert status == 200, raw
+    message = email.parser.BytesParser().parsebytes(
+        f"Content-Type: {headers['content-type']}\r\n\r\n".encode() + raw
+    )
+    parts = {p.get_param("name", header="content-disposition"): p.get_payload(decode=True) for p in message.get_payload()}
+    assert json.loads(parts["size"]) == [5, 4] and json.loads(parts["factor"]) == [3.0, 4.0]
+    body, content_type = _multipart({"image": ("image/png", _png())})
+    status, _, raw = post(f"{service_url}/describe_image", body, content_type)
+    assert status == 400 and "lacks fields ['factor']" in error_of(raw)
+    body, content_type = _multipart({"image": ("image/png", b"junk"), "factor": ("", b"[1]")})
+    status, _, raw = post(f"{service_url}/describe_image", body, content_type)
+    assert status == 400 and error_of(raw).startswith("field 'image': ")

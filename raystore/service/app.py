@@ -35,7 +35,9 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(f"the body is over {limit} bytes, the most this service accepts")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    request._body = body  # lets request.form() (multipart) parse what was already read
+    return body
 
 
 def api_endpoint(service: Service, api: API) -> Callable[[Request], Awaitable[Response]]:

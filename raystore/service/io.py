@@ -3,6 +3,7 @@ it describes both in OpenAPI. `raystore.io` re-exports them."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -182,3 +183,164 @@ class File(IODescriptor):
 
     def openapi_schema(self) -> dict[str, Any]:
         return {"type": "string", "format": "binary"}
+
+
+class PandasDataFrame(IODescriptor):
+    """A pandas DataFrame as JSON (`orient` as in `DataFrame.to_json`), or CSV when sent as text/csv."""
+
+    media_type = "application/json"
+    _ORIENTS = ("records", "split", "index", "columns", "values", "table")
+
+    def __init__(self, orient: str = "records", columns: list[str] | None = None):
+        if orient not in self._ORIENTS:
+            raise ValueError(f"orient must be one of {self._ORIENTS}, got {orient!r}")
+        self.orient, self.columns = orient, list(columns) if columns else None
+
+    async def from_http(self, request: Request, body: bytes) -> Any:
+        pd = _optional("pandas", "PandasDataFrame")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+        try:
+            if content_type == "text/csv":
+                frame = pd.read_csv(io.BytesIO(body))
+            else:
+                self._check_content_type(request, ("application/json",))
+                _json_body(body)  # a clear message for malformed JSON before pandas' own
+                frame = pd.read_json(io.StringIO(body.decode("utf-8")), orient=self.orient)
+        except BadInput:
+            raise
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read a DataFrame (orient={self.orient!r}) from the body: {exc}") from None
+        if self.columns is not None:
+            missing = [c for c in self.columns if c not in frame.columns]
+            if missing:
+                raise BadInput(f"the DataFrame lacks columns {missing}; expected {self.columns}")
+            frame = frame[self.columns]
+        return frame
+
+    def to_http(self, value: Any) -> Response:
+        pd = _optional("pandas", "PandasDataFrame")
+        if not isinstance(value, pd.DataFrame):
+            value = pd.DataFrame(value)
+        return Response(value.to_json(orient=self.orient), media_type="application/json")
+
+    def openapi_schema(self) -> dict[str, Any]:
+        if self.orient == "records":
+            row: dict[str, Any] = {"type": "object"}
+            if self.columns:
+                row["required"] = self.columns
+            return {"type": "array", "items": row}
+        return {"type": "object"} if self.orient != "values" else {"type": "array"}
+
+
+class Image(IODescriptor):
+    """An image file (PNG, JPEG, ...) in, as a PIL image; a PIL image or array out, as `format`."""
+
+    media_type = "image/png"
+
+    def __init__(self, format: str = "PNG"):  # noqa: A002 - mirrors PIL's argument name
+        self.format = format.upper()
+        self.media_type = f"image/{'jpeg' if self.format in ('JPG', 'JPEG') else self.format.lower()}"
+
+    async def from_http(self, request: Request, body: bytes) -> Any:
+        pil = _optional("PIL.Image", "Image")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type and not content_type.startswith("image/") and content_type != "application/octet-stream":
+            raise BadInput(f"expected an image body (image/png, image/jpeg, ...), got {content_type!r}")
+
+        try:
+            image = pil.open(io.BytesIO(body))
+            image.load()
+        except Exception as exc:  # PIL raises several unrelated types for undecodable data
+            raise BadInput(f"the body is not an image PIL can read: {exc}") from None
+        return image
+
+    def to_http(self, value: Any) -> Response:
+        pil = _optional("PIL.Image", "Image")
+        if not isinstance(value, pil.Image):
+            value = pil.fromarray(value)
+
+        buffer = io.BytesIO()
+        value.save(buffer, format=self.format)
+        return Response(buffer.getvalue(), media_type=self.media_type)
+
+    def openapi_schema(self) -> dict[str, Any]:
+        return {"type": "string", "format": "binary"}
+
+    def openapi_content(self) -> dict[str, Any]:
+        return {"image/*": {"schema": self.openapi_schema()}}
+
+
+class _FieldRequest:
+    """What a descriptor reads from a request, for one part of a multipart body."""
+
+    def __init__(self, content_type: str):
+        self.headers = {"content-type": content_type}
+
+
+class Multipart(IODescriptor):
+    """Several named inputs (or outputs) in one multipart/form-data body, each with its own descriptor;
+    the API function receives (or returns) a dict of them."""
+
+    media_type = "multipart/form-data"
+
+    def __init__(self, **fields: IODescriptor):
+        if not fields:
+            raise ValueError("Multipart needs at least one field, e.g. Multipart(image=Image(), meta=JSON())")
+        for name, descriptor in fields.items():
+            if not isinstance(descriptor, IODescriptor) or isinstance(descriptor, Multipart):
+                raise ValueError(f"field {name!r} must be a (non-multipart) IO descriptor, got {descriptor!r}")
+        self.fields = fields
+
+    async def from_http(self, request: Request, body: bytes) -> Any:
+        self._check_content_type(request, ("multipart/form-data",))
+        try:
+            form = await request.form()
+        except Exception as exc:  # malformed boundaries and the like
+            raise BadInput(f"cannot parse the multipart body: {exc}") from None
+        missing = [name for name in self.fields if name not in form]
+        if missing:
+            raise BadInput(f"the multipart body lacks fields {missing}; expected {list(self.fields)}")
+        values = {}
+        for name, descriptor in self.fields.items():
+            part = form[name]
+            if hasattr(part, "read"):  # an uploaded file
+                data, content_type = await part.read(), part.content_type or ""
+            else:
+                data, content_type = str(part).encode(), ""
+            try:
+                values[name] = await descriptor.from_http(_FieldRequest(content_type), data)  # type: ignore[arg-type]
+            except BadInput as exc:
+                raise BadInput(f"field {name!r}: {exc}") from None
+        return values
+
+    def to_http(self, value: Any) -> Response:
+        import uuid
+
+        if not isinstance(value, dict) or set(value) != set(self.fields):
+            raise TypeError(f"a Multipart output must be a dict with keys {list(self.fields)}")
+        boundary = uuid.uuid4().hex
+        parts = []
+        for name, descriptor in self.fields.items():
+            rendered = descriptor.to_http(value[name])
+            media = rendered.headers.get("content-type", "application/octet-stream")
+            parts.append(
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\nContent-Type: {media}\r\n\r\n".encode()
+                + rendered.body + b"\r\n"
+            )
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        return Response(body, media_type=f"multipart/form-data; boundary={boundary}")
+
+    def openapi_schema(self) -> dict[str, Any]:
+        return {"type": "object", "properties": {n: d.openapi_schema() for n, d in self.fields.items()},
+                "required": list(self.fields)}
+
+
+def _optional(module: str, descriptor: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = {"pandas": "pandas", "PIL.Image": "pillow"}[module]
+        raise ImportError(f"raystore.io.{descriptor} needs the {package} package: pip install {package}") from None
