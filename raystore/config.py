@@ -6,6 +6,7 @@ the store elsewhere by setting `RAYSTORE_HOME` at any moment.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ class Settings:
     remote: str | None  # the bucket push/pull talk to
     cache_dir: str  # node-local cache of models read from a remote store
     s3_endpoint_url: str | None
+    pins: dict[str, str]  # model name -> version that `latest` means (set by deployment configs)
 
 
 def config_file() -> Path:
@@ -59,7 +61,21 @@ def settings() -> Settings:
         remote=pick("RAYSTORE_REMOTE", "remote", None),
         cache_dir=_expand(cache),
         s3_endpoint_url=pick("RAYSTORE_S3_ENDPOINT_URL", "s3_endpoint_url", None),
+        pins=_pins(os.environ.get("RAYSTORE_PINS", "")),
     )
+
+
+def _pins(text: str) -> dict[str, str]:
+    """`RAYSTORE_PINS`: a JSON object of model name to version, written by `raystore build`."""
+    if not text.strip():
+        return {}
+    try:
+        pins = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"RAYSTORE_PINS is not JSON ({exc}); expected e.g. {{\"iris_clf\": \"1m89jf14gkr0zn4z\"}}") from None
+    if not isinstance(pins, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in pins.items()):
+        raise ConfigError("RAYSTORE_PINS must be a JSON object of model name to version")
+    return pins
 
 
 def _expand(location: str) -> str:

@@ -111,4 +111,69 @@ def describe_mode() -> str:
     return "HAProxy ingress" if haproxy_available() else "Python proxy"
 
 
-__all__: list[Any] = ["serve_locally", "resolve_service", "haproxy_available", "describe_mode"]
+
+
+# ---- Serve config files: `raystore build` ---------------------------------------------------------
+
+def build_application(args: dict[str, Any]) -> Any:
+    """Serve application builder named by built configs: `args = {"service": "MODULE:ATTRIBUTE"}`."""
+    service = load_service(args["service"])
+    return service.to_app(args["service"])
+
+
+def build_config(target: str, *, working_dir: str | None = None, route_prefix: str = "/") -> dict[str, Any]:
+    """A Serve config (the `serve deploy` schema) for a service, with the store location and every
+    model the service's runners use pinned to the version `latest` means now."""
+    import json
+
+    from raystore.config import settings
+    from raystore.runner.deployment import MIN_ONGOING_REQUESTS, deployment_name
+    from raystore.service.ingress import INGRESS_OPTIONS
+
+    service, import_path = resolve_service(target, working_dir)
+    pins = {m.tag.name: m.tag.version for runner in service.runners for m in runner.models}
+    folder = str(Path(working_dir or os.getcwd()).resolve())
+    deployments: list[dict[str, Any]] = [{"name": f"{service.name}-ingress", **INGRESS_OPTIONS}]
+    for runner in service.runners:
+        if runner.embedded:
+            continue
+        groups = [tuple(runner.methods)] if runner.colocate else [(m,) for m in runner.methods]
+        for methods in groups:
+            method = runner.methods[methods[0]]
+            options: dict[str, Any] = {"num_cpus": method.resources.num_cpus}
+            if method.resources.num_gpus:  # "auto" is settled against the cluster at deploy time
+                options["num_gpus"] = method.resources.num_gpus
+            if method.resources.accelerator_type:
+                options["accelerator_type"] = method.resources.accelerator_type
+            if method.resources.memory:
+                options["memory"] = method.resources.memory
+            entry: dict[str, Any] = {
+                "name": deployment_name(runner.name, methods, runner.colocate),
+                "ray_actor_options": options,
+                "max_ongoing_requests": max(MIN_ONGOING_REQUESTS, 2 * max(runner.methods[m].max_batch_size for m in methods)),
+            }
+            if runner.autoscaling:
+                entry["autoscaling_config"] = dict(runner.autoscaling)
+            else:
+                entry["num_replicas"] = runner.num_replicas
+            deployments.append(entry)
+    env_vars = {"PYTHONPATH": folder, "RAYSTORE_HOME": settings().home, "RAYSTORE_PINS": json.dumps(pins, sort_keys=True)}
+    return {
+        "applications": [
+            {
+                "name": service.name,
+                "route_prefix": route_prefix,
+                "import_path": "raystore.serving:build_application",
+                "args": {"service": import_path},
+                "runtime_env": {"env_vars": env_vars},
+                "deployments": deployments,
+            }
+        ]
+    }
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Check a config against Ray Serve's own schema (raises pydantic's ValidationError)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(config)

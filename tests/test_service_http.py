@@ -34,10 +34,9 @@ def get(url):
 
 @pytest.fixture(scope="module")
 def service_url(serve_http):
-    from raystore.service.ingress import load_service
+    from raystore.serving import build_application  # what built configs name as import_path
 
-    svc = load_service("services:svc")
-    serve.run(svc.to_app("services:svc"), name="everything", route_prefix="/everything")
+    serve.run(build_application({"service": "services:svc"}), name="everything", route_prefix="/everything")
     url = f"{serve_http}/everything"
     deadline = time.time() + 60
     while get(f"{url}/readyz")[0] != 200:

@@ -66,6 +66,29 @@ def serve_command(
     typer.echo("Stopped.", err=True)
 
 
+@app.command("build")
+def build_command(
+    target: str = typer.Argument(..., help="The service as MODULE:ATTRIBUTE, e.g. service:svc."),
+    output: str = typer.Option(..., "--output", "-o", help="Where to write the config, e.g. deployments/NAME.yaml."),
+    working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
+) -> None:
+    """Write a Ray Serve config (serve deploy schema) with model versions pinned."""
+    from pathlib import Path
+
+    import yaml
+
+    from raystore.serving import build_config, validate_config
+
+    config = build_config(target, working_dir=working_dir)
+    validate_config(config)
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Built by `raystore build`: a Ray Serve config; models are pinned by RAYSTORE_PINS.\n"
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    pins = config["applications"][0]["runtime_env"]["env_vars"]["RAYSTORE_PINS"]
+    typer.echo(f"Wrote {path} (models pinned: {pins})", err=True)
+
+
 def main() -> None:
     """Console-script entry point: raystore errors become one line on stderr and exit status 1."""
     try:

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Literal
 
+from raystore.config import settings
 from raystore.exceptions import AmbiguousTag, InvalidTag, NotFound, StoreError
 from raystore.store import manifest
 from raystore.store.fs import is_local, open_filesystem, remote_errors
@@ -163,6 +164,12 @@ class ModelStore:
     def resolve(self, tag: str | Tag) -> ModelInfo:
         """The info of the version `tag` names: `latest`, an exact version or a unique prefix of one."""
         tag = Tag.from_taglike(tag)
+        pinned = settings().pins.get(tag.name) if tag.is_latest else None
+        if pinned:  # a deployment built against concrete versions: `latest` means the pinned one
+            info = self._read_info(tag.name, pinned)
+            if info is None:
+                raise NotFound(f"{tag.name}:{pinned}, pinned by RAYSTORE_PINS, is not in {self.url}; push it there")
+            return info
         if not tag.is_latest:
             info = self._read_info(tag.name, tag.version)
             if info is not None:

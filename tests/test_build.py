@@ -1,0 +1,75 @@
+"""`raystore build`: a valid Serve config with the store and model versions pinned."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import raystore
+from raystore.exceptions import ConfigError, NotFound
+from raystore.serving import build_config, validate_config
+
+from conftest import VENV_BIN
+
+IRIS = Path(__file__).resolve().parents[1] / "examples" / "iris"
+
+
+def _save_iris():
+    sys.path.insert(0, str(IRIS))
+    try:
+        from quickstart import train_and_save
+    finally:
+        sys.path.remove(str(IRIS))
+    return train_and_save()
+
+
+def test_build_pins_latest_and_validates(store_home, monkeypatch):
+    _save_iris()
+    current = _save_iris()
+    sys.modules.pop("service", None)  # the example module reads `latest` when imported
+    config = build_config("service:svc", working_dir=str(IRIS))
+    validate_config(config)
+    (app,) = config["applications"]
+    assert app["name"] == "iris_classifier" and app["route_prefix"] == "/"
+    assert app["import_path"] == "raystore.serving:build_application" and app["args"] == {"service": "service:svc"}
+    env = app["runtime_env"]["env_vars"]
+    assert env["RAYSTORE_HOME"] == str(store_home) and env["PYTHONPATH"] == str(IRIS)
+    assert json.loads(env["RAYSTORE_PINS"]) == {"iris_clf": current.tag.version}
+    assert [d["name"] for d in app["deployments"]] == ["iris_classifier-ingress"]  # the runner is embedded
+
+    newer = _save_iris()
+    assert raystore.models.get("iris_clf:latest").tag == newer.tag
+    monkeypatch.setenv("RAYSTORE_PINS", env["RAYSTORE_PINS"])
+    assert raystore.models.get("iris_clf:latest").tag == current.tag  # what the deployment will load
+    assert raystore.models.get(newer.tag).tag == newer.tag  # exact versions are not affected
+    raystore.models.delete(current.tag)
+    with pytest.raises(NotFound, match="pinned by RAYSTORE_PINS"):
+        raystore.models.get("iris_clf")
+
+
+def test_bad_pins_are_a_config_error(monkeypatch):
+    monkeypatch.setenv("RAYSTORE_PINS", "{not json")
+    with pytest.raises(ConfigError, match="RAYSTORE_PINS is not JSON"):
+        raystore.models.get("anything")
+
+
+def test_validation_catches_a_broken_config():
+    with pytest.raises(Exception):
+        validate_config({"applications": [{"name": "x", "import_path": 42, "deployments": "nope"}]})
+
+
+def test_build_command(tmp_path, subprocess_env):
+    _save_iris()
+    out_file = tmp_path / "deployments" / "iris_classifier.yaml"
+    out = subprocess.run(
+        [str(VENV_BIN / "raystore"), "build", "service:svc", "--working-dir", str(IRIS), "-o", str(out_file)],
+        capture_output=True, text=True, env=subprocess_env, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"Wrote {out_file}" in out.stderr
+    config = yaml.safe_load(out_file.read_text())
+    validate_config(config)
+    assert config["applications"][0]["name"] == "iris_classifier"
