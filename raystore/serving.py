@@ -127,7 +127,7 @@ def build_config(target: str, *, working_dir: str | None = None, route_prefix: s
     import json
 
     from raystore.config import settings
-    from raystore.runner.deployment import MIN_ONGOING_REQUESTS, deployment_name
+    from raystore.runner.deployment import deployment_groups, deployment_options
     from raystore.service.ingress import INGRESS_OPTIONS
 
     service, import_path = resolve_service(target, working_dir)
@@ -137,26 +137,9 @@ def build_config(target: str, *, working_dir: str | None = None, route_prefix: s
     for runner in service.runners:
         if runner.embedded:
             continue
-        groups = [tuple(runner.methods)] if runner.colocate else [(m,) for m in runner.methods]
-        for methods in groups:
-            method = runner.methods[methods[0]]
-            options: dict[str, Any] = {"num_cpus": method.resources.num_cpus}
-            if method.resources.num_gpus:  # "auto" is settled against the cluster at deploy time
-                options["num_gpus"] = method.resources.num_gpus
-            if method.resources.accelerator_type:
-                options["accelerator_type"] = method.resources.accelerator_type
-            if method.resources.memory:
-                options["memory"] = method.resources.memory
-            entry: dict[str, Any] = {
-                "name": deployment_name(runner.name, methods, runner.colocate),
-                "ray_actor_options": options,
-                "max_ongoing_requests": max(MIN_ONGOING_REQUESTS, 2 * max(runner.methods[m].max_batch_size for m in methods)),
-            }
-            if runner.autoscaling:
-                entry["autoscaling_config"] = dict(runner.autoscaling)
-            else:
-                entry["num_replicas"] = runner.num_replicas
-            deployments.append(entry)
+        for methods in deployment_groups(runner):
+            actor_options = runner.methods[methods[0]].resources.ray_actor_options(allow_auto=True)
+            deployments.append(deployment_options(runner, methods, actor_options))
     env_vars = {"PYTHONPATH": folder, "RAYSTORE_HOME": settings().home, "RAYSTORE_PINS": json.dumps(pins, sort_keys=True)}
     return {
         "applications": [

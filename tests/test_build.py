@@ -73,3 +73,30 @@ def test_build_command(tmp_path, subprocess_env):
     config = yaml.safe_load(out_file.read_text())
     validate_config(config)
     assert config["applications"][0]["name"] == "iris_classifier"
+
+
+def test_build_lists_runner_deployments_with_their_resources(tmp_path, monkeypatch):
+    (tmp_path / "two_runners.py").write_text(
+        "import raystore\n"
+        "from raystore.io import JSON\n"
+        "class R(raystore.Runnable):\n"
+        "    SUPPORTED_RESOURCES = ('nvidia.com/gpu', 'cpu')\n"
+        "    @raystore.Runnable.method(batchable=True)\n"
+        "    def a(self, x): return x\n"
+        "    @raystore.Runnable.method\n"
+        "    def b(self, x): return x\n"
+        "gpu = raystore.Runner(R, name='gpu', resources={'num_cpus': 0.5, 'num_gpus': 0.5}, max_batch_size=200, num_replicas=2)\n"
+        "auto = raystore.Runner(R, name='auto', colocate=True, autoscaling={'min_replicas': 1, 'max_replicas': 3})\n"
+        "svc = raystore.Service('two', runners=[gpu, auto])\n"
+        "@svc.api(input=JSON(), output=JSON())\n"
+        "async def echo(x): return await gpu.a.async_run([x])\n"
+    )
+    config = build_config("two_runners:svc", working_dir=str(tmp_path))
+    validate_config(config)
+    deployments = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    assert set(deployments) == {"two-ingress", "gpu-a", "gpu-b", "auto"}
+    assert deployments["gpu-a"]["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.5}
+    assert deployments["gpu-a"]["num_replicas"] == 2 and deployments["gpu-a"]["max_ongoing_requests"] == 400
+    assert deployments["auto"]["ray_actor_options"] == {"num_cpus": 1.0}  # "auto" GPUs: settled at deploy time
+    assert deployments["auto"]["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3}
+    assert json.loads(config["applications"][0]["runtime_env"]["env_vars"]["RAYSTORE_PINS"]) == {}

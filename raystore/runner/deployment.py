@@ -70,28 +70,37 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))
 
 
+def deployment_groups(runner: Any) -> list[tuple[str, ...]]:
+    """The methods each deployment serves: all in one with colocate=True, else one each."""
+    return [tuple(runner.methods)] if runner.colocate else [(m,) for m in runner.methods]
+
+
+def deployment_options(runner: Any, methods: tuple[str, ...], actor_options: dict[str, Any]) -> dict[str, Any]:
+    """Serve deployment options for the deployment serving `methods` (also what `raystore build` writes)."""
+    options: dict[str, Any] = {
+        "name": deployment_name(runner.name, methods, runner.colocate),
+        "ray_actor_options": actor_options,
+        "max_ongoing_requests": max(MIN_ONGOING_REQUESTS, 2 * max(runner.methods[m].max_batch_size for m in methods)),
+    }
+    if runner.autoscaling:
+        options["autoscaling_config"] = dict(runner.autoscaling)
+    else:
+        options["num_replicas"] = runner.num_replicas
+    return options
+
+
 def runner_applications(runner: Any) -> dict[str, Any]:
     """Serve applications for a runner's deployments, keyed by the method each one serves."""
     from ray import serve
 
-    groups = [tuple(runner.methods)] if runner.colocate else [(m,) for m in runner.methods]
     gpus = cluster_gpus()
     spec = runner._spec_copy()
     apps: dict[str, Any] = {}
     total_gpus = 0.0
-    for methods in groups:
+    for methods in deployment_groups(runner):
         first = runner.methods[methods[0]]
         resources: Resources = first.resources.resolve(gpu_capable=runner.runnable_class.gpu_capable(), cluster_gpus=gpus)
-        max_batch = max(runner.methods[m].max_batch_size for m in methods)
-        options: dict[str, Any] = {
-            "name": deployment_name(runner.name, methods, runner.colocate),
-            "ray_actor_options": resources.ray_actor_options(),
-            "max_ongoing_requests": max(MIN_ONGOING_REQUESTS, 2 * max_batch),
-        }
-        if runner.autoscaling:
-            options["autoscaling_config"] = dict(runner.autoscaling)
-        else:
-            options["num_replicas"] = runner.num_replicas
+        options = deployment_options(runner, methods, resources.ray_actor_options())
         app = serve.deployment(RunnerReplica).options(**options).bind(spec, methods, resources.num_cpus)
         for method in methods:
             apps[method] = app
