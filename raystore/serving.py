@@ -59,7 +59,8 @@ def serve_locally(
     runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
     started_here = address is None
     if started_here:
-        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        # "local": never attach to a cluster that `ray start` left running on this machine
+        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
     else:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     stop = stop or threading.Event()

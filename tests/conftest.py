@@ -74,6 +74,7 @@ def ray_session(tmp_path_factory):
 
     pythonpath = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     ray.init(
+        address="local",  # a fresh instance, even when a `ray start` cluster runs on this machine
         num_cpus=2,
         num_gpus=2,
         include_dashboard=False,

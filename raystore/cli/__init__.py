@@ -89,6 +89,72 @@ def build_command(
     typer.echo(f"Wrote {path} (models pinned: {pins})", err=True)
 
 
+@app.command("deploy")
+def deploy_command(
+    target: str = typer.Argument(..., help="MODULE:ATTRIBUTE of a service, or a config built by `raystore build`."),
+    address: str = typer.Option(..., "--address", "-a", help="The cluster's dashboard, e.g. http://HEAD:8265."),
+    working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
+    timeout: float = typer.Option(300, "--timeout", help="Seconds to wait for the application to run."),
+) -> None:
+    """Deploy a service to a running Ray cluster and wait until it is healthy."""
+    from pathlib import Path
+
+    import yaml
+
+    from raystore.cluster import deploy_config
+    from raystore.serving import build_config, validate_config
+
+    if target.endswith((".yaml", ".yml")):
+        config = yaml.safe_load(Path(target).read_text())
+    else:
+        config = build_config(target, working_dir=working_dir)
+    validate_config(config)
+    shown: dict = {}
+
+    def progress(states: dict) -> None:
+        if states != shown:
+            shown.clear()
+            shown.update(states)
+            typer.echo("  " + ", ".join(f"{name}: {state}" for name, state in states.items()), err=True)
+
+    deploy_config(address, config, wait_s=timeout, on_progress=progress)
+    names = ", ".join(app["name"] for app in config["applications"])
+    typer.echo(f"Deployed {names} to {address}")
+
+
+@app.command("status")
+def status_command(
+    address: str = typer.Option(..., "--address", "-a", help="The cluster's dashboard, e.g. http://HEAD:8265."),
+) -> None:
+    """Show the Serve applications on a cluster and their deployments."""
+    from raystore.cli.output import emit_table
+    from raystore.cluster import serve_status
+
+    applications = serve_status(address).get("applications") or {}
+    if not applications:
+        typer.echo(f"No applications on {address}")
+        return
+    rows = []
+    for name, app_status in applications.items():
+        for deployment, info in (app_status.get("deployments") or {}).items():
+            replicas = info.get("replica_states") or {}
+            rows.append([name, app_status.get("status", "?"), deployment, info.get("status", "?"),
+                         str(replicas.get("RUNNING", 0))])
+    emit_table(["Application", "Status", "Deployment", "Deployment Status", "Running Replicas"], rows)
+
+
+@app.command("delete")
+def delete_command(
+    name: str = typer.Argument(..., help="The application (service) name."),
+    address: str = typer.Option(..., "--address", "-a", help="The cluster's dashboard, e.g. http://HEAD:8265."),
+) -> None:
+    """Delete a Serve application from a cluster."""
+    from raystore.cluster import delete_application
+
+    delete_application(address, name)
+    typer.echo(f"Deleted {name} from {address}")
+
+
 def main() -> None:
     """Console-script entry point: raystore errors become one line on stderr and exit status 1."""
     try:

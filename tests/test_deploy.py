@@ -1,0 +1,108 @@
+"""`raystore deploy`, `status` and `delete` against a real `ray start --head` cluster, through its
+Serve REST API with Ray's auth token."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import VENV_BIN
+
+pytestmark = pytest.mark.ray
+IRIS = Path(__file__).resolve().parents[1] / "examples" / "iris"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head_cluster(tmp_path_factory):
+    """A one-node cluster from `ray start --head --block`, stopped by signalling its process group
+    (not `ray stop`, which would also end this test session's own Ray)."""
+    temp_dir = tmp_path_factory.mktemp("ray-head")
+    gcs_port, dashboard_port = _free_port(), _free_port()
+    log = open(temp_dir / "ray-start.log", "wb")
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}", "--num-cpus=2",
+         "--include-dashboard=true", f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1",
+         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dashboard_port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            break
+        except urllib.error.HTTPError:
+            break  # answering (perhaps 401): up
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, (temp_dir / "ray-start.log").read_text()[-2000:]
+            time.sleep(0.5)
+    try:
+        yield address
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def raystore_cli(*args, env=None, timeout=300):
+    return subprocess.run([str(VENV_BIN / "raystore"), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_deploy_status_delete(head_cluster, tmp_path, subprocess_env):
+    env = dict(subprocess_env)
+    out = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", "import sys; sys.path.insert(0, %r); from quickstart import train_and_save; "
+         "print(train_and_save().tag)" % str(IRIS)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    config_file = tmp_path / "iris.yaml"
+    out = raystore_cli("build", "service:svc", "--working-dir", str(IRIS), "-o", str(config_file), env=env)
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(config_file.read_text())
+    http_port = _free_port()
+    config["http_options"] = {"host": "127.0.0.1", "port": http_port}
+    config_file.write_text(yaml.safe_dump(config))
+
+    out = raystore_cli("deploy", str(config_file), "--address", head_cluster, env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"Deployed iris_classifier to {head_cluster}" in out.stdout and "RUNNING" in out.stderr
+
+    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/classify", data=b"[[5.9, 3.0, 5.1, 1.8]]",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.loads(response.read()) == [2]
+
+    out = raystore_cli("status", "--address", head_cluster, env=env)
+    assert out.returncode == 0 and "iris_classifier" in out.stdout and "RUNNING" in out.stdout
+
+    out = raystore_cli("delete", "iris_classifier", "--address", head_cluster, env=env)
+    assert out.returncode == 0 and "Deleted iris_classifier" in out.stdout
+    out = raystore_cli("delete", "iris_classifier", "--address", head_cluster, env=env)
+    assert out.returncode == 1 and "no application 'iris_classifier'" in out.stderr
+
+
+def test_missing_token_and_unreachable_cluster_are_explained(head_cluster, subprocess_env, tmp_path):
+    env = {**subprocess_env, "HOME": str(tmp_path), "RAY_AUTH_TOKEN_PATH": str(tmp_path / "none")}
+    env.pop("RAY_AUTH_TOKEN", None)
+    out = raystore_cli("status", "--address", head_cluster, env=env)
+    token_required = out.returncode == 1
+    if token_required:  # clusters started with token auth (Ray 2.60's default here)
+        assert "wants a Ray auth token" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = raystore_cli("status", "--address", f"http://127.0.0.1:{_free_port()}", env=env)
+    assert out.returncode == 1 and "cannot reach the Ray dashboard" in out.stderr
