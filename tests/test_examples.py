@@ -33,3 +33,64 @@ def test_iris_quickstart_serves_over_http(subprocess_env):
     assert model.info.labels == {"owner": "quickstart", "stage": "dev"}
     assert model.info.metadata["accuracy"] > 0.9
     assert "Stopped." in out.stderr  # the server shut down cleanly
+
+
+def _serve_and_post(example: str, route: str, body, env) -> object:
+    """Start `raystore serve` on an example, POST one JSON body, stop it; return the JSON answer."""
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("raystore")), "serve", "service:svc",
+         "--working-dir", str(ROOT / "examples" / example), "--port", str(port)],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()[-3000:]
+            try:
+                urllib.request.urlopen(f"{url}/readyz", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "the example never became ready"
+                time.sleep(0.5)
+        request = urllib.request.Request(f"{url}{route}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def _train(example: str, env) -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / example / "train.py")],
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.ray
+def test_composition_example(subprocess_env):
+    _train("composition", subprocess_env)
+    answer = _serve_and_post("composition", "/classify", [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 5.1, 1.8]], subprocess_env)
+    assert [row["class"] for row in answer] == ["setosa", "virginica"]
+    assert all(0.5 < row["probability"] <= 1.0 for row in answer)
+
+
+@pytest.mark.ray
+def test_pytorch_gpu_example_falls_back_to_cpu(subprocess_env):
+    _train("pytorch_gpu", subprocess_env)
+    (model,) = raystore.models.list("iris_torch")
+    assert model.info.metadata["accuracy"] > 0.9
+    answer = _serve_and_post("pytorch_gpu", "/probabilities", [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], subprocess_env)
+    assert len(answer) == 2 and all(abs(sum(row) - 1) < 1e-4 for row in answer)
+    assert answer[0][0] > 0.9 and answer[1][2] > 0.5
