@@ -14,6 +14,7 @@ from typing import Any, Callable
 from raystore.service.ingress import load_service
 from raystore.service.service import Service
 
+DEFAULT_METRICS_PORT = 8079  # Prometheus scrapes http://HOST:8079/metrics (Ray's metrics export)
 HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
@@ -42,6 +43,7 @@ def serve_locally(
     port: int = 3000,
     address: str | None = None,
     working_dir: str | None = None,
+    metrics_port: int | None = DEFAULT_METRICS_PORT,
     on_ready: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
@@ -58,9 +60,13 @@ def serve_locally(
     pythonpath = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH", "")) if p)
     runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
     started_here = address is None
+    if metrics_port is not None and not _port_is_free(metrics_port):
+        print(f"metrics port {metrics_port} is taken; Ray picks another one (pass --metrics-port)", file=sys.stderr)
+        metrics_port = None
     if started_here:
         # "local": never attach to a cluster that `ray start` left running on this machine
-        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, log_to_driver=False,
+                 _metrics_export_port=metrics_port)
     else:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     stop = stop or threading.Event()
@@ -88,6 +94,17 @@ def serve_locally(
                 serve.delete(service.name)
             except Exception as exc:  # the cluster may be gone already; say so, do not hide the cause
                 print(f"could not delete application {service.name!r}: {exc}", file=sys.stderr)
+
+
+def _port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _stop_leftover_haproxy(port: int) -> None:

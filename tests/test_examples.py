@@ -1,5 +1,6 @@
 """The examples run end to end, as the README says."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -35,19 +36,18 @@ def test_iris_quickstart_serves_over_http(subprocess_env):
     assert "Stopped." in out.stderr  # the server shut down cleanly
 
 
-def _serve_and_post(example: str, route: str, body, env) -> object:
-    """Start `raystore serve` on an example, POST one JSON body, stop it; return the JSON answer."""
-    import json
+@contextlib.contextmanager
+def _served(example: str, env, metrics_port: int | None = None):
+    """`raystore serve` on an example until the block ends; yields the base URL once ready."""
     import signal
     import time
     import urllib.request
 
     port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("raystore")), "serve", "service:svc",
-         "--working-dir", str(ROOT / "examples" / example), "--port", str(port)],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    command = [str(Path(sys.executable).with_name("raystore")), "serve", "service:svc",
+               "--working-dir", str(ROOT / "examples" / example), "--port", str(port),
+               "--metrics-port", str(metrics_port or _free_port())]
+    server = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -59,10 +59,7 @@ def _serve_and_post(example: str, route: str, body, env) -> object:
             except OSError:
                 assert time.time() < deadline, "the example never became ready"
                 time.sleep(0.5)
-        request = urllib.request.Request(f"{url}{route}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())
+        yield url
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -70,6 +67,26 @@ def _serve_and_post(example: str, route: str, body, env) -> object:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def _post(url: str, body) -> tuple[int, object]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _serve_and_post(example: str, route: str, body, env) -> object:
+    with _served(example, env) as url:
+        status, answer = _post(f"{url}{route}", body)
+        assert status == 200, answer
+        return answer
 
 
 def _train(example: str, env) -> None:
@@ -94,3 +111,33 @@ def test_pytorch_gpu_example_falls_back_to_cpu(subprocess_env):
     answer = _serve_and_post("pytorch_gpu", "/probabilities", [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], subprocess_env)
     assert len(answer) == 2 and all(abs(sum(row) - 1) < 1e-4 for row in answer)
     assert answer[0][0] > 0.9 and answer[1][2] > 0.5
+
+
+@pytest.mark.ray
+def test_request_metrics_reach_the_prometheus_endpoint(subprocess_env):
+    import re
+    import time
+    import urllib.request
+
+    out = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, %r); "
+                          "from quickstart import train_and_save; train_and_save()" % str(ROOT / "examples" / "iris")],
+                         env=subprocess_env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    metrics_port = _free_port()
+    env = {**subprocess_env, "RAY_metrics_report_interval_ms": "500"}
+    with _served("iris", env, metrics_port=metrics_port) as url:
+        assert _post(f"{url}/classify", [[5.9, 3.0, 5.1, 1.8]])[0] == 200
+        assert _post(f"{url}/classify", [[5.1, 3.5, 1.4, 0.2]])[0] == 200
+        assert _post(f"{url}/classify", [[1, 2]])[0] == 400
+        pattern = r'raystore_requests_total\{[^}]*api="classify"[^}]*status="%s"[^}]*\} (\d+(?:\.\d+)?)'
+        deadline, text = time.time() + 60, ""
+        while time.time() < deadline:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+            ok, bad = re.search(pattern % "200", text), re.search(pattern % "400", text)
+            if ok and bad and float(ok.group(1)) >= 2 and float(bad.group(1)) >= 1:
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError("request metrics never appeared: " + "\n".join(
+                line for line in text.splitlines() if "raystore" in line)[:2000])
+        assert "raystore_request_latency_ms_bucket" in text

@@ -54,15 +54,18 @@ def serve_command(
     port: int = typer.Option(3000, "--port", help="HTTP port."),
     address: Optional[str] = typer.Option(None, "--address", help="An existing Ray cluster (else a local one starts)."),
     working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
+    metrics_port: int = typer.Option(8079, "--metrics-port", help="Prometheus metrics port of the local Ray."),
 ) -> None:
     """Serve a Service over HTTP until Ctrl-C."""
     from raystore.serving import describe_mode, serve_locally
 
     def ready(url: str) -> None:
+        metrics = f"; metrics at http://127.0.0.1:{metrics_port}/metrics" if address is None else ""
         typer.echo(f"Serving {target} at {url} ({describe_mode() if address is None else 'cluster proxy'}); "
-                   f"API docs at {url}/docs. Press Ctrl-C to stop.", err=True)
+                   f"API docs at {url}/docs{metrics}. Press Ctrl-C to stop.", err=True)
 
-    serve_locally(target, host=host, port=port, address=address, working_dir=working_dir, on_ready=ready)
+    serve_locally(target, host=host, port=port, address=address, working_dir=working_dir,
+                  metrics_port=metrics_port, on_ready=ready)
     typer.echo("Stopped.", err=True)
 
 

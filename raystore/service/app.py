@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -40,15 +41,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def api_endpoint(service: Service, api: API) -> Callable[[Request], Awaitable[Response]]:
+def api_endpoint(service: Service, api: API, metrics: Any = None) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
+        start = time.perf_counter()
         try:
             body = await read_body(request, service.max_body_bytes)
             value = await api.input.from_http(request, body)
             result = await call_api(api, value)
-            return api.output.to_http(result)
+            response = api.output.to_http(result)
         except Exception as exc:  # every failure becomes a JSON error; the server keeps serving
-            return exception_response(api, exc)
+            response = exception_response(api, exc)
+        if metrics is not None:
+            metrics.record(api.name, response.status_code, 1000 * (time.perf_counter() - start))
+        return response
 
     return endpoint
 
@@ -79,8 +84,11 @@ def _unwrap(exc: Exception) -> Exception:
     return cause if isinstance(cause, Exception) else exc
 
 
-def build_asgi_app(service: Service, is_ready: Callable[[], Awaitable[bool]]) -> Starlette:
-    routes = [Route(api.route, api_endpoint(service, api), methods=["POST"], name=api.name) for api in service.apis.values()]
+def build_asgi_app(service: Service, is_ready: Callable[[], Awaitable[bool]], metrics: Any = None) -> Starlette:
+    routes = [
+        Route(api.route, api_endpoint(service, api, metrics), methods=["POST"], name=api.name)
+        for api in service.apis.values()
+    ]
     spec = openapi_spec(service)
 
     async def docs_json(request: Request) -> Response:

@@ -55,8 +55,9 @@ class ServiceIngress:
 
     def __serve_build_asgi_app__(self) -> Any:
         from raystore.service.app import build_asgi_app
+        from raystore.service.metrics import request_metrics
 
-        return build_asgi_app(self.service, self._ready)
+        return build_asgi_app(self.service, self._ready, request_metrics(self.service.name))
 
     async def _ready(self) -> bool:
         return True  # the replica exists only once __init__ wired every runner

@@ -1,0 +1,36 @@
+"""Request metrics of a service, as Ray metrics (Prometheus format on the node's metrics port):
+`raystore_requests_total{service,api,status}` and `raystore_request_latency_ms{service,api}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LATENCY_MS_BOUNDARIES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
+
+
+class RequestMetrics:
+    def __init__(self, service: str):
+        from ray.util import metrics
+
+        self.service = service
+        self.requests = metrics.Counter(
+            "raystore_requests_total", description="HTTP requests to raystore service APIs, by status",
+            tag_keys=("service", "api", "status"),
+        )
+        self.latency = metrics.Histogram(
+            "raystore_request_latency_ms", description="Time from request to response, in ms",
+            boundaries=_LATENCY_MS_BOUNDARIES, tag_keys=("service", "api"),
+        )
+
+    def record(self, api: str, status: int, latency_ms: float) -> None:
+        tags = {"service": self.service, "api": api}
+        self.requests.inc(tags={**tags, "status": str(status)})
+        self.latency.observe(latency_ms, tags=tags)
+
+
+def request_metrics(service: str) -> Any:
+    """Metrics for a service's ingress replica, or None where Ray metrics cannot be made."""
+    try:
+        return RequestMetrics(service)
+    except Exception:  # metrics are a convenience: never let them stop the service
+        return None
