@@ -21,7 +21,7 @@ class RunnerReplica:
     resources Ray assigned and serves `call(method, ...)` through the runner's batch queues."""
 
     def __init__(self, runner: Any, methods: tuple[str, ...], num_cpus: float):
-        _limit_threads(num_cpus)
+        limit_threads(num_cpus)
         self.runner = runner
         self.served_methods = methods
         runner.init_local()
@@ -43,7 +43,7 @@ class RunnerReplica:
                 batched.set_max_latency_ms(float(settings["max_latency_ms"]))
 
 
-def _limit_threads(num_cpus: float) -> None:
+def limit_threads(num_cpus: float) -> None:
     """Size the math libraries' thread pools to the CPUs Ray reserved for this replica."""
     threads = str(max(1, int(num_cpus)))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

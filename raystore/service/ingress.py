@@ -47,11 +47,11 @@ class ServiceIngress:
         # wiring the runners below wires the runners the API functions use.
         self.service = load_service(service) if isinstance(service, str) else service
         if any(runner.embedded for runner in self.service.runners):
-            from raystore.runner.deployment import _limit_threads
+            from raystore.runner.deployment import limit_threads
 
             # Embedded models share this replica's CPU slice with the HTTP work: size their math
             # threads to it, or idle OpenMP threads spinning for work starve the event loop.
-            _limit_threads(INGRESS_OPTIONS["ray_actor_options"]["num_cpus"])
+            limit_threads(INGRESS_OPTIONS["ray_actor_options"]["num_cpus"])
         for runner in self.service.runners:
             bound = bound_runners[runner.name]
             if runner.embedded:

@@ -85,14 +85,10 @@ class ModelStore:
     def _ls_names(self, path: str) -> list[str]:
         try:
             with remote_errors(self.url):
+                # refresh: never answer from a listing cached before another process committed
                 return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False, refresh=True)]
         except FileNotFoundError:
             return []
-        except TypeError:  # filesystems whose ls() takes no refresh flag
-            try:
-                return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
-            except FileNotFoundError:
-                return []
 
     def _cat(self, path: str) -> bytes | None:
         try:
