@@ -6,7 +6,9 @@ and exposes the bound methods of one `Framework` instance as its module-level fu
 
 from __future__ import annotations
 
+import importlib
 import platform
+import sys
 import types
 from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
@@ -148,9 +150,13 @@ class Framework:
         }
 
     def import_or_explain(self, module: str, extra: str) -> types.ModuleType:
-        """Import an optional dependency, or say which extra installs it."""
+        """Import an optional dependency, or say which extra installs it. This runs on every model
+        call, so an imported module comes straight from `sys.modules`."""
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            return loaded
         try:
-            return __import__(module, fromlist=["_"])
+            return importlib.import_module(module)
         except ImportError:
             raise MissingDependency(
                 f"raystore.{self.name} needs the '{module}' package: pip install 'raystore[{extra}]'"
