@@ -576,3 +576,76 @@ def test_batches_shrink_when_the_latency_budget_is_tight():
     loose, tight = sizes_under(2000), sizes_under(25)
     assert max(tight) <= 25  # a batch of 25 rows alone needs 27 ms
     assert sum(loose) / len(loose) > 2 * sum(tight) / len(tight)
+
+
+# ---- the per-call fast paths ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source, args",
+    [
+        ("def f(x): pass", (1,)),
+        ("def f(x, y): pass", (1, 2)),
+        ("def f(self, x): pass", ("me", 1)),
+        ("def f(*args): pass", (1, 2)),
+        ("def f(*args): pass", ()),
+        ("def f(x, *rest, **kwargs): pass", (1, 2, 3)),
+        ("def f(x, *rest): pass", (1,)),
+    ],
+)
+def test_positional_binding_matches_inspect(source, args):
+    import inspect
+
+    from raystore.batching.api import _bind_positional, _positional_names
+
+    namespace: dict = {}
+    exec(source, namespace)
+    signature = inspect.signature(namespace["f"])
+    layout = _positional_names(signature)
+    assert layout is not None
+    assert _bind_positional(layout, args) == dict(signature.bind(*args).arguments)
+
+
+def test_positional_binding_leaves_defaults_and_keywords_to_inspect():
+    import inspect
+
+    from raystore.batching.api import _bind_positional, _positional_names
+
+    assert _positional_names(inspect.signature(lambda x, y=1: None)) is None
+    assert _positional_names(inspect.signature(lambda x, *, bias: None)) is None
+    assert _bind_positional(_positional_names(inspect.signature(lambda x, y: None)), (1,)) is None  # inspect says why
+
+
+def test_metric_buffer_hands_ray_aggregated_counts_once_a_flush():
+    from raystore.batching.metrics import MetricBuffer
+
+    class Recorded:
+        """Stands in for a Ray Counter or Histogram: records what reaches it."""
+
+        def __init__(self):
+            self.calls = []
+
+        def inc(self, value, tags):
+            self.calls.append((value, tags))
+
+        def observe(self, value, tags):
+            self.calls.append((value, tags))
+
+    counter, histogram = Recorded(), Recorded()
+
+    async def main():
+        buffer = MetricBuffer(interval_s=0.05)
+        a, b = (("api", "a"),), (("api", "b"),)
+        for _ in range(3):
+            buffer.inc(counter, a)
+        buffer.inc(counter, b, 5)
+        buffer.observe(histogram, a, 1.5)
+        buffer.observe(histogram, a, 2.5)
+        assert counter.calls == [] and histogram.calls == []  # nothing reaches Ray per request
+        await settle(lambda: counter.calls and histogram.calls)
+        buffer.inc(counter, a)
+        await settle(lambda: len(counter.calls) == 3)
+
+    run(main())
+    assert counter.calls == [(3, {"api": "a"}), (5, {"api": "b"}), (1, {"api": "a"})]
+    assert histogram.calls == [(1.5, {"api": "a"}), (2.5, {"api": "a"})]

@@ -124,6 +124,7 @@ class BatchedFunction:
         self._func = func
         self._config = config
         self._signature = inspect.signature(func)
+        self._positional = _positional_names(self._signature)
         self._name = getattr(func, "__qualname__", type(func).__qualname__)
         self._state_attribute = f"_raystore_batch_{getattr(func, '__name__', 'call')}"
         self._own_state: _QueueState | None = None
@@ -143,6 +144,7 @@ class BatchedFunction:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._signature = inspect.signature(self._func)
+        self._positional = _positional_names(self._signature)
 
     # ---- plain function use ----------------------------------------------------------------------
 
@@ -181,10 +183,13 @@ class BatchedFunction:
 
     async def _submit(self, state: _QueueState, instance: Any, args: tuple, kwargs: dict) -> Any:
         """Queue one call: its arguments by name (without `self`), batched by the owner's queue."""
-        if instance is None:
-            arguments = dict(self._signature.bind(*args, **kwargs).arguments)
-        else:
-            arguments = dict(self._signature.bind(instance, *args, **kwargs).arguments)
+        call_args = args if instance is None else (instance, *args)
+        arguments = None
+        if not kwargs and self._positional is not None:  # the common call: no need for inspect
+            arguments = _bind_positional(self._positional, call_args)
+        if arguments is None:
+            arguments = dict(self._signature.bind(*call_args, **kwargs).arguments)
+        if instance is not None:
             del arguments[next(iter(arguments))]  # `self`
         dispatcher = state.dispatcher(lambda: self._executor(instance), self._name)
         return await dispatcher.submit(arguments)
@@ -202,6 +207,34 @@ class BatchedFunction:
             return await func(*call.args, **call.kwargs)
 
         return execute
+
+
+def _positional_names(signature: inspect.Signature) -> tuple[tuple[str, ...], str | None] | None:
+    """(required positional parameter names, the `*args` name or None), or None when binding
+    needs `inspect` (defaults, keyword-only parameters)."""
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names: list[str] = []
+    star = None
+    for parameter in signature.parameters.values():
+        if parameter.kind in plain and star is None and parameter.default is inspect.Parameter.empty:
+            names.append(parameter.name)
+        elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            star = parameter.name
+        elif parameter.kind is not inspect.Parameter.VAR_KEYWORD:
+            return None
+    return tuple(names), star
+
+
+def _bind_positional(layout: tuple[tuple[str, ...], str | None], args: tuple) -> Arguments | None:
+    """What `signature.bind(*args).arguments` gives, without inspect's cost; None if it does not fit."""
+    names, star = layout
+    if len(args) == len(names):
+        return dict(zip(names, args))
+    if star is not None and len(args) > len(names):
+        arguments = dict(zip(names, args))
+        arguments[star] = args[len(names):]
+        return arguments
+    return None
 
 
 class BatchedMethod:

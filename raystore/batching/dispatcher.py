@@ -96,6 +96,7 @@ class Dispatcher:
         self._running: dict[asyncio.Task, float] = {}  # batch task -> its predicted end
         self._pump_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self._labels: dict[tuple[str, ...], tuple[str, ...]] = {}  # argument names -> their names in errors
         config.on_change(self._on_config_change)
 
     @property
@@ -116,12 +117,17 @@ class Dispatcher:
     async def submit(self, arguments: Arguments) -> Any:
         """Queue one call's arguments and return its slice of the batch result."""
         config = self._config
-        labelled = [(f"argument {name!r}", value) for name, value in arguments.items()]
-        rows, layouts = describe_members(labelled, config.input_dim)
+        names = tuple(arguments)
+        labels = self._labels.get(names)
+        if labels is None:
+            labels = self._labels[names] = tuple(f"argument {name!r}" for name in names)
+        rows, layouts = describe_members(zip(labels, arguments.values()), config.input_dim)
         now = self._clock()
-        self.policy.on_arrival(now, rows)
+        policy = self.policy
+        policy.on_arrival(now, rows)
         slot_free_at = self._slot_free_at(now)
-        retry_after = self.policy.admit(now, rows, self._queued_rows, slot_free_at)
+        deadline = policy.deadline(now, rows)
+        retry_after = policy.admit(now, rows, self._queued_rows, slot_free_at, deadline)
         if retry_after is not None:
             self._notify("request_rejected", rows, "admission")
             backlog = self.policy.backlog_time(now, self._queued_rows, slot_free_at)
@@ -135,11 +141,11 @@ class Dispatcher:
         request = _Request(
             arguments=arguments,
             rows=rows,
-            layout=(tuple(arguments), layouts),
+            layout=(names, layouts),
             future=future,
             enqueued_at=now,
-            deadline=self.policy.deadline(now, rows),
-            sheddable=self.policy.latency.trusted,
+            deadline=deadline,
+            sheddable=policy.latency.trusted,
         )
         future.add_done_callback(lambda _: self._on_request_done(request))
         self._queue.append(request)

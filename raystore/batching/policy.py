@@ -193,6 +193,8 @@ class BatchPolicy:
         self.config = config
         self.latency = latency or LatencyModel()
         self.arrivals = arrivals or ArrivalGauge()
+        self._sustainable_key: tuple | None = None
+        self._sustainable = 0
 
     # ---- learning ---------------------------------------------------------------------------
 
@@ -226,11 +228,16 @@ class BatchPolicy:
     def sustainable_batch_size(self) -> int:
         """The largest batch (at most `max_batch_size`) that runs within half the latency budget:
         under sustained load a request then waits for one batch and runs in the next."""
-        latency = self.latency
-        size = self.config.max_batch_size
+        latency, config = self.latency, self.config
+        # Asked several times per request; it changes only with the latency model or the settings.
+        key = (latency.observations, config.max_batch_size, config.max_latency_s)
+        if key == self._sustainable_key:
+            return self._sustainable
+        size = config.max_batch_size
         if latency.ready and latency.b > 0:
-            fits = math.floor((self.config.max_latency_s / 2 - latency.predict_upper(0)) / latency.b)
+            fits = math.floor((config.max_latency_s / 2 - latency.predict_upper(0)) / latency.b)
             size = max(1, min(size, fits))
+        self._sustainable_key, self._sustainable = key, size
         return size
 
     def decide(
@@ -268,11 +275,13 @@ class BatchPolicy:
 
     # ---- load shedding ----------------------------------------------------------------------
 
-    def admit(self, now: float, rows: int, rows_ahead: int, slot_free_at: float) -> float | None:
+    def admit(self, now: float, rows: int, rows_ahead: int, slot_free_at: float,
+              deadline: float | None = None) -> float | None:
         """Whether a new request of `rows` rows can be served in time.
 
         `rows_ahead`: rows queued and not yet dispatched; `slot_free_at`: when a batch slot is
-        predicted to be free (`now` or earlier if one is free). Returns None to admit it, or the
+        predicted to be free (`now` or earlier if one is free); `deadline`: the request's
+        `deadline(now, rows)` when the caller has it already. Returns None to admit it, or the
         suggested retry delay in seconds to reject it.
         """
         latency = self.latency
@@ -280,7 +289,9 @@ class BatchPolicy:
             return None
         start = max(now, slot_free_at)
         finish = start + self._drain_time(rows_ahead + rows)
-        budget = (self.deadline(now, rows) - now) * (1 - _ADMISSION_HEADROOM)
+        if deadline is None:
+            deadline = self.deadline(now, rows)
+        budget = (deadline - now) * (1 - _ADMISSION_HEADROOM)
         overshoot = finish - now - budget
         if overshoot <= 0:
             return None

@@ -1,9 +1,12 @@
 """Request metrics of a service, as Ray metrics (Prometheus format on the node's metrics port):
-`raystore_requests_total{service,api,status}` and `raystore_request_latency_ms{service,api}`."""
+`raystore_requests_total{service,api,status}` and `raystore_request_latency_ms{service,api}`,
+buffered on the replica's event loop and handed to Ray once a second."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from raystore.batching.metrics import MetricBuffer
 
 _LATENCY_MS_BOUNDARIES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 
@@ -21,11 +24,13 @@ class RequestMetrics:
             "raystore_request_latency_ms", description="Time from request to response, in ms",
             boundaries=_LATENCY_MS_BOUNDARIES, tag_keys=("service", "api"),
         )
+        self.buffer = MetricBuffer()
 
     def record(self, api: str, status: int, latency_ms: float) -> None:
-        tags = {"service": self.service, "api": api}
-        self.requests.inc(tags={**tags, "status": str(status)})
-        self.latency.observe(latency_ms, tags=tags)
+        """Count one request (on the replica's event loop)."""
+        tags = (("service", self.service), ("api", api))
+        self.buffer.inc(self.requests, (*tags, ("status", str(status))))
+        self.buffer.observe(self.latency, tags, latency_ms)
 
 
 def request_metrics(service: str) -> Any:
