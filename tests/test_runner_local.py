@@ -72,6 +72,42 @@ def test_custom_runnable_without_the_store():
     assert asyncio.run(runner.hello.async_run("me")) == "hello me"
 
 
+def test_fast_batches_run_inline_and_slow_ones_on_a_thread():
+    import threading
+    import time
+
+    class Timed(raystore.Runnable):
+        def __init__(self):
+            self.threads = []
+
+        @raystore.Runnable.method(batchable=True)
+        def fast(self, xs):
+            self.threads.append(threading.get_ident())
+            return xs
+
+        @raystore.Runnable.method(batchable=True)
+        def slow(self, xs):
+            self.threads.append(threading.get_ident())
+            time.sleep(0.005)
+            return xs
+
+    runner = raystore.Runner(Timed, name="timed").init_local()
+    instance = runner._instance
+
+    async def calls(method):
+        loop_thread = threading.get_ident()
+        for i in range(5):
+            assert await getattr(runner, method).async_run([i]) == [i]
+        return loop_thread
+
+    loop_thread = asyncio.run(calls("fast"))
+    # The first batch runs on a thread (nothing known yet); once known to be fast, on the loop.
+    assert instance.threads[0] != loop_thread and set(instance.threads[1:]) == {loop_thread}
+    instance.threads.clear()
+    loop_thread = asyncio.run(calls("slow"))
+    assert loop_thread not in instance.threads  # 5 ms batches keep the loop free
+
+
 @pytest.mark.parametrize(
     "kwargs, words",
     [

@@ -9,6 +9,7 @@ import functools
 import inspect
 import re
 import threading
+import time
 from typing import Any, Mapping
 
 from raystore.batching import BatchedFunction, batch
@@ -259,22 +260,55 @@ class Runner:
 
 
 def _batched_call(instance: Runnable, method: RunnerMethod) -> BatchedFunction:
-    """The model method behind a batch queue; blocking methods run on a worker thread so the queue
-    keeps filling while the model computes."""
+    """The model method behind a batch queue."""
     target = getattr(instance, method.name)
     if inspect.iscoroutinefunction(target):
         @functools.wraps(target)
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await target(*args, **kwargs)
     else:
+        blocking = _BlockingCall(target)
+
         @functools.wraps(target)
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await asyncio.to_thread(target, *args, **kwargs)
+            return await blocking(*args, **kwargs)
     return batch(
         max_batch_size=method.max_batch_size,
         max_latency_ms=method.max_latency_ms,
         batch_dim=method.config.batch_dim,
     )(call)
+
+
+# A blocking batch that usually takes less than this runs on the event loop itself.
+INLINE_BELOW_S = 0.0005
+
+
+class _BlockingCall:
+    """Runs a blocking model method from the batch queue's event loop.
+
+    A slow batch runs on a worker thread, so the loop keeps taking requests (and filling the next
+    batch) while the model computes. A batch that takes well under a millisecond runs inline: the
+    hop to a thread and back costs about as much as the batch itself, and two threads contending for
+    the GIL slow the replica's HTTP work down. The choice follows a moving average of batch times,
+    so a model that slows down (bigger batches, a busy GPU) moves back to the thread.
+    """
+
+    def __init__(self, target: Any):
+        self.target = target
+        self.recent_s: float | None = None  # moving average of batch times; None until one ran
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.recent_s is not None and self.recent_s < INLINE_BELOW_S:
+            return self._timed(args, kwargs)
+        return await asyncio.to_thread(self._timed, args, kwargs)
+
+    def _timed(self, args: tuple, kwargs: dict) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.target(*args, **kwargs)
+        finally:
+            elapsed = time.perf_counter() - start
+            self.recent_s = elapsed if self.recent_s is None else self.recent_s + 0.2 * (elapsed - self.recent_s)
 
 
 class _LoopThread:
