@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := sklearn,pytorch,s3,test
 
-.PHONY: quickstart test install clean
+.PHONY: quickstart test install clean deployments
 
 $(BIN)/raystore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,19 @@ quickstart: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# deployments/*.yaml: the examples' Serve configs for cluster.yaml's cluster, side by side under
+# /iris, /composition and /pytorch_gpu, their models pinned to the versions `latest` means in this
+# machine's store (train the examples first; push those versions to CLUSTER_STORE before deploying).
+CLUSTER_STORE ?= s3://my-raystore-bucket/store
+CLUSTER_EXAMPLES ?= /home/ubuntu/raystore-examples
+EXAMPLES := iris composition pytorch_gpu
+
+deployments: install
+	for example in $(EXAMPLES); do \
+	  $(BIN)/raystore build service:svc --working-dir examples/$$example --store $(CLUSTER_STORE) \
+	    --pythonpath $(CLUSTER_EXAMPLES)/$$example --route-prefix /$$example -o deployments/$$example.yaml || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

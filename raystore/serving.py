@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from raystore.exceptions import InvalidArgument
 from raystore.service.ingress import load_service
 from raystore.service.service import Service
 
@@ -139,9 +140,14 @@ def build_application(args: dict[str, Any]) -> Any:
     return service.to_app(args["service"])
 
 
-def build_config(target: str, *, working_dir: str | None = None, route_prefix: str = "/") -> dict[str, Any]:
+def build_config(target: str, *, working_dir: str | None = None, route_prefix: str = "/",
+                 store: str | None = None, pythonpath: str | None = None) -> dict[str, Any]:
     """A Serve config (the `serve deploy` schema) for a service, with the store location and every
-    model the service's runners use pinned to the version `latest` means now."""
+    model the service's runners use pinned to the version `latest` means now.
+
+    `store` and `pythonpath` say where the cluster finds the models and the service's module when
+    they differ from this machine (an `s3://` store; the folder `cluster.yaml` mounts the code at);
+    by default they are this machine's store and `working_dir`."""
     import json
 
     from raystore.config import settings
@@ -156,9 +162,20 @@ def build_config(target: str, *, working_dir: str | None = None, route_prefix: s
         if runner.embedded:
             continue
         for methods in deployment_groups(runner):
-            actor_options = runner.methods[methods[0]].resources.ray_actor_options(allow_auto=True)
-            deployments.append(deployment_options(runner, methods, actor_options))
-    env_vars = {"PYTHONPATH": folder, "RAYSTORE_HOME": settings().home, "RAYSTORE_PINS": json.dumps(pins, sort_keys=True)}
+            resources = runner.methods[methods[0]].resources
+            auto = resources.num_gpus is None
+            options = deployment_options(runner, methods, {} if auto else resources.ray_actor_options())
+            if auto:
+                # "auto" GPUs are settled against the cluster when the code deploys. Serve replaces a
+                # deployment's ray_actor_options with the config's whole, so the config names none.
+                del options["ray_actor_options"]
+            deployments.append(options)
+    if store is not None and "://" not in store and not store.startswith("/"):
+        raise InvalidArgument(f"store {store!r} must be a URL such as s3://bucket/store, or an absolute path on the cluster")
+    if pythonpath is not None and not pythonpath.startswith("/"):
+        raise InvalidArgument(f"pythonpath {pythonpath!r} must be an absolute folder on the cluster's nodes")
+    env_vars = {"PYTHONPATH": pythonpath or folder, "RAYSTORE_HOME": store or settings().home,
+                "RAYSTORE_PINS": json.dumps(pins, sort_keys=True)}
     return {
         "applications": [
             {

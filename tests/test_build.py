@@ -9,12 +9,13 @@ import pytest
 import yaml
 
 import raystore
-from raystore.exceptions import ConfigError, NotFound
+from raystore.exceptions import ConfigError, InvalidArgument, NotFound
 from raystore.serving import build_config, validate_config
 
 from conftest import VENV_BIN
 
-IRIS = Path(__file__).resolve().parents[1] / "examples" / "iris"
+ROOT = Path(__file__).resolve().parents[1]
+IRIS = ROOT / "examples" / "iris"
 
 
 def _save_iris():
@@ -97,6 +98,57 @@ def test_build_lists_runner_deployments_with_their_resources(tmp_path, monkeypat
     assert set(deployments) == {"two-ingress", "gpu-a", "gpu-b", "auto"}
     assert deployments["gpu-a"]["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.5}
     assert deployments["gpu-a"]["num_replicas"] == 2 and deployments["gpu-a"]["max_ongoing_requests"] == 400
-    assert deployments["auto"]["ray_actor_options"] == {"num_cpus": 1.0}  # "auto" GPUs: settled at deploy time
+    # "auto" GPUs are settled by the code at deploy time; Serve would replace its options by the config's
+    assert "ray_actor_options" not in deployments["auto"]
     assert deployments["auto"]["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3}
     assert json.loads(config["applications"][0]["runtime_env"]["env_vars"]["RAYSTORE_PINS"]) == {}
+
+
+def test_build_for_a_cluster_names_its_store_code_folder_and_route(store_home):
+    _save_iris()
+    sys.modules.pop("service", None)
+    config = build_config("service:svc", working_dir=str(IRIS), store="s3://bucket/store",
+                          pythonpath="/srv/examples/iris", route_prefix="/iris")
+    validate_config(config)
+    (app,) = config["applications"]
+    assert app["route_prefix"] == "/iris"
+    env = app["runtime_env"]["env_vars"]
+    assert (env["RAYSTORE_HOME"], env["PYTHONPATH"]) == ("s3://bucket/store", "/srv/examples/iris")
+    with pytest.raises(InvalidArgument, match="must be a URL such as s3://"):
+        build_config("service:svc", working_dir=str(IRIS), store="relative/store")
+    with pytest.raises(InvalidArgument, match="absolute folder on the cluster"):
+        build_config("service:svc", working_dir=str(IRIS), pythonpath="examples/iris")
+
+
+@pytest.mark.parametrize("example", ["iris", "composition", "pytorch_gpu"])
+def test_committed_deployment_is_what_make_deployments_builds(example, tmp_path, subprocess_env):
+    """deployments/EXAMPLE.yaml matches a fresh build for cluster.yaml's cluster, except for the
+    pinned versions, which name whatever the builder's store held."""
+    import runpy
+
+    committed = yaml.safe_load((ROOT / "deployments" / f"{example}.yaml").read_text())
+    validate_config(committed)
+    (app,) = committed["applications"]
+    env = app["runtime_env"]["env_vars"]
+    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    mounts = {target for target, source in cluster["file_mounts"].items() if source.rstrip("/") == "./examples"}
+    assert env["PYTHONPATH"] in {f"{target}/{example}" for target in mounts}
+    assert any(f"RAYSTORE_HOME={env['RAYSTORE_HOME']} " in command for command in cluster["setup_commands"])
+
+    if example == "iris":
+        _save_iris()
+    else:
+        runpy.run_path(str(ROOT / "examples" / example / "train.py"), run_name="__main__")
+    out_file = tmp_path / f"{example}.yaml"
+    out = subprocess.run(
+        [str(VENV_BIN / "raystore"), "build", "service:svc", "--working-dir", str(ROOT / "examples" / example),
+         "--store", env["RAYSTORE_HOME"], "--pythonpath", env["PYTHONPATH"], "--route-prefix", app["route_prefix"],
+         "-o", str(out_file)],
+        capture_output=True, text=True, env=subprocess_env, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    fresh = yaml.safe_load(out_file.read_text())
+    fresh_env = fresh["applications"][0]["runtime_env"]["env_vars"]
+    assert json.loads(fresh_env["RAYSTORE_PINS"]).keys() == json.loads(env["RAYSTORE_PINS"]).keys()
+    env["RAYSTORE_PINS"] = fresh_env["RAYSTORE_PINS"]
+    assert fresh == committed, "deployments/ is out of date: run `make deployments` (after training the examples)"

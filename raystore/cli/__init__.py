@@ -74,6 +74,11 @@ def build_command(
     target: str = typer.Argument(..., help="The service as MODULE:ATTRIBUTE, e.g. service:svc."),
     output: str = typer.Option(..., "--output", "-o", help="Where to write the config, e.g. deployments/NAME.yaml."),
     working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
+    store: str = typer.Option(None, "--store", help="The store the cluster loads models from, e.g. s3://bucket/store "
+                              "(default: this machine's store)."),
+    pythonpath: str = typer.Option(None, "--pythonpath", help="Where MODULE's folder is on the cluster's nodes "
+                                   "(default: --working-dir, resolved here)."),
+    route_prefix: str = typer.Option("/", "--route-prefix", help="The HTTP path the service answers under."),
 ) -> None:
     """Write a Ray Serve config (serve deploy schema) with model versions pinned."""
     from pathlib import Path
@@ -82,7 +87,8 @@ def build_command(
 
     from raystore.serving import build_config, validate_config
 
-    config = build_config(target, working_dir=working_dir)
+    config = build_config(target, working_dir=working_dir, store=store, pythonpath=pythonpath,
+                          route_prefix=route_prefix)
     validate_config(config)
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,10 +41,9 @@ class Resources:
             )
         return replace(self, num_gpus=num_gpus)
 
-    def ray_actor_options(self, *, allow_auto: bool = False) -> dict[str, Any]:
-        """Ray actor options; with `allow_auto`, an unsettled "auto" GPU request is left out
-        (a config file leaves it to the code, which settles it against the cluster at deploy time)."""
-        if self.num_gpus is None and not allow_auto:
+    def ray_actor_options(self) -> dict[str, Any]:
+        """Ray actor options, once "auto" is settled."""
+        if self.num_gpus is None:
             raise InvalidArgument("GPU request is still 'auto'; call resolve() against the cluster first")
         options: dict[str, Any] = {"num_cpus": self.num_cpus}
         if self.num_gpus:
