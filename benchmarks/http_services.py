@@ -1,6 +1,6 @@
 """Benchmark: raystore services over HTTP against hand-written raw Ray Serve apps, same proxy mode.
 
-    .venv/bin/python benchmarks/http.py [--duration SECONDS] [--rounds N] [--connections 32]
+    .venv/bin/python benchmarks/http_services.py [--duration SECONDS] [--rounds N] [--connections 32]
 
 Needs `wrk` (Debian package). For two models, the iris SVC and a small torch MLP (64 -> 256 -> 8),
 1-row JSON requests from 32 connections, four apps behind Serve's HTTP proxy (HAProxy when the
@@ -21,22 +21,17 @@ Targets: each raystore mode >= 0.9x its raw baseline's req/s, p99 <= 1.1x. Start
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
+import statistics
+import subprocess
 import sys
-
-# This file shares its name with the standard library's `http` package: keep its folder off the
-# import path, or `import urllib.request` would find this file as `http`.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import textwrap  # noqa: E402
-import urllib.request  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import textwrap
+import urllib.request
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
