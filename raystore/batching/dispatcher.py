@@ -24,7 +24,7 @@ from raystore.batching.stats import BatchObserver
 Arguments = dict[str, Any]  # one call's arguments by parameter name, as `inspect.BoundArguments` holds them
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Request:
     arguments: Arguments
     rows: int
@@ -48,7 +48,7 @@ class _Request:
         return not self.settled and not self.future.done()
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class _Piece:
     """Rows `[start, stop)` of one request, as they ride in one batch."""
 
