@@ -71,15 +71,11 @@ class PyTorch(Framework):
         loaded = self.load(model, device_id=device)
         if hasattr(loaded, "eval"):
             loaded.eval()
-        return _Placed(loaded, device, torch)
+        return _Placed(loaded, device)
 
     def run_method(self, loaded: Any, method: str, args: tuple, kwargs: dict) -> Any:
-        torch = loaded.torch
+        torch = self.import_or_explain("torch", "pytorch")
         device = loaded.device
-        if device.type == "cpu" and not kwargs and len(args) == 1 and type(args[0]).__module__ == "numpy":
-            # The common call on a CPU: one array in, tensors out as they are.
-            with torch.inference_mode():
-                return getattr(loaded.module, method)(torch.from_numpy(args[0]))
         args = _to_device(torch, args, device)
         kwargs = _to_device(torch, kwargs, device)
         with torch.inference_mode():
@@ -90,8 +86,8 @@ class PyTorch(Framework):
 class _Placed:
     """A loaded module and the device it lives on."""
 
-    def __init__(self, module: Any, device: Any, torch: Any):
-        self.module, self.device, self.torch = module, device, torch
+    def __init__(self, module: Any, device: Any):
+        self.module, self.device = module, device
 
 
 def runner_device(torch: Any) -> Any:
