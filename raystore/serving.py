@@ -154,6 +154,10 @@ def build_config(target: str, *, working_dir: str | None = None, route_prefix: s
     from raystore.runner.deployment import deployment_groups, deployment_options
     from raystore.service.ingress import INGRESS_OPTIONS
 
+    if store is not None and "://" not in store and not store.startswith("/"):
+        raise InvalidArgument(f"store {store!r} must be a URL such as s3://bucket/store, or an absolute path on the cluster")
+    if pythonpath is not None and not pythonpath.startswith("/"):
+        raise InvalidArgument(f"pythonpath {pythonpath!r} must be an absolute folder on the cluster's nodes")
     service, import_path = resolve_service(target, working_dir)
     pins = {m.tag.name: m.tag.version for runner in service.runners for m in runner.models}
     folder = str(Path(working_dir or os.getcwd()).resolve())
@@ -163,17 +167,10 @@ def build_config(target: str, *, working_dir: str | None = None, route_prefix: s
             continue
         for methods in deployment_groups(runner):
             resources = runner.methods[methods[0]].resources
-            auto = resources.num_gpus is None
-            options = deployment_options(runner, methods, {} if auto else resources.ray_actor_options())
-            if auto:
-                # "auto" GPUs are settled against the cluster when the code deploys. Serve replaces a
-                # deployment's ray_actor_options with the config's whole, so the config names none.
-                del options["ray_actor_options"]
-            deployments.append(options)
-    if store is not None and "://" not in store and not store.startswith("/"):
-        raise InvalidArgument(f"store {store!r} must be a URL such as s3://bucket/store, or an absolute path on the cluster")
-    if pythonpath is not None and not pythonpath.startswith("/"):
-        raise InvalidArgument(f"pythonpath {pythonpath!r} must be an absolute folder on the cluster's nodes")
+            # "auto" GPUs are settled against the cluster when the code deploys. Serve replaces a
+            # deployment's ray_actor_options with the config's whole, so the config names none.
+            actor_options = None if resources.num_gpus is None else resources.ray_actor_options()
+            deployments.append(deployment_options(runner, methods, actor_options))
     env_vars = {"PYTHONPATH": pythonpath or folder, "RAYSTORE_HOME": store or settings().home,
                 "RAYSTORE_PINS": json.dumps(pins, sort_keys=True)}
     return {

@@ -75,13 +75,13 @@ def deployment_groups(runner: Any) -> list[tuple[str, ...]]:
     return [tuple(runner.methods)] if runner.colocate else [(m,) for m in runner.methods]
 
 
-def deployment_options(runner: Any, methods: tuple[str, ...], actor_options: dict[str, Any]) -> dict[str, Any]:
-    """Serve deployment options for the deployment serving `methods` (also what `raystore build` writes)."""
-    options: dict[str, Any] = {
-        "name": deployment_name(runner.name, methods, runner.colocate),
-        "ray_actor_options": actor_options,
-        "max_ongoing_requests": max(MIN_ONGOING_REQUESTS, 2 * max(runner.methods[m].max_batch_size for m in methods)),
-    }
+def deployment_options(runner: Any, methods: tuple[str, ...], actor_options: dict[str, Any] | None) -> dict[str, Any]:
+    """Serve deployment options for the deployment serving `methods` (also what `raystore build`
+    writes); `actor_options=None` leaves Ray actor options to the code."""
+    options: dict[str, Any] = {"name": deployment_name(runner.name, methods, runner.colocate)}
+    if actor_options is not None:
+        options["ray_actor_options"] = actor_options
+    options["max_ongoing_requests"] = max(MIN_ONGOING_REQUESTS, 2 * max(runner.methods[m].max_batch_size for m in methods))
     if runner.autoscaling:
         options["autoscaling_config"] = dict(runner.autoscaling)
     else:
