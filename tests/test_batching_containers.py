@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from raystore.batching import containers
 from raystore.batching.containers import concat, describe, describe_members, rows_of, slice_rows, split
 from raystore.exceptions import InvalidArgument
 
@@ -128,7 +129,7 @@ def test_structures_must_match_to_concat():
 
 def test_arguments_must_agree_on_rows():
     with pytest.raises(InvalidArgument, match="argument 'x' has 3 rows along batch dim 1 but argument 'y' has 4"):
-        describe_members([("argument 'x'", np.zeros((2, 3))), ("argument 'y'", np.zeros((2, 4)))], 1)
+        describe_members([np.zeros((2, 3)), np.zeros((2, 4))], 1, lambda: ["argument 'x'", "argument 'y'"])
 
 
 @pytest.mark.parametrize("value", [3, 2.5, "text", b"raw", None, np.float32(1.0), object()])
@@ -270,3 +271,16 @@ def test_property_pandas_round_trip(row_counts, seed):
     rng = np.random.default_rng(seed)
     frames = [pd.DataFrame({"a": rng.normal(size=rows), "b": rng.integers(0, 5, size=rows)}) for rows in row_counts]
     round_trip(frames, 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(numpy_batches(), st.integers(0, 2))
+def test_property_quick_describe_agrees_with_the_careful_one(case, nesting):
+    """`describe` answers well-formed payloads on a fast path without error labels; it must give
+    exactly what the careful path gives, structures included."""
+    payloads, dim = case
+    value = payloads[0]
+    for level in range(nesting):
+        value = (value, {"x": value}) if level % 2 == 0 else {"a": value, "b": (value,)}
+    describe(value, dim)  # first sight of each type goes the careful way and teaches the fast path
+    assert containers._describe_quickly(value, dim) == containers._describe_carefully(value, dim, "payload")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from raystore.batching.config import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LATENCY_MS, BatchConfig
 from raystore.batching.dispatcher import Arguments, Dispatcher
@@ -88,8 +88,12 @@ class _QueueState:
         self.stats = BatchStats()
         self._dispatchers: dict[asyncio.AbstractEventLoop, Dispatcher] = {}
 
-    def dispatcher(self, make_execute: Callable[[], Callable[[Arguments], Any]], name: str) -> Dispatcher:
-        """This event loop's dispatcher, created on first use (a queue belongs to one loop)."""
+    def dispatcher(self) -> Dispatcher | None:
+        """This event loop's dispatcher, if there is one yet (a queue belongs to one loop)."""
+        return self._dispatchers.get(asyncio.get_running_loop())
+
+    def new_dispatcher(self, execute: Callable[[Arguments], Any], name: str) -> Dispatcher:
+        """Make this event loop's dispatcher."""
         loop = asyncio.get_running_loop()
         dispatcher = self._dispatchers.get(loop)
         if dispatcher is None:
@@ -98,7 +102,7 @@ class _QueueState:
             ray_metrics = serve_replica_metrics(name)
             if ray_metrics is not None:
                 observers.append(ray_metrics)
-            dispatcher = Dispatcher(make_execute(), self.config, name=name, observers=observers)
+            dispatcher = Dispatcher(execute, self.config, name=name, observers=observers)
             self._dispatchers[loop] = dispatcher
         return dispatcher
 
@@ -181,8 +185,9 @@ class BatchedFunction:
             state = attributes[self._state_attribute] = _QueueState(self._config.copy())
         return state
 
-    async def _submit(self, state: _QueueState, instance: Any, args: tuple, kwargs: dict) -> Any:
-        """Queue one call: its arguments by name (without `self`), batched by the owner's queue."""
+    def _submit(self, state: _QueueState, instance: Any, args: tuple, kwargs: dict) -> Awaitable[Any]:
+        """Queue one call: its arguments by name (without `self`), batched by the owner's queue.
+        A plain function returning the queue's coroutine: one coroutine frame less per call."""
         call_args = args if instance is None else (instance, *args)
         arguments = None
         if not kwargs and self._positional is not None:  # the common call: no need for inspect
@@ -191,8 +196,8 @@ class BatchedFunction:
             arguments = dict(self._signature.bind(*call_args, **kwargs).arguments)
         if instance is not None:
             del arguments[next(iter(arguments))]  # `self`
-        dispatcher = state.dispatcher(lambda: self._executor(instance), self._name)
-        return await dispatcher.submit(arguments)
+        dispatcher = state.dispatcher() or state.new_dispatcher(self._executor(instance), self._name)
+        return dispatcher.submit(arguments)
 
     def _executor(self, instance: Any) -> Callable[[Arguments], Any]:
         """The function a dispatcher calls with one batch's arguments by name."""

@@ -20,7 +20,7 @@ value is inspected.
 from __future__ import annotations
 
 import sys
-from typing import Any, Hashable, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 from raystore.exceptions import InvalidArgument
 
@@ -178,7 +178,19 @@ class _PandasFrame(_RowsOnly):
 _NUMPY, _TORCH, _LIST, _PANDAS = _NumpyArray(), _TorchTensor(), _List(), _PandasFrame()
 
 
+_KIND_BY_TYPE: dict[type, _Kind] = {}  # filled as types are met: one dict lookup per payload after that
+
+
 def _kind_of(value: Any) -> _Kind | None:
+    kind = _KIND_BY_TYPE.get(type(value))
+    if kind is None:
+        kind = _find_kind(value)
+        if kind is not None:
+            _KIND_BY_TYPE[type(value)] = kind
+    return kind
+
+
+def _find_kind(value: Any) -> _Kind | None:
     if isinstance(value, list):
         return _LIST
     numpy = sys.modules.get("numpy")
@@ -249,17 +261,56 @@ def _describe_structure(value: Any) -> str:
 # ---- public functions ---------------------------------------------------------------------------
 
 
+class _Unusual(Exception):
+    """Raised by the fast path of `describe` for anything it does not settle by itself."""
+
+
+def _describe_quickly(value: Any, dim: int) -> tuple[int, Layout]:
+    """`describe` for well-formed payloads of known types, without building error labels: this runs
+    on every request. Anything else raises, and `describe` looks again, slowly and with labels."""
+    kind = _KIND_BY_TYPE.get(type(value))
+    if kind is not None:
+        axis = kind.axis(value, dim, "")
+        return kind.rows(value, axis), kind.layout(value, axis)
+    if type(value) is tuple or type(value) is dict:
+        rows, layouts = _describe_all_quickly(value.values() if type(value) is dict else value, dim)
+        return rows, (_structure_key(value), layouts)
+    raise _Unusual
+
+
+def _describe_all_quickly(values: Iterable[Any], dim: int) -> tuple[int, tuple[Layout, ...]]:
+    rows = -1
+    layouts = []
+    for value in values:
+        value_rows, layout = _describe_quickly(value, dim)
+        if rows == -1:
+            rows = value_rows
+        elif value_rows != rows:
+            raise _Unusual
+        layouts.append(layout)
+    if rows == -1:
+        raise _Unusual
+    return rows, tuple(layouts)
+
+
 def describe(value: Any, dim: int, where: str = "payload") -> tuple[int, Layout]:
     """Return `(rows, layout)` of a payload along `dim`.
 
     `rows` is the payload's size along the batch dimension; payloads with equal `layout` can be
     concatenated. Raises `InvalidArgument` when the payload cannot be batched along `dim`.
     """
+    try:
+        return _describe_quickly(value, dim)
+    except Exception:
+        return _describe_carefully(value, dim, where)  # a type met for the first time, or an error
+
+
+def _describe_carefully(value: Any, dim: int, where: str) -> tuple[int, Layout]:
     if isinstance(value, (tuple, dict)):
         if not value:
             raise InvalidArgument(f"{where} is an empty {type(value).__name__}, which has no rows to batch")
         labelled = [(f"{where}[{label!r}]", member) for label, member in _members(value)]
-        rows, layouts = describe_members(labelled, dim)
+        rows, layouts = _describe_labelled(labelled, dim)
         return rows, (_structure_key(value), layouts)
     kind = _kind_of(value)
     if kind is None:
@@ -268,12 +319,22 @@ def describe(value: Any, dim: int, where: str = "payload") -> tuple[int, Layout]
     return kind.rows(value, axis), kind.layout(value, axis)
 
 
-def describe_members(labelled: Iterable[tuple[str, Any]], dim: int) -> tuple[int, tuple[Layout, ...]]:
+def describe_members(
+    values: Sequence[Any], dim: int, labels: Callable[[], Iterable[str]]
+) -> tuple[int, tuple[Layout, ...]]:
     """Describe several payloads that form one request; they must agree on their row count.
 
-    `labelled` pairs each payload with the name used in error messages, e.g. "argument 'x'".
-    Returns the common row count and the tuple of layouts.
+    `labels()` gives each payload's name for error messages, e.g. "argument 'x'"; it is only
+    called when something is wrong. Returns the common row count and the tuple of layouts.
     """
+    try:
+        return _describe_all_quickly(values, dim)
+    except Exception:
+        pass  # the careful path below says what is wrong
+    return _describe_labelled(zip(labels(), values), dim)
+
+
+def _describe_labelled(labelled: Iterable[tuple[str, Any]], dim: int) -> tuple[int, tuple[Layout, ...]]:
     rows: int | None = None
     first_label = ""
     layouts = []

@@ -21,6 +21,8 @@ from raystore.batching.errors import ServiceUnavailable
 from raystore.batching.policy import BatchPolicy, Wait
 from raystore.batching.stats import BatchObserver
 
+_EVENTS = ("request_admitted", "request_rejected", "request_cancelled", "request_started", "batch_finished")
+
 Arguments = dict[str, Any]  # one call's arguments by parameter name, as `inspect.BoundArguments` holds them
 
 
@@ -88,7 +90,10 @@ class Dispatcher:
         self._execute = execute
         self._config = config
         self._name = name
-        self._observers = tuple(observers)
+        # Each event's handlers, looked up once: events fire several times per request.
+        self._handlers = {
+            event: tuple(getattr(observer, event) for observer in observers) for event in _EVENTS
+        }
         self.policy = policy or BatchPolicy(config)
         self._clock = clock
         self._queue: deque[_Request] = deque()
@@ -96,7 +101,6 @@ class Dispatcher:
         self._running: dict[asyncio.Task, float] = {}  # batch task -> its predicted end
         self._pump_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
-        self._labels: dict[tuple[str, ...], tuple[str, ...]] = {}  # argument names -> their names in errors
         config.on_change(self._on_config_change)
 
     @property
@@ -118,10 +122,9 @@ class Dispatcher:
         """Queue one call's arguments and return its slice of the batch result."""
         config = self._config
         names = tuple(arguments)
-        labels = self._labels.get(names)
-        if labels is None:
-            labels = self._labels[names] = tuple(f"argument {name!r}" for name in names)
-        rows, layouts = describe_members(zip(labels, arguments.values()), config.input_dim)
+        rows, layouts = describe_members(
+            tuple(arguments.values()), config.input_dim, lambda: [f"argument {name!r}" for name in names]
+        )
         now = self._clock()
         policy = self.policy
         policy.on_arrival(now, rows)
@@ -147,12 +150,17 @@ class Dispatcher:
             deadline=deadline,
             sheddable=policy.latency.trusted,
         )
-        future.add_done_callback(lambda _: self._on_request_done(request))
         self._queue.append(request)
         self._queued_rows += rows
         self._notify("request_admitted", rows)
         self._schedule_pump()
-        return await future
+        try:
+            return await future
+        finally:
+            # Delivered requests are settled already; this is for failures and cancellations (the
+            # caller's cancellation cancels `future`), cheaper than a done-callback per request.
+            if not request.settled or future.cancelled():
+                self._on_request_done(request)
 
     # ---- the pump ----------------------------------------------------------------------------
 
@@ -328,5 +336,5 @@ class Dispatcher:
         request.outputs.clear()
 
     def _notify(self, event: str, *args: Any) -> None:
-        for observer in self._observers:
-            getattr(observer, event)(*args)
+        for handler in self._handlers[event]:
+            handler(*args)

@@ -193,8 +193,8 @@ class BatchPolicy:
         self.config = config
         self.latency = latency or LatencyModel()
         self.arrivals = arrivals or ArrivalGauge()
-        self._sustainable_key: tuple | None = None
-        self._sustainable = 0
+        self._sized_key: tuple | None = None
+        self._sizes = (0, 0)
 
     # ---- learning ---------------------------------------------------------------------------
 
@@ -213,6 +213,8 @@ class BatchPolicy:
         `now + max_latency_ms`, except that a request too big to finish in that time even on an
         idle model gets the time it needs alone.
         """
+        if rows <= self._sized()[1]:  # the common case, without working out the drain time
+            return now + self.config.max_latency_s
         return now + max(self.config.max_latency_s, self._drain_time(rows, slots=1))
 
     def batch_limit(self, now: float, head_deadline: float) -> int:
@@ -228,17 +230,23 @@ class BatchPolicy:
     def sustainable_batch_size(self) -> int:
         """The largest batch (at most `max_batch_size`) that runs within half the latency budget:
         under sustained load a request then waits for one batch and runs in the next."""
+        return self._sized()[0]
+
+    def _sized(self) -> tuple[int, int]:
+        """(the sustainable batch size, the most rows up to it whose single batch fits the whole
+        latency budget), recomputed only when the latency model or the settings change: both are
+        asked several times per request."""
         latency, config = self.latency, self.config
-        # Asked several times per request; it changes only with the latency model or the settings.
         key = (latency.observations, config.max_batch_size, config.max_latency_s)
-        if key == self._sustainable_key:
-            return self._sustainable
+        if key == self._sized_key:
+            return self._sizes
         size = config.max_batch_size
         if latency.ready and latency.b > 0:
             fits = math.floor((config.max_latency_s / 2 - latency.predict_upper(0)) / latency.b)
             size = max(1, min(size, fits))
-        self._sustainable_key, self._sustainable = key, size
-        return size
+        within_budget = size if self._drain_time_of(size, size, 1) <= config.max_latency_s else 0
+        self._sized_key, self._sizes = key, (size, within_budget)
+        return self._sizes
 
     def decide(
         self,
@@ -315,10 +323,10 @@ class BatchPolicy:
         Every batch is counted full, the last one too: when requests queue up, later arrivals
         fill the batch that carries the newest of these rows before it starts.
         """
+        return self._drain_time_of(rows, self.sustainable_batch_size(), slots or self.config.max_concurrent_batches)
+
+    def _drain_time_of(self, rows: int, size: int, slots: int) -> float:
         latency = self.latency
         if rows <= 0 or not latency.ready:
             return 0.0
-        size = self.sustainable_batch_size()
-        batches = math.ceil(rows / size)
-        slots = slots or self.config.max_concurrent_batches
-        return batches * latency.predict_upper(min(size, rows)) / slots
+        return math.ceil(rows / size) * latency.predict_upper(min(size, rows)) / slots
