@@ -10,7 +10,7 @@ import inspect
 import re
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Coroutine, Mapping
 
 from raystore.batching import BatchedFunction, batch
 from raystore.exceptions import InvalidArgument, RaystoreError
@@ -38,8 +38,9 @@ class RunnerMethod:
     def run(self, *args: Any, **kwargs: Any) -> Any:
         return self.runner._run_sync(self.name, args, kwargs)
 
-    async def async_run(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.runner._run_async(self.name, args, kwargs)
+    def async_run(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """A coroutine to await: `await runner.predict.async_run(x)`."""
+        return self.runner._run_async(self.name, args, kwargs)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self.runner._remote(self.name, args, kwargs)
@@ -136,8 +137,8 @@ class Runner:
     def run(self, *args: Any, **kwargs: Any) -> Any:
         return self._default_method.run(*args, **kwargs)
 
-    async def async_run(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._default_method.async_run(*args, **kwargs)
+    def async_run(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        return self._default_method.async_run(*args, **kwargs)
 
     # ---- in this process -----------------------------------------------------------------------
 
@@ -170,11 +171,14 @@ class Runner:
     def is_local(self) -> bool:
         return self._instance is not None
 
-    async def _call_local(self, name: str, args: tuple, kwargs: dict) -> Any:
+    def _call_local(self, name: str, args: tuple, kwargs: dict) -> Coroutine[Any, Any, Any]:
+        """The coroutine of a call in this process. Plain functions returning the callee's own
+        coroutine: every layer of `async def` here would be entered again each time the call
+        resumes, which a small model served in the ingress pays for on every request."""
         call, is_async = self._local[name]
         if is_async:
-            return await call(*args, **kwargs)
-        return call(*args, **kwargs)
+            return call(*args, **kwargs)
+        return _call_blocking(call, args, kwargs)
 
     # ---- dispatch by mode ----------------------------------------------------------------------
 
@@ -188,9 +192,13 @@ class Runner:
                 "or serve it (raystore.Service / runner.bind())"
             )
 
-    async def _run_async(self, name: str, args: tuple, kwargs: dict) -> Any:
+    def _run_async(self, name: str, args: tuple, kwargs: dict) -> Coroutine[Any, Any, Any]:
         if self._instance is not None:  # the hot path first: local and embedded calls
-            return await self._call_local(name, args, kwargs)
+            return self._call_local(name, args, kwargs)
+        return self._run_async_slow(name, args, kwargs)
+
+    async def _run_async_slow(self, name: str, args: tuple, kwargs: dict) -> Any:
+        """A call before the runner is known to be local: load an embedded model, or go remote."""
         self._ensure_ready()
         if self._instance is not None:
             return await self._call_local(name, args, kwargs)
@@ -257,6 +265,10 @@ class Runner:
             if type(value).__name__ == "DeploymentHandle":
                 self._handles[method] = value
                 del self._bound[method]
+
+
+async def _call_blocking(call: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    return call(*args, **kwargs)
 
 
 def _batched_call(instance: Runnable, method: RunnerMethod) -> BatchedFunction:
