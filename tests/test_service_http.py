@@ -122,6 +122,12 @@ def test_health_readiness_docs_and_unknown_routes(service_url):
     status, body = get(f"{service_url}/nope")
     assert status == 404 and "/scale" in error_of(body)
     assert get(f"{service_url}/scale")[0] == 405
+    assert get(f"{service_url}/healthz/") == (200, b'{"status":"ok"}')  # a trailing slash is the same route
+    status, headers, body = post(f"{service_url}/healthz", {})
+    assert status == 405 and headers["allow"] == "GET, HEAD" and "use GET" in error_of(body)
+    head = urllib.request.Request(f"{service_url}/readyz", method="HEAD")
+    with urllib.request.urlopen(head, timeout=30) as response:
+        assert response.status == 200
 
 
 def test_200_parallel_requests_each_get_their_own_answer(service_url):
@@ -146,6 +152,8 @@ def test_apis_are_callable_through_a_handle(service_url):
     out = handle.scale.remote(np.array([[1.0, 2.0, 3.0]], dtype=np.float32)).result()
     np.testing.assert_array_equal(out, [[10.0, 20.0, 30.0]])
     assert handle.shout.remote("hi").result() == "HI!"
+    with pytest.raises(Exception, match=r"takes HTTP requests here; .*handle\.scale\.remote\(value\)"):
+        handle.remote(np.ones((1, 3))).result()
 
 
 def test_pandas_dataframe_api(service_url):

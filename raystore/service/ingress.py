@@ -1,11 +1,14 @@
-"""The ingress deployment of a service: the Starlette app behind Serve's HTTP proxy, with the
-service's runners wired to their deployments (or loaded here when embedded)."""
+"""The ingress deployment of a service: it answers HTTP behind Serve's proxy (a plain `__call__`
+deployment, see `ServiceRouter`), with the service's runners wired to their deployments (or loaded
+here when embedded)."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
 from typing import Any
+
+from starlette.requests import Request
 
 from raystore.exceptions import InvalidArgument
 from raystore.service.service import Service
@@ -59,11 +62,19 @@ class ServiceIngress:
             else:
                 runner._handles = dict(bound._handles)
 
-    def __serve_build_asgi_app__(self) -> Any:
-        from raystore.service.app import build_asgi_app
+        from raystore.service.app import ServiceRouter
         from raystore.service.metrics import request_metrics
 
-        return build_asgi_app(self.service, self._ready, request_metrics(self.service.name))
+        self._router = ServiceRouter(self.service, self._ready, request_metrics(self.service.name))
+
+    async def __call__(self, request: Any) -> Any:
+        """Serve's HTTP entry point: one request in, one response out."""
+        if not isinstance(request, Request):
+            raise InvalidArgument(
+                f"service {self.service.name!r} takes HTTP requests here; from Python call an API "
+                f"through the handle, e.g. handle.{next(iter(self.service.apis))}.remote(value)"
+            )
+        return await self._router(request)
 
     async def _ready(self) -> bool:
         return True  # the replica exists only once __init__ wired every runner
@@ -87,12 +98,12 @@ def service_application(service: Service, import_path: str | None = None) -> Any
 
     if not service.apis:
         raise InvalidArgument(f"service {service.name!r} has no APIs; add one with @svc.api(...)")
-    reserved = {"__init__", "_ready", "_call_api", "service"}
+    reserved = {"__init__", "__call__", "_ready", "_call_api", "_router", "service"}
     clash = reserved & set(service.apis)
     if clash:
         raise InvalidArgument(f"API names {sorted(clash)} are reserved")
     namespace = {name: _api_method(name) for name in service.apis}
     ingress_class = type(f"{service.name.replace('-', '_')}_ingress", (ServiceIngress,), namespace)
-    deployment = serve.deployment(serve.ingress()(ingress_class), name=f"{service.name}-ingress", **INGRESS_OPTIONS)
+    deployment = serve.deployment(ingress_class, name=f"{service.name}-ingress", **INGRESS_OPTIONS)
     target = import_path or import_path_of(service) or service
     return deployment.bind(target, {runner.name: runner.bind() for runner in service.runners})
