@@ -1,6 +1,6 @@
 """Benchmark: raystore services over HTTP against hand-written raw Ray Serve apps, same proxy mode.
 
-    .venv/bin/python benchmarks/http_services.py [--duration SECONDS] [--rounds N] [--connections 32]
+    .venv/bin/python benchmarks/http_services.py [--duration SECONDS] [--rounds N] [--connections 32] [--models iris,mlp]
 
 Needs `wrk` (Debian package). For two models, the iris SVC and a small torch MLP (64 -> 256 -> 8),
 1-row JSON requests from 32 connections, four apps behind Serve's HTTP proxy (HAProxy when the
@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5, help="seconds of load per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--models", default="iris,mlp", help="comma-separated subset of iris,mlp")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="raystore-http-bench-"))
     os.environ["RAYSTORE_HOME"] = str(work / "store")
@@ -172,6 +173,7 @@ def main() -> None:
     port = 8765
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     bodies = {"iris": "[[5.9, 3.0, 5.1, 1.8]]", "mlp": json.dumps([[0.1] * 64])}
+    bodies = {kind: body for kind, body in bodies.items() if kind in args.models.split(",")}
     targets: dict[tuple[str, str], str] = {}
     results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     try:
