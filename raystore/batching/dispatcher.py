@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Hashable, Sequence
 
 from raystore.batching.config import BatchConfig
@@ -38,7 +38,7 @@ class _Request:
     taken: int = 0  # rows already handed to batches
     settled: bool = False  # all rows handed to batches, or the future resolved: nothing left to take
     received: int = 0  # rows whose results came back
-    outputs: list[tuple[int, Any]] = field(default_factory=list)  # (first row, result piece)
+    outputs: list[tuple[int, Any]] | None = None  # (first row, result piece) of a request cut across batches
 
     @property
     def rows_left(self) -> int:
@@ -153,7 +153,8 @@ class Dispatcher:
         self._queue.append(request)
         self._queued_rows += rows
         self._notify("request_admitted", rows)
-        self._schedule_pump()
+        if self._arrival_may_dispatch():
+            self._schedule_pump()
         try:
             return await future
         finally:
@@ -168,6 +169,15 @@ class Dispatcher:
         if not self._pump_scheduled:
             self._pump_scheduled = True
             self._loop.call_soon(self._pump)
+
+    def _arrival_may_dispatch(self) -> bool:
+        """Whether a new arrival can change what the pump does now. Not while every batch slot is
+        busy (the batch that finishes pumps), nor while the pump waits on its timer for more rows
+        and the queue is still short of a sustainable batch (the timer pumps). Under load this
+        spares most requests a pass over the queue."""
+        if len(self._running) >= self._config.max_concurrent_batches:
+            return False
+        return self._timer is None or self._queued_rows >= self.policy.sustainable_batch_size()
 
     def _on_config_change(self) -> None:
         # Settings may change from another thread (a synchronous `reconfigure`).
@@ -319,12 +329,14 @@ class Dispatcher:
         request = piece.request
         if request.future.done():  # cancelled, or another piece of it failed
             return
+        if piece.start == 0 and piece.stop == request.rows:  # the whole request rode in this batch
+            request.future.set_result(output)
+            return
+        if request.outputs is None:
+            request.outputs = []
         request.outputs.append((piece.start, output))
         request.received += piece.rows
         if request.received < request.rows:
-            return
-        if len(request.outputs) == 1:
-            request.future.set_result(output)
             return
         request.outputs.sort(key=lambda item: item[0])
         try:

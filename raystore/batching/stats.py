@@ -35,8 +35,10 @@ class Summary:
     def add(self, value: float) -> None:
         self.count += 1
         self.total += value
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
         self._recent.append(value)
 
     @property
