@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections import Counter
 
@@ -649,3 +650,24 @@ def test_metric_buffer_hands_ray_aggregated_counts_once_a_flush():
     run(main())
     assert counter.calls == [(3, {"api": "a"}), (5, {"api": "b"}), (1, {"api": "a"})]
     assert histogram.calls == [(1.5, {"api": "a"}), (2.5, {"api": "a"})]
+
+    # Past max_observations a histogram gets a uniform sample of that size; counters stay exact.
+    sampled, exact = Recorded(), Recorded()
+
+    async def sample():
+        buffer = MetricBuffer(interval_s=3600, max_observations=50)
+        random.seed(7)
+        for value in range(5000):
+            buffer.observe(sampled, (("api", "a"),), value)
+            buffer.inc(exact, (("api", "a"),))
+        buffer.observe(sampled, (("api", "b"),), -1.0)
+        buffer.flush()
+        return buffer
+
+    buffer = run(sample())
+    kept = [value for value, tags in sampled.calls if tags == {"api": "a"}]
+    assert len(kept) == 50 and len(set(kept)) == 50 and set(kept) <= set(range(5000))
+    assert sum(value >= 2500 for value in kept) >= 10  # not just the first values offered
+    assert (-1.0, {"api": "b"}) in sampled.calls and exact.calls == [(5000, {"api": "a"})]
+    buffer.flush()
+    assert len(sampled.calls) == 51  # a flush starts the next interval empty

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sys
 from typing import Any
 
@@ -59,13 +60,20 @@ class MetricBuffer:
     does with its own request metrics. A Ray metric call per request costs a replica serving a
     small model about a tenth of its throughput; a buffered one costs a dict update.
 
+    Counter increments add up exactly. Histogram observations are kept whole up to
+    `max_observations` per histogram and tags in each interval, and beyond that as a uniform random
+    sample of that size (reservoir sampling): even buffered, one Ray `observe` costs about 2-4 us,
+    which is a few percent of a replica answering thousands of requests a second.
+
     Must be used from one event loop (a replica's, or a batch queue's).
     """
 
-    def __init__(self, interval_s: float = 1.0):
+    def __init__(self, interval_s: float = 1.0, max_observations: int | None = None):
         self.interval_s = interval_s
+        self.max_observations = max_observations
         self._increments: dict[tuple[Any, tuple], float] = {}
         self._observations: dict[tuple[Any, tuple], list[float]] = {}
+        self._offered: dict[tuple[Any, tuple], int] = {}  # observations offered this interval, kept or not
         self._flusher: Any = None
 
     def inc(self, counter: Any, tags: tuple[tuple[str, str], ...], value: float = 1) -> None:
@@ -78,12 +86,21 @@ class MetricBuffer:
         values = self._observations.get(key)
         if values is None:
             values = self._observations[key] = []
-        values.append(value)
+        limit = self.max_observations
+        if limit is None or len(values) < limit:
+            values.append(value)
+            if limit is not None:
+                self._offered[key] = len(values)
+        else:
+            offered = self._offered[key] = self._offered[key] + 1
+            slot = random.randrange(offered)
+            if slot < limit:  # keeps each of the `offered` values with probability limit / offered
+                values[slot] = value
         self._start()
 
     def flush(self) -> None:
         increments, observations = self._increments, self._observations
-        self._increments, self._observations = {}, {}
+        self._increments, self._observations, self._offered = {}, {}, {}
         for (counter, tags), value in increments.items():
             counter.inc(value, tags=dict(tags))
         for (histogram, tags), values in observations.items():
@@ -111,6 +128,7 @@ class RayBatchMetrics:
         self._tags = (("deployment", deployment), ("application", application), ("method", method))
         self._buffer = MetricBuffer()
         self._longest_wait_s = 0.0  # of the requests started since the last batch finished
+        self._admitted_requests = self._admitted_rows = 0  # since the last batch finished
         self._batch_size = _histogram("raystore_batch_size", "Rows per executed batch.", _ROW_BOUNDARIES)
         self._queue_wait = _histogram(
             "raystore_batch_queue_wait_ms", "The longest time a request of each batch waited for it to start.",
@@ -125,9 +143,9 @@ class RayBatchMetrics:
         self._failed = _counter("raystore_batch_failed_total", "Batches whose function raised.")
 
     def request_admitted(self, rows: int) -> None:
-        self._buffer.inc(self._requests, self._tags)
-        if rows:
-            self._buffer.inc(self._rows, self._tags, rows)
+        # Counted here and handed to the buffer once per batch: this runs for every request.
+        self._admitted_requests += 1
+        self._admitted_rows += rows
 
     def request_rejected(self, rows: int, stage: str) -> None:
         self._buffer.inc(self._rejected, (*self._tags, ("stage", stage)))
@@ -141,6 +159,11 @@ class RayBatchMetrics:
         self._longest_wait_s = max(self._longest_wait_s, queue_wait_s)
 
     def batch_finished(self, rows: int, requests: int, execution_s: float, failed: bool) -> None:
+        if self._admitted_requests:
+            self._buffer.inc(self._requests, self._tags, self._admitted_requests)
+            if self._admitted_rows:
+                self._buffer.inc(self._rows, self._tags, self._admitted_rows)
+            self._admitted_requests = self._admitted_rows = 0
         self._buffer.observe(self._queue_wait, self._tags, self._longest_wait_s * 1000.0)
         self._longest_wait_s = 0.0
         self._buffer.observe(self._batch_size, self._tags, rows)
