@@ -93,8 +93,8 @@ class NumpyNdarray(IODescriptor):
     def to_http(self, value: Any) -> Response:
         import numpy as np
 
-        if hasattr(value, "detach"):  # torch tensors
-            value = value.detach().cpu().numpy()
+        if hasattr(value, "detach"):  # torch tensors list themselves (from any device), no numpy copy
+            return JSONResponse(value.tolist())
         return JSONResponse(np.asarray(value).tolist())
 
     def openapi_schema(self) -> dict[str, Any]:
