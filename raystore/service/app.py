@@ -1,5 +1,6 @@
-"""The Starlette app of a service: one `POST` route per API, health, readiness, OpenAPI docs,
-and errors as JSON `{"error": ...}` with the status that says what went wrong."""
+"""The HTTP side of a service: one `POST` route per API, health, readiness, OpenAPI docs, and
+errors as JSON `{"error": ...}` with the status that says what went wrong. Requests and responses
+are Starlette's; the routing is `ServiceRouter`'s own."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ class ServiceRouter:
 
     Serve hands a plain deployment's `__call__` a Starlette `Request` and sends back the `Response`
     it returns. Routing here is one dict lookup by path; a full Starlette app behind
-    `@serve.ingress` costs the replica about 6% of its throughput in routing and middleware
+    `@serve.ingress` cost the replica about 6% more CPU per request in routing and middleware
     (and Serve matches every request against the app's routes again for its metrics).
     """
 
