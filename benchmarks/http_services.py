@@ -215,6 +215,9 @@ def main() -> None:
             base = medians[(kind, baselines[variant])]
             ratios = f"{rps / base[0]:>12.2f} {p99 / base[2]:>10.2f}"
         print(f"{kind:<5} {variant:<20} {rps:>7.0f} {p50:>7.1f} {p99:>7.1f} {ratios}")
+    print("\nreq/s of each round, in order (the spread is the machine's noise):")
+    for (kind, variant), runs in results.items():
+        print(f"{kind:<5} {variant:<20} " + " ".join(f"{rps:>6.0f}" for rps, _, _ in runs))
     print("\ntargets: raystore >= 0.9x its raw baseline's req/s, p99 <= 1.1x")
 
 

@@ -41,6 +41,10 @@ async def scale_embedded(x: np.ndarray) -> np.ndarray:
     return await embedded_runner.scale.async_run(x)
 
 
+# A runner method itself as the API function: a plain function returning a coroutine.
+svc.api(input=NumpyNdarray(dtype="float32"), output=NumpyNdarray(), name="scale_direct")(embedded_runner.scale.async_run)
+
+
 @svc.api(input=JSON(pydantic_model=Order), output=JSON())
 def order(o: Order) -> dict:
     return {"item": o.item.upper(), "total": o.quantity * 2}

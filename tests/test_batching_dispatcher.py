@@ -671,3 +671,5 @@ def test_metric_buffer_hands_ray_aggregated_counts_once_a_flush():
     assert (-1.0, {"api": "b"}) in sampled.calls and exact.calls == [(5000, {"api": "a"})]
     buffer.flush()
     assert len(sampled.calls) == 51  # a flush starts the next interval empty
+    with pytest.raises(ValueError, match="max_observations must be at least 1"):
+        MetricBuffer(max_observations=0)

@@ -56,6 +56,8 @@ def test_numpy_api_through_a_served_runner(service_url):
     assert json.loads(body) == [[10, 20, 30], [40, 50, 60]]
     status, _, body = post(f"{service_url}/v2/scale-embedded", [1, 2])
     assert status == 200 and json.loads(body) == [10, 20]
+    status, _, body = post(f"{service_url}/scale_direct/", [[1.5, 2]])  # a trailing slash is the same route
+    assert status == 200 and json.loads(body) == [[15, 20]]
 
 
 @pytest.mark.parametrize(

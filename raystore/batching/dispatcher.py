@@ -171,13 +171,10 @@ class Dispatcher:
             self._loop.call_soon(self._pump)
 
     def _arrival_may_dispatch(self) -> bool:
-        """Whether a new arrival can change what the pump does now. Not while every batch slot is
-        busy (the batch that finishes pumps), nor while the pump waits on its timer for more rows
-        and the queue is still short of a sustainable batch (the timer pumps). Under load this
-        spares most requests a pass over the queue."""
-        if len(self._running) >= self._config.max_concurrent_batches:
-            return False
-        return self._timer is None or self._queued_rows >= self.policy.sustainable_batch_size()
+        """Whether a new arrival can change what the pump does now: not while every batch slot is
+        busy, since the batch that finishes pumps. Under load this spares most requests a pass
+        over the queue."""
+        return len(self._running) < self._config.max_concurrent_batches
 
     def _on_config_change(self) -> None:
         # Settings may change from another thread (a synchronous `reconfigure`).

@@ -69,6 +69,8 @@ class MetricBuffer:
     """
 
     def __init__(self, interval_s: float = 1.0, max_observations: int | None = None):
+        if max_observations is not None and max_observations < 1:
+            raise ValueError(f"max_observations must be at least 1 (or None for all), got {max_observations}")
         self.interval_s = interval_s
         self.max_observations = max_observations
         self._increments: dict[tuple[Any, tuple], float] = {}
@@ -143,15 +145,24 @@ class RayBatchMetrics:
         self._failed = _counter("raystore_batch_failed_total", "Batches whose function raised.")
 
     def request_admitted(self, rows: int) -> None:
-        # Counted here and handed to the buffer once per batch: this runs for every request.
+        # Counted here and handed to the buffer when the request's fate shows (a batch finishes, a
+        # request is shed or cancelled): this runs for every request.
         self._admitted_requests += 1
         self._admitted_rows += rows
 
+    def _hand_over_admissions(self) -> None:
+        if self._admitted_requests:
+            self._buffer.inc(self._requests, self._tags, self._admitted_requests)
+            if self._admitted_rows:
+                self._buffer.inc(self._rows, self._tags, self._admitted_rows)
+            self._admitted_requests = self._admitted_rows = 0
+
     def request_rejected(self, rows: int, stage: str) -> None:
+        self._hand_over_admissions()
         self._buffer.inc(self._rejected, (*self._tags, ("stage", stage)))
 
     def request_cancelled(self) -> None:
-        pass
+        self._hand_over_admissions()
 
     def request_started(self, queue_wait_s: float) -> None:
         # One observation per batch, not per request: the histogram is for spotting queueing, and
@@ -159,11 +170,7 @@ class RayBatchMetrics:
         self._longest_wait_s = max(self._longest_wait_s, queue_wait_s)
 
     def batch_finished(self, rows: int, requests: int, execution_s: float, failed: bool) -> None:
-        if self._admitted_requests:
-            self._buffer.inc(self._requests, self._tags, self._admitted_requests)
-            if self._admitted_rows:
-                self._buffer.inc(self._rows, self._tags, self._admitted_rows)
-            self._admitted_requests = self._admitted_rows = 0
+        self._hand_over_admissions()
         self._buffer.observe(self._queue_wait, self._tags, self._longest_wait_s * 1000.0)
         self._longest_wait_s = 0.0
         self._buffer.observe(self._batch_size, self._tags, rows)

@@ -5,6 +5,7 @@ are Starlette's; the routing is `ServiceRouter`'s own."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -51,7 +52,7 @@ def api_endpoint(service: Service, api: API, metrics: Any = None) -> Callable[[R
             if api.is_async:  # inline rather than through call_api: one coroutine less per request
                 result = await api.func(value)
             else:
-                result = await asyncio.to_thread(api.func, value)
+                result = await _in_thread(api.func, value)
             response = api.output.to_http(result)
         except Exception as exc:  # every failure becomes a JSON error; the server keeps serving
             response = exception_response(api, exc)
@@ -65,7 +66,16 @@ def api_endpoint(service: Service, api: API, metrics: Any = None) -> Callable[[R
 async def call_api(api: API, value: Any) -> Any:
     if api.is_async:
         return await api.func(value)
-    return await asyncio.to_thread(api.func, value)
+    return await _in_thread(api.func, value)
+
+
+async def _in_thread(func: Callable[[Any], Any], value: Any) -> Any:
+    """A plain function's result, run off the event loop; if it hands back an awaitable (say the API
+    function is `runner.predict.async_run` itself, a plain function returning a coroutine), await it."""
+    result = await asyncio.to_thread(func, value)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 def exception_response(api: API, exc: Exception) -> JSONResponse:
@@ -126,10 +136,10 @@ class ServiceRouter:
         scope = request.scope
         path, root = scope["path"], scope.get("root_path", "")
         if root and path.startswith(root):  # Serve mounts the app at its route prefix
-            path = path[len(root):]
+            path = path[len(root):] or "/"
         methods = self._routes.get(path)
-        if methods is None and len(path) > 1 and path.endswith("/"):
-            methods = self._routes.get(path[:-1])
+        if methods is None:  # with or without a trailing slash, a route is the same route
+            methods = self._routes.get(path[:-1] if len(path) > 1 and path.endswith("/") else path + "/")
         if methods is None:
             routes = sorted(api.route for api in self._service.apis.values())
             return error_response(404, f"no route {path or '/'}; the APIs are {routes}")
