@@ -252,6 +252,45 @@ def test_a_wrong_row_count_from_the_function_fails_its_batch_with_a_clear_error(
     assert "has 1 rows along batch dim 0 but 3 were expected" in str(error)
 
 
+def test_run_now_runs_fast_batches_in_the_pump_and_declines_to_the_async_path():
+    """A batched function with `run_now` (the runner's blocking models) runs each batch right in the
+    queue's pump when run_now answers, with no task of its own; when run_now raises RunLater the
+    batch goes through the async function as usual. Failures stay with their own batch."""
+    from raystore.batching.api import BatchedFunction
+    from raystore.batching.config import BatchConfig
+    from raystore.batching.dispatcher import RunLater
+
+    calls = []
+
+    def run_now(x):
+        if (x < 0).any():
+            raise Boom("negative")
+        if (x >= 100).any():
+            raise RunLater
+        calls.append(("now", len(x), asyncio.current_task()))
+        return x * 2
+
+    async def later(x):
+        calls.append(("later", len(x), asyncio.current_task()))
+        return x * 3
+
+    batched = BatchedFunction(later, BatchConfig(max_batch_size=4), run_now=run_now)
+
+    async def main():
+        first = await asyncio.gather(*(batched(np.array([v])) for v in range(6)))
+        failed = await asyncio.gather(batched(np.array([-1])), return_exceptions=True)
+        slow = await asyncio.gather(batched(np.array([100])), batched(np.array([101])))
+        return first, failed, slow
+
+    first, failed, slow = run(main())
+    assert [int(r[0]) for r in first] == [0, 2, 4, 6, 8, 10]
+    assert isinstance(failed[0], Boom)
+    assert [int(r[0]) for r in slow] == [300, 303]
+    assert [(kind, rows) for kind, rows, _ in calls] == [("now", 4), ("now", 2), ("later", 2)]
+    assert calls[0][2] is None and calls[2][2] is not None  # in the pump itself, then in a task
+    assert batched.stats.batches == 4 and batched.stats.failed_batches == 1
+
+
 def test_a_cancelled_caller_is_dropped_and_blocks_nobody():
     model = Gated(lambda x: x)
     batched = batch(max_batch_size=64)(model)

@@ -79,10 +79,15 @@ def test_fast_batches_run_inline_and_slow_ones_on_a_thread():
     class Timed(raystore.Runnable):
         def __init__(self):
             self.threads = []
+            self.in_task = []
 
         @raystore.Runnable.method(batchable=True)
         def fast(self, xs):
             self.threads.append(threading.get_ident())
+            try:
+                self.in_task.append(asyncio.current_task() is not None)
+            except RuntimeError:  # a worker thread has no event loop
+                self.in_task.append(None)
             return xs
 
         @raystore.Runnable.method(batchable=True)
@@ -103,6 +108,7 @@ def test_fast_batches_run_inline_and_slow_ones_on_a_thread():
     loop_thread = asyncio.run(calls("fast"))
     # The first batch runs on a thread (nothing known yet); once known to be fast, on the loop.
     assert instance.threads[0] != loop_thread and set(instance.threads[1:]) == {loop_thread}
+    assert instance.in_task[1:] == [False] * 4  # run by the queue's pump itself, no task per batch
     instance.threads.clear()
     loop_thread = asyncio.run(calls("slow"))
     assert loop_thread not in instance.threads  # 5 ms batches keep the loop free

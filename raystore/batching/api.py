@@ -92,7 +92,9 @@ class _QueueState:
         """This event loop's dispatcher, if there is one yet (a queue belongs to one loop)."""
         return self._dispatchers.get(asyncio.get_running_loop())
 
-    def new_dispatcher(self, execute: Callable[[Arguments], Any], name: str) -> Dispatcher:
+    def new_dispatcher(
+        self, execute: Callable[[Arguments], Any], name: str, execute_now: Callable[[Arguments], Any] | None = None
+    ) -> Dispatcher:
         """Make this event loop's dispatcher."""
         loop = asyncio.get_running_loop()
         dispatcher = self._dispatchers.get(loop)
@@ -102,7 +104,7 @@ class _QueueState:
             ray_metrics = serve_replica_metrics(name)
             if ray_metrics is not None:
                 observers.append(ray_metrics)
-            dispatcher = Dispatcher(execute, self.config, name=name, observers=observers)
+            dispatcher = Dispatcher(execute, self.config, name=name, observers=observers, execute_now=execute_now)
             self._dispatchers[loop] = dispatcher
         return dispatcher
 
@@ -118,7 +120,10 @@ class BatchedFunction:
     queue. Called directly (a decorated plain function) it uses one queue of its own.
     """
 
-    def __init__(self, func: Callable[..., Any], config: BatchConfig):
+    def __init__(self, func: Callable[..., Any], config: BatchConfig, run_now: Callable[..., Any] | None = None):
+        """`run_now`, optional: a plain function with `func`'s signature that runs a batch at once
+        and returns its result, or raises `RunLater` to have `func` awaited instead (the runner's
+        blocking models: fast ones run without a task of their own)."""
         if not (inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))):
             raise TypeError(
                 f"raystore.batch needs an `async def` function, got {func!r}; make it async "
@@ -126,6 +131,7 @@ class BatchedFunction:
             )
         functools.update_wrapper(self, func)
         self._func = func
+        self._run_now = run_now
         self._config = config
         self._signature = inspect.signature(func)
         self._positional = _positional_names(self._signature)
@@ -196,7 +202,11 @@ class BatchedFunction:
             arguments = dict(self._signature.bind(*call_args, **kwargs).arguments)
         if instance is not None:
             del arguments[next(iter(arguments))]  # `self`
-        dispatcher = state.dispatcher() or state.new_dispatcher(self._executor(instance), self._name)
+        dispatcher = state.dispatcher() or state.new_dispatcher(
+            self._executor(instance),
+            self._name,
+            None if self._run_now is None else self._executor_now(instance),
+        )
         return dispatcher.submit(arguments)
 
     def _executor(self, instance: Any) -> Callable[[Arguments], Any]:
@@ -212,6 +222,20 @@ class BatchedFunction:
             return await func(*call.args, **call.kwargs)
 
         return execute
+
+    def _executor_now(self, instance: Any) -> Callable[[Arguments], Any]:
+        """`_executor`'s synchronous twin, for `run_now`."""
+        run_now = self._run_now
+        signature = self._signature
+        self_name = next(iter(signature.parameters)) if instance is not None else None
+
+        def execute_now(batch_arguments: Arguments) -> Any:
+            if self_name is not None:
+                batch_arguments = {self_name: instance, **batch_arguments}
+            call = inspect.BoundArguments(signature, batch_arguments)  # type: ignore[arg-type]
+            return run_now(*call.args, **call.kwargs)
+
+        return execute_now
 
 
 def _positional_names(signature: inspect.Signature) -> tuple[tuple[str, ...], str | None] | None:

@@ -5,6 +5,10 @@ One dispatcher serves one batched method of one object on one event loop. There 
 task: the queue is "pumped" (a plain function scheduled with `call_soon`) whenever something
 changes: a request arrives or is cancelled, a batch finishes, a timer set by the policy fires, or
 the settings change. Arrivals within one loop iteration are thus seen together.
+
+A batch runs in a task of its own, or, when the dispatcher has an `execute_now` that accepts it (a
+fast blocking model), right in the pump: no task to create and schedule, so its callers wake one
+loop iteration sooner.
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ from raystore.batching.stats import BatchObserver
 
 _EVENTS = ("request_admitted", "request_rejected", "request_cancelled", "request_started", "batch_finished")
 
-Arguments = dict[str, Any]  # one call's arguments by parameter name, as `inspect.BoundArguments` holds them
+Arguments = dict[str, Any]
+
+
+class RunLater(Exception):
+    """Raised by a dispatcher's `execute_now` to decline a batch: it goes through `execute`, awaited
+    in a task of its own."""  # one call's arguments by parameter name, as `inspect.BoundArguments` holds them
 
 
 @dataclass(eq=False, slots=True)
@@ -85,9 +94,11 @@ class Dispatcher:
         observers: Sequence[BatchObserver] = (),
         policy: BatchPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        execute_now: Callable[[Arguments], Any] | None = None,
     ):
         self._loop = asyncio.get_running_loop()
         self._execute = execute
+        self._execute_now = execute_now
         self._config = config
         self._name = name
         # Each event's handlers, looked up once: events fire several times per request.
@@ -289,7 +300,23 @@ class Dispatcher:
 
     def _start_batch(self, pieces: list[_Piece], now: float) -> None:
         rows = sum(piece.rows for piece in pieces)
-        task = self._loop.create_task(self._run_batch(pieces, rows))
+        batch = None
+        if self._execute_now is not None:
+            started = self._clock()
+            # A model that answers at once runs right here: no task to create and schedule, and
+            # its callers wake one loop iteration sooner.
+            try:
+                batch = self._concat(pieces)
+                result = self._execute_now(batch)
+            except RunLater:
+                pass
+            except Exception as exc:
+                self._fail_batch(pieces, rows, started, exc)
+                return
+            else:
+                self._finish_batch(pieces, rows, started, result)
+                return
+        task = self._loop.create_task(self._run_batch(pieces, rows, batch))
         self._running[task] = now + self.policy.latency.predict(rows)
         task.add_done_callback(self._on_batch_done)
 
@@ -297,30 +324,44 @@ class Dispatcher:
         self._running.pop(task, None)
         self._schedule_pump()
 
-    async def _run_batch(self, pieces: list[_Piece], rows: int) -> None:
-        config = self._config
-        requests = len({id(piece.request) for piece in pieces})
+    async def _run_batch(self, pieces: list[_Piece], rows: int, batch: Arguments | None) -> None:
         started = self._clock()
         try:
-            batch = concat([piece.arguments(config.input_dim) for piece in pieces], config.input_dim, "arguments")
+            if batch is None:
+                batch = self._concat(pieces)
             result = await self._execute(batch)
-            outputs = split(result, config.output_dim, [piece.rows for piece in pieces], f"the result of {self._name}")
         except asyncio.CancelledError:
             for piece in pieces:
                 piece.request.future.cancel()
             raise
         except Exception as exc:
-            elapsed = self._clock() - started
-            self._notify("batch_finished", rows, requests, elapsed, True)
-            for piece in pieces:
-                if not piece.request.future.done():
-                    piece.request.future.set_exception(exc)
+            self._fail_batch(pieces, rows, started, exc)
+            return
+        self._finish_batch(pieces, rows, started, result)
+
+    def _concat(self, pieces: list[_Piece]) -> Arguments:
+        input_dim = self._config.input_dim
+        return concat([piece.arguments(input_dim) for piece in pieces], input_dim, "arguments")
+
+    def _finish_batch(self, pieces: list[_Piece], rows: int, started: float, result: Any) -> None:
+        """Time the batch, and hand every piece its rows of `result`."""
+        try:
+            outputs = split(result, self._config.output_dim, [piece.rows for piece in pieces], f"the result of {self._name}")
+        except Exception as exc:
+            self._fail_batch(pieces, rows, started, exc)
             return
         elapsed = self._clock() - started
         self.policy.on_batch_done(rows, elapsed)
-        self._notify("batch_finished", rows, requests, elapsed, False)
+        self._notify("batch_finished", rows, _count_requests(pieces), elapsed, False)
         for piece, output in zip(pieces, outputs):
             self._deliver(piece, output)
+
+    def _fail_batch(self, pieces: list[_Piece], rows: int, started: float, exc: Exception) -> None:
+        """A failing batch fails its own requests, with its error."""
+        self._notify("batch_finished", rows, _count_requests(pieces), self._clock() - started, True)
+        for piece in pieces:
+            if not piece.request.future.done():
+                piece.request.future.set_exception(exc)
 
     def _deliver(self, piece: _Piece, output: Any) -> None:
         request = piece.request
@@ -347,3 +388,8 @@ class Dispatcher:
     def _notify(self, event: str, *args: Any) -> None:
         for handler in self._handlers[event]:
             handler(*args)
+
+
+def _count_requests(pieces: list[_Piece]) -> int:
+    """How many requests ride in a batch (a request cut across batches counts in each)."""
+    return len({id(piece.request) for piece in pieces})

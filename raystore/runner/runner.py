@@ -12,7 +12,9 @@ import threading
 import time
 from typing import Any, Callable, Coroutine, Mapping
 
-from raystore.batching import BatchedFunction, batch
+from raystore.batching import BatchedFunction
+from raystore.batching.config import BatchConfig
+from raystore.batching.dispatcher import RunLater
 from raystore.exceptions import InvalidArgument, RaystoreError
 from raystore.runner.resources import Resources, parse_resources
 from raystore.runner.runnable import Runnable, RunnableMethodConfig
@@ -278,17 +280,20 @@ def _batched_call(instance: Runnable, method: RunnerMethod) -> BatchedFunction:
         @functools.wraps(target)
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await target(*args, **kwargs)
+        run_now = None
     else:
         blocking = _BlockingCall(target)
+        run_now = blocking.run_now
 
         @functools.wraps(target)
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await blocking(*args, **kwargs)
-    return batch(
+    config = BatchConfig(
         max_batch_size=method.max_batch_size,
         max_latency_ms=method.max_latency_ms,
         batch_dim=method.config.batch_dim,
-    )(call)
+    )
+    return BatchedFunction(call, config, run_now=run_now)
 
 
 # A blocking batch that usually takes less than this runs on the event loop itself.
@@ -310,9 +315,18 @@ class _BlockingCall:
         self.recent_s: float | None = None  # moving average of batch times; None until one ran
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.recent_s is not None and self.recent_s < INLINE_BELOW_S:
+        if self._runs_inline():
             return self._timed(args, kwargs)
         return await asyncio.to_thread(self._timed, args, kwargs)
+
+    def run_now(self, *args: Any, **kwargs: Any) -> Any:
+        """The batch queue's synchronous path: run a fast batch at once, decline a slow one."""
+        if self._runs_inline():
+            return self._timed(args, kwargs)
+        raise RunLater
+
+    def _runs_inline(self) -> bool:
+        return self.recent_s is not None and self.recent_s < INLINE_BELOW_S
 
     def _timed(self, args: tuple, kwargs: dict) -> Any:
         start = time.perf_counter()
