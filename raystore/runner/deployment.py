@@ -9,6 +9,7 @@ from typing import Any
 
 from raystore.exceptions import InvalidArgument
 from raystore.runner.resources import Resources
+from raystore.runner.transport import for_the_wire
 
 logger = logging.getLogger("raystore.runner")
 
@@ -29,7 +30,7 @@ class RunnerReplica:
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if method not in self.served_methods:
             raise InvalidArgument(f"this replica serves {sorted(self.served_methods)}, not {method!r}")
-        return await self.runner._call_local(method, args, kwargs)
+        return for_the_wire(await self.runner._call_local(method, args, kwargs))
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """`user_config` per method: {"predict": {"max_batch_size": 64, "max_latency_ms": 50}}."""

@@ -18,6 +18,7 @@ from raystore.batching.dispatcher import RunLater
 from raystore.exceptions import InvalidArgument, RaystoreError
 from raystore.runner.resources import Resources, parse_resources
 from raystore.runner.runnable import Runnable, RunnableMethodConfig
+from raystore.runner.transport import for_the_wire
 
 DEFAULT_MAX_BATCH_SIZE = 100
 DEFAULT_MAX_LATENCY_MS = 10_000
@@ -221,7 +222,7 @@ class Runner:
         handle = self._handles.get(name)
         if handle is None:
             raise RunnerNotReady(f"runner {self.name!r} is not served here; .remote() needs a served runner")
-        return handle.call.remote(name, *args, **kwargs)
+        return handle.call.remote(name, *for_the_wire(args), **for_the_wire(kwargs))
 
     # ---- Serve ---------------------------------------------------------------------------------
 
