@@ -160,3 +160,34 @@ def test_pytorch_runner_on_cuda(monkeypatch):
     out = runner.run(x)
     assert out.device.type == "cpu"
     torch.testing.assert_close(out, net(torch.from_numpy(x)))
+
+
+def test_a_runner_replica_exempts_its_start_up_heap_from_full_collections():
+    import gc
+
+    from raystore.runner.deployment import RunnerReplica
+
+    class Tiny(raystore.Runnable):
+        @raystore.Runnable.method
+        def echo(self, x):
+            return x
+
+    import os
+    import sys
+
+    saved_env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    torch = sys.modules.get("torch")
+    saved_threads = torch.get_num_threads() if torch else None
+    gc.unfreeze()
+    try:
+        RunnerReplica(raystore.Runner(Tiny, name="tiny_heap"), ("echo",), num_cpus=1)
+        assert gc.get_freeze_count() > 1000  # numpy, raystore and the rest it had loaded
+    finally:
+        gc.unfreeze()
+        for key, value in saved_env.items():  # the replica sized this process's math threads
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if torch is not None:
+            torch.set_num_threads(saved_threads)

@@ -66,6 +66,9 @@ class ServiceIngress:
         from raystore.service.metrics import request_metrics
 
         self._router = ServiceRouter(self.service, self._ready, request_metrics(self.service.name))
+        from raystore.runner.deployment import freeze_startup_heap
+
+        freeze_startup_heap()
 
     async def __call__(self, request: Any) -> Any:
         """Serve's HTTP entry point: one request in, one response out."""
