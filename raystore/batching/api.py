@@ -203,39 +203,26 @@ class BatchedFunction:
         if instance is not None:
             del arguments[next(iter(arguments))]  # `self`
         dispatcher = state.dispatcher() or state.new_dispatcher(
-            self._executor(instance),
+            self._executor(self._func, instance),
             self._name,
-            None if self._run_now is None else self._executor_now(instance),
+            None if self._run_now is None else self._executor(self._run_now, instance),
         )
         return dispatcher.submit(arguments)
 
-    def _executor(self, instance: Any) -> Callable[[Arguments], Any]:
-        """The function a dispatcher calls with one batch's arguments by name."""
-        func = self._func
+    def _executor(self, func: Callable[..., Any], instance: Any) -> Callable[[Arguments], Any]:
+        """What a dispatcher calls with one batch's arguments by name: `func` (the batched function,
+        or its `run_now`) called with them, and with `instance` as `self` for a method. For the
+        async function it returns the coroutine, which the dispatcher awaits."""
         signature = self._signature
         self_name = next(iter(signature.parameters)) if instance is not None else None
 
-        async def execute(batch_arguments: Arguments) -> Any:
+        def execute(batch_arguments: Arguments) -> Any:
             if self_name is not None:
                 batch_arguments = {self_name: instance, **batch_arguments}
             call = inspect.BoundArguments(signature, batch_arguments)  # type: ignore[arg-type]
-            return await func(*call.args, **call.kwargs)
+            return func(*call.args, **call.kwargs)
 
         return execute
-
-    def _executor_now(self, instance: Any) -> Callable[[Arguments], Any]:
-        """`_executor`'s synchronous twin, for `run_now`."""
-        run_now = self._run_now
-        signature = self._signature
-        self_name = next(iter(signature.parameters)) if instance is not None else None
-
-        def execute_now(batch_arguments: Arguments) -> Any:
-            if self_name is not None:
-                batch_arguments = {self_name: instance, **batch_arguments}
-            call = inspect.BoundArguments(signature, batch_arguments)  # type: ignore[arg-type]
-            return run_now(*call.args, **call.kwargs)
-
-        return execute_now
 
 
 def _positional_names(signature: inspect.Signature) -> tuple[tuple[str, ...], str | None] | None:

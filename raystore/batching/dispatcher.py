@@ -27,12 +27,12 @@ from raystore.batching.stats import BatchObserver
 
 _EVENTS = ("request_admitted", "request_rejected", "request_cancelled", "request_started", "batch_finished")
 
-Arguments = dict[str, Any]
+Arguments = dict[str, Any]  # one call's arguments by parameter name, as `inspect.BoundArguments` holds them
 
 
 class RunLater(Exception):
     """Raised by a dispatcher's `execute_now` to decline a batch: it goes through `execute`, awaited
-    in a task of its own."""  # one call's arguments by parameter name, as `inspect.BoundArguments` holds them
+    in a task of its own."""
 
 
 @dataclass(eq=False, slots=True)

@@ -302,32 +302,29 @@ INLINE_BELOW_S = 0.0005
 
 
 class _BlockingCall:
-    """Runs a blocking model method from the batch queue's event loop.
+    """Runs a blocking model method for the batch queue.
 
-    A slow batch runs on a worker thread, so the loop keeps taking requests (and filling the next
-    batch) while the model computes. A batch that takes well under a millisecond runs inline: the
-    hop to a thread and back costs about as much as the batch itself, and two threads contending for
-    the GIL slow the replica's HTTP work down. The choice follows a moving average of batch times,
-    so a model that slows down (bigger batches, a busy GPU) moves back to the thread.
+    The queue first offers each batch to `run_now`. A batch that takes well under a millisecond runs
+    there, on the event loop: the hop to a thread and back costs about as much as the batch itself,
+    and two threads contending for the GIL slow the replica's HTTP work down. A slower batch is
+    declined and awaited through `__call__`, on a worker thread, so the loop keeps taking requests
+    (and filling the next batch) while the model computes. The choice follows a moving average of
+    batch times, so a model that slows down (bigger batches, a busy GPU) moves back to the thread.
     """
 
     def __init__(self, target: Any):
         self.target = target
         self.recent_s: float | None = None  # moving average of batch times; None until one ran
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._runs_inline():
-            return self._timed(args, kwargs)
-        return await asyncio.to_thread(self._timed, args, kwargs)
-
     def run_now(self, *args: Any, **kwargs: Any) -> Any:
-        """The batch queue's synchronous path: run a fast batch at once, decline a slow one."""
-        if self._runs_inline():
+        """Run a fast batch at once; decline a slow one (or the first, while nothing is known)."""
+        if self.recent_s is not None and self.recent_s < INLINE_BELOW_S:
             return self._timed(args, kwargs)
         raise RunLater
 
-    def _runs_inline(self) -> bool:
-        return self.recent_s is not None and self.recent_s < INLINE_BELOW_S
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """A batch `run_now` declined: on a worker thread."""
+        return await asyncio.to_thread(self._timed, args, kwargs)
 
     def _timed(self, args: tuple, kwargs: dict) -> Any:
         start = time.perf_counter()
