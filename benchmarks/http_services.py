@@ -24,14 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
 import urllib.request
 from pathlib import Path
+
+from wrk_load import wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,23 +125,6 @@ def raw_apps(kind: str):
             return JSONResponse((await self.model.predict.remote(await request.json())).tolist())
 
     return RawOne.bind(), RawIngress.bind(RawModel.bind())
-
-
-def wrk(url: str, body: str, duration: float, connections: int) -> tuple[float, float, float]:
-    script = Path(tempfile.mkdtemp()) / "post.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n')
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration:.0f}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise RuntimeError(f"{url}: {non2xx.group(1)} failed responses\n{out}")
-
-    def percentile(p: str) -> float:
-        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    return rps, percentile("50"), percentile("99")
 
 
 def main() -> None:

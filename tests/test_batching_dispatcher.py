@@ -618,6 +618,34 @@ def test_batches_shrink_when_the_latency_budget_is_tight():
     assert sum(loose) / len(loose) > 2 * sum(tight) / len(tight)
 
 
+
+def test_a_closed_loop_of_callers_settles_on_full_batches():
+    # Callers with a fixed concurrency (a connection pool) send again a few ms after each answer.
+    # Dispatching whatever is queued when the model frees up splits them into a big batch and a
+    # straggler batch that holds the model while everyone else queues behind it; waiting for the
+    # callers just answered keeps them in one batch.
+    callers = 32
+    batched = batch(max_batch_size=callers, max_latency_ms=1000)(sleeping_model(0.020, 0.0002))
+    rng = random.Random(3)
+
+    async def caller(start_after: float, stop_at: float):
+        await asyncio.sleep(start_after)  # callers start out of step, as clients do
+        while time.monotonic() < stop_at:
+            await batched(np.ones(1))
+            await asyncio.sleep(rng.uniform(0.0005, 0.004))  # the round trip back to the caller
+
+    async def main():
+        await warm_up(batched)
+        stop_at = time.monotonic() + 1.5
+        callers_done = asyncio.gather(*(caller(i * 0.0015, stop_at) for i in range(callers)))
+        await asyncio.sleep(0.5)
+        before = Counter(batched.stats.batch_sizes)
+        await callers_done
+        return batch_sizes_after_warmup(batched.stats, before)
+
+    sizes = run(main())
+    assert sum(sizes) / len(sizes) >= 0.75 * callers, Counter(sizes)
+
 # ---- the per-call fast paths ---------------------------------------------------------------------
 
 

@@ -60,6 +60,15 @@ def test_latency_model_with_one_size_assumes_no_batching_benefit():
     assert model.b == pytest.approx(0.002)
 
 
+def test_latency_model_keeps_its_slope_when_a_steady_load_settles_on_one_size():
+    model = trained_model(20 * MS, 0.5 * MS)
+    for _ in range(200):
+        model.observe(64, 56 * MS)  # the model got slower; every batch is now full
+    assert model.predict(64) == pytest.approx(56 * MS, rel=1e-3)
+    assert model.a > 15 * MS  # still sees the overhead that makes batching pay, not a line through 0
+    assert model.b == pytest.approx(0.5 * MS, rel=0.25)
+
+
 def test_latency_model_is_robust_to_noise_and_outliers():
     rng = random.Random(7)
     model = LatencyModel()
@@ -145,6 +154,27 @@ def test_does_not_wait_when_incompatible_requests_follow():
     policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
     now = feed_arrivals(policy, 0.0, 0.5 * MS, 50)
     assert policy.decide(now, 3, False, now, now + 10.0) == Dispatch(3)
+
+
+def test_rows_left_over_wait_for_the_callers_just_answered():
+    # 60 callers were answered 1 ms ago; 4 rows queued during that batch, the last long ago. A
+    # closed loop's callers come back: the 4 rows wait for them instead of taking the model alone.
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)
+    now += 40 * MS
+    policy.on_batch_done(60, 50 * MS, now - 1 * MS)
+    decision = policy.decide(now, 4, True, now - 30 * MS, now + 10.0)
+    assert isinstance(decision, Wait)
+    assert decision.until == pytest.approx(now - 1 * MS + 52 * MS)  # at most a full batch past the answer
+    # Every answered caller is back: the burst is over as usual.
+    policy.on_arrival(now, 60)
+    assert policy.decide(now + 5 * MS, 64 - 1, True, now - 30 * MS, now + 10.0) == Dispatch(63)
+
+
+def test_rows_left_over_run_when_no_batch_has_answered_anyone():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.1 * MS, 64) + 40 * MS
+    assert policy.decide(now, 4, True, now - 30 * MS, now + 10.0) == Dispatch(4)
 
 
 def test_waiting_respects_the_oldest_deadline():

@@ -350,8 +350,9 @@ class Dispatcher:
         except Exception as exc:
             self._fail_batch(pieces, rows, started, exc)
             return
-        elapsed = self._clock() - started
-        self.policy.on_batch_done(rows, elapsed)
+        finished = self._clock()
+        elapsed = finished - started
+        self.policy.on_batch_done(rows, elapsed, finished)
         self._notify("batch_finished", rows, _count_requests(pieces), elapsed, False)
         for piece, output in zip(pieces, outputs):
             self._deliver(piece, output)

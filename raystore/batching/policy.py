@@ -11,7 +11,12 @@ The policy in short:
   next row only while that row is expected sooner than `a / (rows + 1)`: waiting that long delays
   the `rows` queued rows, while the new row, if left behind, would pay a whole extra batch overhead
   `a`. Waiting never lets the oldest request miss `max_latency_ms`, and never lasts longer than a
-  full batch takes to run.
+  full batch takes to run (counted from the head's arrival or the last batch's end, whichever is
+  later: time queued behind a running batch was not spent waiting by choice).
+- Callers with a fixed concurrency (a proxy's connection pool, a client's worker pool) send again
+  once answered, after a round trip. So rows left over when a batch ends also wait for the rows it
+  answered, through the silence before they start coming and while they come fast enough to pay,
+  rather than running alone and holding the model while the answered callers queue behind them.
 - A batch holds no more rows than can run before the oldest request's deadline, but never fewer
   than the *sustainable* size, the largest batch that runs in half of `max_latency_ms` (a request
   waits at most one batch, then runs in the next). An old request that would make the batch smaller
@@ -43,7 +48,8 @@ class LatencyModel:
 
     While the observed batch sizes are too alike to tell `a` from `b`, the line goes through the
     origin (`a = 0`): it claims no benefit from batching until it has seen one, which keeps waiting
-    off and overestimates larger batches, the safe side for admission.
+    off and overestimates larger batches, the safe side for admission. Once varied sizes have told
+    them apart, batches of one size (a steady load) keep the last slope `b` and update `a`.
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class LatencyModel:
         self.a = 0.0
         self.b = 0.0
         self.spread = 0.0  # recent root-mean-square deviation from the line, in seconds
+        self._slope_known = False  # whether varied batch sizes have ever told `a` from `b`
 
     @property
     def ready(self) -> bool:
@@ -117,10 +124,17 @@ class LatencyModel:
             a = mean_t - b * mean_n
             if b < 0:  # noise made bigger batches look faster: read it as "size does not matter"
                 self.a, self.b = mean_t, 0.0
+                self._slope_known = True
                 return
             if a >= 0:
                 self.a, self.b = a, b
+                self._slope_known = True
                 return
+        elif self._slope_known and mean_t >= self.b * mean_n:
+            # Sizes too alike to tell `a` from `b` now, but they were told apart before (a steady
+            # load settles on one size): keep the slope and move the line through the recent mean.
+            self.a = mean_t - self.b * mean_n
+            return
         # Sizes too alike, or a negative overhead: a line through the origin.
         self.a, self.b = 0.0, self._wnt / self._wnn
 
@@ -195,15 +209,22 @@ class BatchPolicy:
         self.arrivals = arrivals or ArrivalGauge()
         self._sized_key: tuple | None = None
         self._sizes = (0, 0)
+        self._answered_at: float | None = None
+        self._answered_rows = 0
+        self._arrived_since_answer = 0
 
     # ---- learning ---------------------------------------------------------------------------
 
     def on_arrival(self, now: float, rows: int) -> None:
         cap = self.latency.a if self.latency.ready else _COLD_GAP_CAP
         self.arrivals.observe(now, rows, cap)
+        self._arrived_since_answer += rows
 
-    def on_batch_done(self, rows: int, seconds: float) -> None:
+    def on_batch_done(self, rows: int, seconds: float, now: float | None = None) -> None:
+        """A batch of `rows` rows ran in `seconds`, and its callers were answered at `now`."""
         self.latency.observe(rows, seconds)
+        if now is not None:
+            self._answered_at, self._answered_rows, self._arrived_since_answer = now, rows, 0
 
     # ---- sizing -----------------------------------------------------------------------------
 
@@ -272,10 +293,28 @@ class BatchPolicy:
         last = self.arrivals.last_arrival
         if gap is None or last is None or gap >= patience:
             return Dispatch(ready_rows)
+        burst_over = last + patience  # no row for that long: the burst is over
+        waiting_since = head_enqueued_at
+        answered_at = self._answered_at
+        if answered_at is not None:
+            # Callers with a fixed concurrency send again once answered, after a round trip: the
+            # rows the last batch answered are likely still to come. Waiting `w` for `k` of them
+            # pays while `w < k * a / rows` (each saves its share of `a`; the queued rows wait `w`),
+            # through the silence before they start and while they come at a pace that pays.
+            owed = self._answered_rows - self._arrived_since_answer
+            if owed > 0:
+                worth = owed * latency.a / ready_rows
+                arrived = self._arrived_since_answer
+                if arrived == 0:
+                    burst_over = max(burst_over, answered_at + worth)
+                elif (last - answered_at) / arrived < latency.a / ready_rows:
+                    burst_over = max(burst_over, last + worth)
+            # Time spent queued behind a running batch was not spent waiting by choice.
+            waiting_since = max(waiting_since, answered_at)
         until = min(
-            last + patience,  # no row for that long: the burst is over
+            burst_over,
             head_deadline - latency.predict_upper(min(limit, ready_rows + 1)),
-            head_enqueued_at + latency.predict(limit),  # by then a full batch could have run
+            waiting_since + latency.predict(limit),  # by then a full batch could have run
         )
         if until <= now:
             return Dispatch(ready_rows)
