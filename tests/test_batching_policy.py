@@ -171,6 +171,13 @@ def test_rows_left_over_wait_for_the_callers_just_answered():
     assert policy.decide(now + 5 * MS, 64 - 1, True, now - 30 * MS, now + 10.0) == Dispatch(63)
 
 
+def test_zero_row_requests_left_over_after_an_answer_are_decided_on():
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)
+    policy.on_batch_done(60, 50 * MS, now)
+    assert isinstance(policy.decide(now + 1 * MS, 0, True, now, now + 10.0), (Wait, Dispatch))
+
+
 def test_rows_left_over_run_when_no_batch_has_answered_anyone():
     policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
     now = feed_arrivals(policy, 0.0, 0.1 * MS, 64) + 40 * MS

@@ -303,11 +303,12 @@ class BatchPolicy:
             # through the silence before they start and while they come at a pace that pays.
             owed = self._answered_rows - self._arrived_since_answer
             if owed > 0:
-                worth = owed * latency.a / ready_rows
+                queued = max(ready_rows, 1)  # zero-row requests queue too
+                worth = owed * latency.a / queued
                 arrived = self._arrived_since_answer
                 if arrived == 0:
                     burst_over = max(burst_over, answered_at + worth)
-                elif (last - answered_at) / arrived < latency.a / ready_rows:
+                elif (last - answered_at) / arrived < latency.a / queued:
                     burst_over = max(burst_over, last + worth)
             # Time spent queued behind a running batch was not spent waiting by choice.
             waiting_since = max(waiting_since, answered_at)
