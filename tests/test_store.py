@@ -155,6 +155,8 @@ def test_bad_arguments_are_clear_and_leave_store_unchanged(iris_clf, store_home,
 def test_batch_dim_pair_and_defaults(iris_clf):
     m = raystore.sklearn.save_model("d", iris_clf, signatures={"decision_function": {"batchable": True, "batch_dim": (1, 0)}})
     assert m.info.signatures["decision_function"].batch_dim == (1, 0)
+    numpy_dim = raystore.sklearn.save_model("d", iris_clf, signatures={"predict": {"batchable": True, "batch_dim": np.int64(1)}})
+    assert raystore.models.get(numpy_dim.tag).info.signatures["predict"].batch_dim == (1, 1)  # plain ints on disk
     default = raystore.sklearn.save_model("d", iris_clf)
     assert list(default.info.signatures) == ["predict"]
     assert default.info.signatures["predict"].batchable is False

@@ -244,10 +244,7 @@ class Runner:
     def _spec_copy(self) -> Runner:
         """This runner's configuration without any live state (what deployments receive)."""
         clone = copy.copy(self)
-        clone.__dict__.update(
-            _instance=None, _batched={}, _local={}, _handles={}, _bound={}, _init_lock=threading.Lock(), _loop_thread=None,
-            methods={},
-        )
+        clone.__dict__.update(_process_state(), _handles={}, _bound={}, _init_lock=threading.Lock(), methods={})
         clone.methods = {
             name: RunnerMethod(clone, name, m.config, max_batch_size=m.max_batch_size,
                                max_latency_ms=m.max_latency_ms, resources=m.resources)
@@ -257,7 +254,7 @@ class Runner:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_instance=None, _batched={}, _local={}, _init_lock=None, _loop_thread=None)
+        state.update(_process_state(), _init_lock=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -268,6 +265,12 @@ class Runner:
             if type(value).__name__ == "DeploymentHandle":
                 self._handles[method] = value
                 del self._bound[method]
+
+
+def _process_state() -> dict[str, Any]:
+    """A runner's live state that never leaves its process, reset: the loaded model, its batch
+    queues and local call table, the thread running its event loop for synchronous callers."""
+    return {"_instance": None, "_batched": {}, "_local": {}, "_loop_thread": None}
 
 
 async def _call_blocking(call: Callable[..., Any], args: tuple, kwargs: dict) -> Any:

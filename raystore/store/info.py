@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -61,18 +62,14 @@ class ModelSignature:
 
 
 def _batch_dim(method: str, value: Any) -> tuple[int, int]:
-    """An int `d` means `(d, d)`; a pair means `(input dim, output dim)`."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(d, int) and not isinstance(d, bool) for d in value)
-    ):
-        return (value[0], value[1])
-    raise InvalidArgument(
-        f"signature {method!r}: 'batch_dim' must be an int or a pair (input_dim, output_dim), got {value!r}"
-    )
+    """An int `d` means `(d, d)`; a pair means `(input dim, output dim)`. The same rule as
+    `batching.config.validate_batch_dim`, kept apart because `store/` imports nothing but `tag`."""
+    dims = tuple(value) if isinstance(value, (tuple, list)) and len(value) == 2 else (value, value)
+    if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in dims):
+        raise InvalidArgument(
+            f"signature {method!r}: 'batch_dim' must be an int or a pair (input_dim, output_dim), got {value!r}"
+        )
+    return int(dims[0]), int(dims[1])  # plain ints: numpy's would not survive model.yaml
 
 
 def validate_signatures(signatures: Mapping[str, Any] | None, model: object = None) -> dict[str, ModelSignature]:
