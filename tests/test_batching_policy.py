@@ -178,6 +178,17 @@ def test_zero_row_requests_left_over_after_an_answer_are_decided_on():
     assert isinstance(policy.decide(now + 1 * MS, 0, True, now, now + 10.0), (Wait, Dispatch))
 
 
+def test_a_lone_request_long_after_an_answer_does_not_wait_for_those_callers():
+    # Open-loop traffic: a burst was answered half a second ago and its callers never came back.
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)
+    policy.on_batch_done(64, 52 * MS, now + 60 * MS)
+    now += 560 * MS
+    policy.on_arrival(now, 1)
+    decision = policy.decide(now, 1, True, now, now + 10.0)
+    assert decision == Dispatch(1) or decision.until <= now + 20 * MS / 2  # no more than `patience`
+
+
 def test_rows_left_over_run_when_no_batch_has_answered_anyone():
     policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
     now = feed_arrivals(policy, 0.0, 0.1 * MS, 64) + 40 * MS
