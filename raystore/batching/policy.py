@@ -301,11 +301,11 @@ class BatchPolicy:
             # rows the last batch answered are likely still to come. Waiting `w` for `k` of them
             # pays while `w < k * a / rows` (each saves its share of `a`; the queued rows wait `w`),
             # through the silence before they start and while they come at a pace that pays.
-            owed = self._answered_rows - self._arrived_since_answer
+            arrived = self._arrived_since_answer
+            owed = self._answered_rows - arrived
             if owed > 0:
                 queued = max(ready_rows, 1)  # zero-row requests queue too
                 worth = owed * latency.a / queued
-                arrived = self._arrived_since_answer
                 if arrived == 0:
                     burst_over = max(burst_over, answered_at + worth)
                 elif (last - answered_at) / arrived < latency.a / queued:

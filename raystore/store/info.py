@@ -63,7 +63,8 @@ class ModelSignature:
 
 def _batch_dim(method: str, value: Any) -> tuple[int, int]:
     """An int `d` means `(d, d)`; a pair means `(input dim, output dim)`. The same rule as
-    `batching.config.validate_batch_dim`, kept apart because `store/` imports nothing but `tag`."""
+    `batching.config.validate_batch_dim`, kept apart because DESIGN.md keeps `store/` from
+    importing `batching/`."""
     dims = tuple(value) if isinstance(value, (tuple, list)) and len(value) == 2 else (value, value)
     if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in dims):
         raise InvalidArgument(
