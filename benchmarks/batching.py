@@ -245,6 +245,7 @@ class Result:
     offered_rows_per_s: float = 0.0
     shed_fraction: float = 0.0
     notes: list[str] = field(default_factory=list)
+    timeout_s: float | None = None  # a @serve.batch variant's fixed timeout
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -254,15 +255,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-async def closed_loop(app: str, handle, callers: int, warmup_s: float, duration_s: float) -> Result:
-    """`callers` HTTP connections, each sending one row again as soon as it has its answer."""
+async def closed_loop(name: str, app: str, handle, callers: int, warmup_s: float, duration_s: float) -> Result:
+    """`callers` HTTP connections to `app`, each sending one row again as soon as it has its answer."""
     url = f"http://127.0.0.1:{HTTP_PORT}/{app}"
     body = json.dumps(np.random.default_rng(0).random((1, FEATURES)).round(4).tolist())
     await asyncio.to_thread(wrk, url, body, warmup_s, callers)
     await handle.take_meter.remote()
     rps, p50, p99 = await asyncio.to_thread(wrk, url, body, duration_s, callers)
     reading = await handle.take_meter.remote()
-    return Result(app, rps, p50, p99, percentile(reading.replica_latencies, 99) * 1000, reading.mean_batch)
+    return Result(name, rps, p50, p99, percentile(reading.replica_latencies, 99) * 1000, reading.mean_batch)
 
 
 async def open_loop(handle, rows: int, rate_per_s: float, warmup_s: float, duration_s: float):
@@ -352,7 +353,7 @@ async def undeploy(name: str) -> None:
 
 async def run_serve_ceiling(duration_s: float, warmup_s: float) -> Result:
     handle = await deploy(NoModel, "no-model", 256)
-    result = await closed_loop("no-model", handle, CALLERS, warmup_s, duration_s)
+    result = await closed_loop("Serve alone", "no-model", handle, CALLERS, warmup_s, duration_s)
     await undeploy("no-model")
     return result
 
@@ -361,28 +362,25 @@ async def run_model(kind: str, duration_s: float, warmup_s: float, timeouts: tup
     """The closed-loop results at `CALLERS` connections, then those at `LIGHT_CALLERS`."""
     results, light = [], []
     handle = await deploy(Unbatched, f"{kind}-unbatched", 256, kind)
-    results.append(await closed_loop(f"{kind}-unbatched", handle, CALLERS, warmup_s, duration_s))
-    results[-1].name = "no batching"
+    results.append(await closed_loop("no batching", f"{kind}-unbatched", handle, CALLERS, warmup_s, duration_s))
     await undeploy(f"{kind}-unbatched")
 
     handle = await deploy(RayBatched, f"{kind}-ray", 256, kind)
     for timeout_s in timeouts:
         await handle.configure.remote(timeout_s, MAX_BATCH_ROWS)
-        results.append(await closed_loop(f"{kind}-ray", handle, CALLERS, warmup_s, duration_s))
-        results[-1].name = f"@serve.batch {timeout_s * 1000:g} ms"
+        name = f"@serve.batch {timeout_s * 1000:g} ms"
+        results.append(await closed_loop(name, f"{kind}-ray", handle, CALLERS, warmup_s, duration_s))
+        results[-1].timeout_s = timeout_s
     best = max(results[1:], key=lambda r: r.rows_per_s)
-    await handle.configure.remote(float(best.name.split()[1]) / 1000, MAX_BATCH_ROWS)
-    light.append(await closed_loop(f"{kind}-ray", handle, LIGHT_CALLERS, warmup_s, duration_s))
-    light[-1].name = best.name
+    await handle.configure.remote(best.timeout_s, MAX_BATCH_ROWS)
+    light.append(await closed_loop(best.name, f"{kind}-ray", handle, LIGHT_CALLERS, warmup_s, duration_s))
     await undeploy(f"{kind}-ray")
 
     handle = await deploy(RaystoreBatched, f"{kind}-raystore", 256, kind)
-    results.append(await closed_loop(f"{kind}-raystore", handle, CALLERS, warmup_s, duration_s))
-    results[-1].name = "raystore.batch"
+    results.append(await closed_loop("raystore.batch", f"{kind}-raystore", handle, CALLERS, warmup_s, duration_s))
     stats = await handle.stats.remote()
     results[-1].notes.append(f"shed {stats['rejected'] + stats['expired']} of {stats['requests'] + stats['rejected']}")
-    light.append(await closed_loop(f"{kind}-raystore", handle, LIGHT_CALLERS, warmup_s, duration_s))
-    light[-1].name = "raystore.batch"
+    light.append(await closed_loop("raystore.batch", f"{kind}-raystore", handle, LIGHT_CALLERS, warmup_s, duration_s))
     await undeploy(f"{kind}-raystore")
     return results, light
 
@@ -422,9 +420,8 @@ async def run_all(limits: dict, duration_s: float, warmup_s: float, timeouts: tu
     ceiling = await run_serve_ceiling(duration_s, warmup_s)
     synthetic = await run_model("synthetic", duration_s, warmup_s, timeouts)
     mlp = await run_model("mlp", duration_s, warmup_s, timeouts)
-    best_ray = max((r for r in synthetic[0] if r.name.startswith("@serve.batch")), key=lambda r: r.rows_per_s)
-    best_timeout_s = float(best_ray.name.split()[1]) / 1000
-    overload = await run_overload(limits["synthetic"][0], best_timeout_s, duration_s, warmup_s)
+    best_ray = max((r for r in synthetic[0] if r.timeout_s is not None), key=lambda r: r.rows_per_s)
+    overload = await run_overload(limits["synthetic"][0], best_ray.timeout_s, duration_s, warmup_s)
     return ceiling, synthetic, mlp, overload
 
 
@@ -432,7 +429,7 @@ async def run_all(limits: dict, duration_s: float, warmup_s: float, timeouts: tu
 
 
 def print_closed(title: str, limit: float, limit_rows: int, results: list[Result]) -> None:
-    ray_results = [r for r in results if r.name.startswith("@serve.batch")]
+    ray_results = [r for r in results if r.timeout_s is not None]
     best_ray = max(ray_results, key=lambda r: r.rows_per_s)
     print(f"\n{title}: in-process limit {limit:.0f} rows/s (batch of {limit_rows})")
     print(
