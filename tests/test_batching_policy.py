@@ -171,6 +171,34 @@ def test_rows_left_over_wait_for_the_callers_just_answered():
     assert policy.decide(now + 5 * MS, 64 - 1, True, now - 30 * MS, now + 10.0) == Dispatch(63)
 
 
+def test_answered_callers_are_awaited_though_one_slow_row_inflated_the_gap():
+    # A closed loop's burst of returning callers with one 5 ms hiccup in it: the smoothed gap now
+    # exceeds the patience, but 20 of the 64 answered callers are still to come, fast.
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)
+    answered = now + 60 * MS
+    policy.on_batch_done(64, 52 * MS, answered)
+    now = feed_arrivals(policy, answered + 10 * MS, 0.05 * MS, 40)
+    now = feed_arrivals(policy, now + 5 * MS, 0.05 * MS, 4)
+    assert policy.arrivals.row_gap >= 20 * MS / 45  # the gap rule alone would dispatch
+    decision = policy.decide(now, 44, True, answered + 10 * MS, now + 10.0)
+    assert isinstance(decision, Wait)
+    assert decision.until >= now + 20 * 20 * MS / 44 * 0.99  # the 20 owed rows' worth
+
+
+def test_the_pace_of_returning_callers_counts_from_the_first_of_them():
+    # 10 rows left over; the answered callers start coming back after a 15 ms round trip, then come
+    # fast. The silence before them says nothing about their pace.
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)
+    answered = now + 60 * MS
+    policy.on_batch_done(54, 52 * MS, answered)
+    now = feed_arrivals(policy, answered + 15 * MS, 0.1 * MS, 3)
+    decision = policy.decide(now, 13, True, answered - 30 * MS, now + 10.0)
+    assert isinstance(decision, Wait)
+    assert decision.until > now + 1 * MS
+
+
 def test_zero_row_requests_left_over_after_an_answer_are_decided_on():
     policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
     now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)

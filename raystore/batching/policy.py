@@ -17,6 +17,7 @@ The policy in short:
   once answered, after a round trip. So rows left over when a batch ends also wait for the rows it
   answered, through the silence before they start coming and while they come fast enough to pay,
   rather than running alone and holding the model while the answered callers queue behind them.
+  One slow row among them does not end that wait: a caller left behind waits a whole batch.
 - A batch holds no more rows than can run before the oldest request's deadline, but never fewer
   than the *sustainable* size, the largest batch that runs in half of `max_latency_ms` (a request
   waits at most one batch, then runs in the next). An old request that would make the batch smaller
@@ -212,12 +213,15 @@ class BatchPolicy:
         self._answered_at: float | None = None
         self._answered_rows = 0
         self._arrived_since_answer = 0
+        self._first_return_at = 0.0  # the first arrival since the last answer
 
     # ---- learning ---------------------------------------------------------------------------
 
     def on_arrival(self, now: float, rows: int) -> None:
         cap = self.latency.a if self.latency.ready else _COLD_GAP_CAP
         self.arrivals.observe(now, rows, cap)
+        if self._arrived_since_answer == 0:
+            self._first_return_at = now
         self._arrived_since_answer += rows
 
     def on_batch_done(self, rows: int, seconds: float, now: float | None = None) -> None:
@@ -291,27 +295,19 @@ class BatchPolicy:
         patience = latency.a / (ready_rows + 1)  # the longest expected gap still worth waiting for
         gap = self.arrivals.row_gap
         last = self.arrivals.last_arrival
-        if gap is None or last is None or gap >= patience:
-            return Dispatch(ready_rows)
-        burst_over = last + patience  # no row for that long: the burst is over
+        burst_over = None  # when the arrivals worth waiting for are over
+        if gap is not None and last is not None and gap < patience:
+            burst_over = last + patience  # no row for that long: the burst is over
         waiting_since = head_enqueued_at
         answered_at = self._answered_at
         if answered_at is not None:
-            # Callers with a fixed concurrency send again once answered, after a round trip: the
-            # rows the last batch answered are likely still to come. Waiting `w` for `k` of them
-            # pays while `w < k * a / rows` (each saves its share of `a`; the queued rows wait `w`),
-            # through the silence before they start and while they come at a pace that pays.
-            arrived = self._arrived_since_answer
-            owed = self._answered_rows - arrived
-            if owed > 0:
-                queued = max(ready_rows, 1)  # zero-row requests queue too
-                worth = owed * latency.a / queued
-                if arrived == 0:
-                    burst_over = max(burst_over, answered_at + worth)
-                elif (last - answered_at) / arrived < latency.a / queued:
-                    burst_over = max(burst_over, last + worth)
+            returning_by = self._returning_by(ready_rows)
+            if returning_by is not None:
+                burst_over = returning_by if burst_over is None else max(burst_over, returning_by)
             # Time spent queued behind a running batch was not spent waiting by choice.
             waiting_since = max(waiting_since, answered_at)
+        if burst_over is None:
+            return Dispatch(ready_rows)
         until = min(
             burst_over,
             head_deadline - latency.predict_upper(min(limit, ready_rows + 1)),
@@ -320,6 +316,34 @@ class BatchPolicy:
         if until <= now:
             return Dispatch(ready_rows)
         return Wait(until)
+
+    def _returning_by(self, ready_rows: int) -> float | None:
+        """Until when to wait for the callers the last batch answered, or None not to.
+
+        Callers with a fixed concurrency send again once answered, after a round trip: the rows the
+        last batch answered are likely still to come. Waiting `w` for `k` of them pays while
+        `w < k * a / rows` (each saves its share of `a`; the queued rows wait `w`). So wait through
+        the silence before the first one comes back, and then while they come back at a pace that
+        pays. A first arrival later than a full batch takes is not one of them: that is open-loop
+        traffic after a pause, and a lone request must not wait for callers who are not coming.
+        This is judged apart from the smoothed gap, which one slow row in a burst can inflate.
+        """
+        latency = self.latency
+        arrived = self._arrived_since_answer
+        owed = self._answered_rows - arrived
+        if owed <= 0:
+            return None
+        queued = max(ready_rows, 1)  # zero-row requests queue too
+        worth = owed * latency.a / queued
+        answered_at = self._answered_at
+        if arrived == 0:
+            return answered_at + worth
+        first, last = self._first_return_at, self.arrivals.last_arrival
+        if first - answered_at > latency.predict(self.config.max_batch_size):
+            return None
+        if arrived > 1 and (last - first) / (arrived - 1) >= latency.a / queued:
+            return None  # they come back too slowly to be worth waiting for
+        return last + worth
 
     # ---- load shedding ----------------------------------------------------------------------
 
