@@ -74,6 +74,12 @@ class _Kind:
         bounds = _bounds(sizes)
         return [self.slice(value, axis, start, stop) for start, stop in bounds]
 
+    def measure(self, value: Any, dim: int) -> tuple[int, Layout]:
+        """`(rows, layout)` of a well-formed value; raises (anything) otherwise. Every request
+        takes this path, so kinds may answer it in one step."""
+        axis = self.axis(value, dim, "")
+        return self.rows(value, axis), self.layout(value, axis)
+
 
 class _RowsOnly(_Kind):
     """Kinds that have rows but no other batchable dimension (lists, pandas objects)."""
@@ -99,6 +105,14 @@ class _NumpyArray(_Kind):
     def layout(self, value: Any, axis: int) -> Layout:
         shape = value.shape
         return ("ndarray", value.dtype.str, axis, shape[:axis] + shape[axis + 1 :])
+
+    def measure(self, value: Any, dim: int) -> tuple[int, Layout]:
+        shape = value.shape
+        ndim = len(shape)
+        if not -ndim <= dim < ndim:  # a scalar too: `describe` says what is wrong
+            raise _Unusual
+        axis = dim % ndim
+        return shape[axis], ("ndarray", value.dtype.str, axis, shape[:axis] + shape[axis + 1 :])
 
     def concat(self, values: Sequence[Any], axis: int) -> Any:
         return sys.modules["numpy"].concatenate(values, axis=axis)
@@ -270,8 +284,7 @@ def _describe_quickly(value: Any, dim: int) -> tuple[int, Layout]:
     on every request. Anything else raises, and `describe` looks again, slowly and with labels."""
     kind = _KIND_BY_TYPE.get(type(value))
     if kind is not None:
-        axis = kind.axis(value, dim, "")
-        return kind.rows(value, axis), kind.layout(value, axis)
+        return kind.measure(value, dim)
     if type(value) is tuple or type(value) is dict:
         rows, layouts = _describe_all_quickly(value.values() if type(value) is dict else value, dim)
         return rows, (_structure_key(value), layouts)

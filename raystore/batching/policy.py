@@ -209,7 +209,7 @@ class BatchPolicy:
         self.latency = latency or LatencyModel()
         self.arrivals = arrivals or ArrivalGauge()
         self._sized_key: tuple | None = None
-        self._sizes = (0, 0)
+        self._sizes = (0, 0, 0.0)
         self._answered_at: float | None = None
         self._answered_rows = 0
         self._arrived_since_answer = 0
@@ -257,10 +257,10 @@ class BatchPolicy:
         under sustained load a request then waits for one batch and runs in the next."""
         return self._sized()[0]
 
-    def _sized(self) -> tuple[int, int]:
+    def _sized(self) -> tuple[int, int, float]:
         """(the sustainable batch size, the most rows up to it whose single batch fits the whole
-        latency budget), recomputed only when the latency model or the settings change: both are
-        asked several times per request."""
+        latency budget, a cautious time for a batch of that size), recomputed only when the latency
+        model or the settings change: they are asked several times per request."""
         latency, config = self.latency, self.config
         key = (latency.observations, config.max_batch_size, config.max_latency_s)
         if key == self._sized_key:
@@ -270,7 +270,7 @@ class BatchPolicy:
             fits = math.floor((config.max_latency_s / 2 - latency.predict_upper(0)) / latency.b)
             size = max(1, min(size, fits))
         within_budget = size if self._drain_time_of(size, size, 1) <= config.max_latency_s else 0
-        self._sized_key, self._sizes = key, (size, within_budget)
+        self._sized_key, self._sizes = key, (size, within_budget, latency.predict_upper(size) if latency.ready else 0.0)
         return self._sizes
 
     def decide(
@@ -360,10 +360,13 @@ class BatchPolicy:
         if not latency.trusted or (rows_ahead == 0 and slot_free_at <= now):
             return None
         start = max(now, slot_free_at)
-        finish = start + self._drain_time(rows_ahead + rows)
         if deadline is None:
             deadline = self.deadline(now, rows)
         budget = (deadline - now) * (1 - _ADMISSION_HEADROOM)
+        size, _, full_batch_s = self._sized()
+        if rows_ahead + rows <= size and start - now + full_batch_s / self.config.max_concurrent_batches <= budget:
+            return None  # one batch drains it in time: the common case, decided without the sums below
+        finish = start + self._drain_time(rows_ahead + rows)
         overshoot = finish - now - budget
         if overshoot <= 0:
             return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from raystore.exceptions import InvalidArgument
@@ -24,10 +24,10 @@ class API:
     output: IODescriptor
     func: Callable[..., Any]
     doc: str
+    is_async: bool = field(init=False)  # looked up on every request: worked out once
 
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.func)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.func))
 
 
 class Service:
