@@ -268,6 +268,19 @@ def test_rejects_what_cannot_be_served_in_time():
     assert retry_after == pytest.approx(0.030 + 6 * 52 * MS - 0.200, abs=0.06)
 
 
+def test_admission_agrees_with_the_drain_time_it_promises():
+    # Whatever shortcut admission takes, a request is admitted exactly when the work ahead of it
+    # and itself is predicted to drain within its latency budget (less the headroom).
+    rng = random.Random(7)
+    for _ in range(500):
+        policy = policy_with(rng.uniform(0, 30) * MS, rng.uniform(0, 1) * MS, max_batch_size=rng.choice((8, 64)),
+                             max_latency_ms=rng.choice((50, 200)), max_concurrent_batches=rng.choice((1, 2)))
+        rows, ahead, busy_for = rng.randint(1, 8), rng.randint(0, 200), rng.uniform(0, 0.1)
+        budget = (policy.deadline(0.0, rows) - 0.0) * 0.95
+        fits = busy_for + policy.backlog_time(busy_for, ahead + rows, busy_for) <= budget
+        assert (policy.admit(0.0, rows, ahead, busy_for) is None) == (fits or (ahead == 0 and busy_for <= 0))
+
+
 def test_a_request_too_big_for_the_budget_is_served_when_nothing_is_ahead():
     policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64, max_latency_ms=50)
     assert policy.admit(0.0, 1000, 0, 0.0) is None
