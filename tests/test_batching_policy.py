@@ -199,6 +199,17 @@ def test_the_pace_of_returning_callers_counts_from_the_first_of_them():
     assert decision.until > now + 1 * MS
 
 
+def test_a_cheap_model_does_not_hold_the_first_caller_back_for_the_others():
+    # A model with a 30 us overhead, served in the ingress: requests come 200 us apart. The first
+    # caller back after a batch of 20 runs at once; waiting for the other 19 would not pay.
+    policy = policy_with(30e-6, 1e-6, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 200e-6, 40)
+    policy.on_batch_done(20, 50e-6, now + 50e-6)
+    now += 100e-6
+    policy.on_arrival(now, 1)
+    assert policy.decide(now, 1, True, now, now + 10.0) == Dispatch(1)
+
+
 def test_zero_row_requests_left_over_after_an_answer_are_decided_on():
     policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
     now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)
