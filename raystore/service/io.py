@@ -7,6 +7,7 @@ import io
 import json
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
@@ -45,9 +46,26 @@ def _json_body(body: bytes) -> Any:
     if not body:
         raise BadInput("the request body is empty; send a JSON document")
     try:
+        return orjson.loads(body)  # about 4x faster than json.loads on a small array
+    except orjson.JSONDecodeError:
+        pass  # what orjson refuses (NaN, integers over 64 bits) the standard parser reads, or explains
+    try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"the request body is not valid JSON: {exc}") from None
+
+
+def _numbers_response(rows: list) -> Response:
+    """Nested lists of numbers as a JSON response, rendered by orjson (about 10x faster than
+    Starlette's `json.dumps` for a small array). orjson writes NaN and infinities as null, where
+    `JSONResponse` refuses them as invalid JSON; such results keep `JSONResponse`'s answer."""
+    try:
+        body = orjson.dumps(rows)
+    except TypeError:  # an integer over 64 bits
+        return JSONResponse(rows)
+    if b"null" in body:  # only a non-finite float renders as null here
+        return JSONResponse(rows)
+    return Response(body, media_type="application/json")
 
 
 class NumpyNdarray(IODescriptor):
@@ -94,8 +112,8 @@ class NumpyNdarray(IODescriptor):
         import numpy as np
 
         if hasattr(value, "detach"):  # torch tensors list themselves (from any device), no numpy copy
-            return JSONResponse(value.tolist())
-        return JSONResponse(np.asarray(value).tolist())
+            return _numbers_response(value.tolist())
+        return _numbers_response(np.asarray(value).tolist())
 
     def openapi_schema(self) -> dict[str, Any]:
         item: dict[str, Any] = {"type": "number"}
