@@ -198,9 +198,14 @@ def main() -> None:
             base = medians[(kind, baselines[variant])]
             ratios = f"{rps / base[0]:>12.2f} {p99 / base[2]:>10.2f}"
         print(f"{kind:<5} {variant:<20} {rps:>7.0f} {p50:>7.1f} {p99:>7.1f} {ratios}")
-    print("\nreq/s of each round, in order (the spread is the machine's noise):")
+    print("\nreq/s of each round, in order (the spread is the machine's noise), and for raystore the ratio")
+    print("to its baseline measured moments before in the same round:")
     for (kind, variant), runs in results.items():
-        print(f"{kind:<5} {variant:<20} " + " ".join(f"{rps:>6.0f}" for rps, _, _ in runs))
+        paired = ""
+        if variant in baselines:
+            base_runs = results[(kind, baselines[variant])]
+            paired = "   ratios " + " ".join(f"{run[0] / base[0]:.2f}" for run, base in zip(runs, base_runs))
+        print(f"{kind:<5} {variant:<20} " + " ".join(f"{rps:>6.0f}" for rps, _, _ in runs) + paired)
     print("\ntargets: raystore >= 0.9x its raw baseline's req/s, p99 <= 1.1x")
 
 
