@@ -312,6 +312,52 @@ def test_a_cancelled_caller_is_dropped_and_blocks_nobody():
     assert batched.stats.cancelled == 1
 
 
+def test_the_running_count_of_the_next_batch_matches_a_recount():
+    # The dispatcher counts the next batch's rows as requests arrive instead of recounting the
+    # queue on every arrival; whatever happens (layouts, cancellations, failures, batches, a new
+    # max_batch_size), the count must be what a recount gives.
+    from raystore.batching.config import BatchConfig
+    from raystore.batching.dispatcher import Dispatcher
+
+    rng = random.Random(3)
+
+    async def main():
+        gate = asyncio.Event()
+
+        async def execute(arguments):
+            await gate.wait()
+            x = arguments["x"]
+            if x.size and x.flat[0] == -1:
+                raise ValueError("boom")
+            return x
+
+        config = BatchConfig(max_batch_size=8, max_latency_ms=10_000)
+        dispatcher = Dispatcher(execute, config)
+        tasks = []
+        for step in range(300):
+            action = rng.random()
+            if action < 0.6:
+                rows = rng.choice((0, 1, 1, 2, 3, 9))
+                dtype = np.float32 if rng.random() < 0.8 else np.int64
+                value = -1 if rng.random() < 0.05 else step
+                tasks.append(asyncio.ensure_future(dispatcher.submit({"x": np.full((rows, 2), value, dtype)})))
+            elif action < 0.7 and tasks:
+                rng.choice(tasks).cancel()
+            elif action < 0.75:
+                config.set_max_batch_size(rng.choice((4, 8, 16)))
+            elif action < 0.9:
+                gate.set()
+                await asyncio.sleep(0)
+                gate.clear()
+            await asyncio.sleep(0)
+            assert dispatcher._ready_rows() == tuple(dispatcher._count_ready()[:2]), step
+        gate.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert dispatcher.queued_rows == 0
+
+    run(main())
+
+
 def test_cancelling_a_running_request_leaves_its_batch_mates_alone():
     model = Gated(lambda x: x)
     batched = batch(max_batch_size=64)(model)

@@ -112,6 +112,9 @@ class Dispatcher:
         self._running: dict[asyncio.Task, float] = {}  # batch task -> its predicted end
         self._pump_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        # [rows, can grow, layout] of the next batch, kept up to date while the queue only grows;
+        # None: count again. Arrivals pump one by one, and a recount each time costs O(queue).
+        self._ready: list | None = None
         config.on_change(self._on_config_change)
 
     @property
@@ -163,6 +166,8 @@ class Dispatcher:
         )
         self._queue.append(request)
         self._queued_rows += rows
+        if self._ready is not None:
+            self._count_arrival(request)
         self._notify("request_admitted", rows)
         if self._arrival_may_dispatch():
             self._schedule_pump()
@@ -190,7 +195,11 @@ class Dispatcher:
     def _on_config_change(self) -> None:
         # Settings may change from another thread (a synchronous `reconfigure`).
         if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._schedule_pump)
+            self._loop.call_soon_threadsafe(self._on_settings_changed)
+
+    def _on_settings_changed(self) -> None:
+        self._ready = None  # a new max_batch_size moves where the next batch is full
+        self._schedule_pump()
 
     def _pump(self) -> None:
         self._pump_scheduled = False
@@ -224,6 +233,12 @@ class Dispatcher:
 
     def _ready_rows(self) -> tuple[int, bool]:
         """Rows the next batch could take now, and whether later arrivals could still join it."""
+        ready = self._ready
+        if ready is None:
+            ready = self._ready = self._count_ready()
+        return ready[0], ready[1]
+
+    def _count_ready(self) -> list:
         limit = self._config.max_batch_size
         layout = None
         rows = 0
@@ -233,15 +248,30 @@ class Dispatcher:
             if layout is None:
                 layout = request.layout
             elif request.layout != layout:
-                return rows, False  # an incompatible request is next in line: FIFO stops here
+                return [rows, False, layout]  # an incompatible request is next in line: FIFO stops here
             rows += request.rows_left
             if rows >= limit:
-                return rows, False
-        return rows, True
+                return [rows, False, layout]
+        return [rows, True, layout]
+
+    def _count_arrival(self, request: _Request) -> None:
+        """`_count_ready` after `request` joined the end of the queue, without a recount."""
+        ready = self._ready
+        if not ready[1]:
+            return  # the next batch is closed already: full, or cut by an incompatible request
+        if ready[2] is None:
+            ready[2] = request.layout
+        elif request.layout != ready[2]:
+            ready[1] = False
+            return
+        ready[0] += request.rows
+        if ready[0] >= self._config.max_batch_size:
+            ready[1] = False
 
     def _take(self, limit: int) -> list[_Piece]:
         """Hand the oldest compatible rows, at most `limit`, to a new batch; a request that does not
         fit entirely gives its first rows now and the rest to the next batch."""
+        self._ready = None
         pieces: list[_Piece] = []
         rows = 0
         layout = None
@@ -283,6 +313,7 @@ class Dispatcher:
 
     def _on_request_done(self, request: _Request) -> None:
         """A request's future resolved: by its result, an error, or the caller's cancellation."""
+        self._ready = None
         if not request.settled:
             self._queued_rows -= request.rows_left  # its remaining rows will never be dispatched
             request.settled = True
@@ -359,6 +390,7 @@ class Dispatcher:
 
     def _fail_batch(self, pieces: list[_Piece], rows: int, started: float, exc: Exception) -> None:
         """A failing batch fails its own requests, with its error."""
+        self._ready = None  # rows of theirs still queued are no longer waiting
         self._notify("batch_finished", rows, _count_requests(pieces), self._clock() - started, True)
         for piece in pieces:
             if not piece.request.future.done():
