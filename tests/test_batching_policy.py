@@ -199,6 +199,19 @@ def test_the_pace_of_returning_callers_counts_from_the_first_of_them():
     assert decision.until > now + 1 * MS
 
 
+def test_the_last_returning_caller_is_awaited_for_as_long_as_leaving_it_behind_costs():
+    # 63 of 64 answered callers are back. Left behind, the last would wait out the 52 ms batch
+    # about to run; the 63 would rather each wait up to 1/63 of that.
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)
+    answered = now + 60 * MS
+    policy.on_batch_done(64, 52 * MS, answered)
+    now = feed_arrivals(policy, answered + 10 * MS, 0.05 * MS, 63)
+    decision = policy.decide(now, 63, True, answered + 10 * MS, now + 10.0)
+    assert isinstance(decision, Wait)
+    assert decision.until - now == pytest.approx((20 * MS + 63 * 0.5 * MS) / 63, rel=0.02)
+
+
 def test_a_cheap_model_does_not_hold_the_first_caller_back_for_the_others():
     # A model with a 30 us overhead, served in the ingress: requests come 200 us apart. The first
     # caller back after a batch of 20 runs at once; waiting for the other 19 would not pay.

@@ -322,12 +322,14 @@ class BatchPolicy:
 
         Callers with a fixed concurrency send again once answered, after a round trip: the rows the
         last batch answered are likely still to come. Waiting `w` for `k` of them pays while
-        `w < k * a / rows` (each saves its share of `a`; the queued rows wait `w`). So wait through
-        the silence before the first one comes back, and then, once two are back, while they come
-        back at a pace that pays; this is judged apart from the smoothed gap, which one slow row in
-        a burst can inflate. A first arrival later than a full batch takes is not one of them: that
-        is open-loop traffic after a pause, and a lone request must not wait for callers who are
-        not coming. Nor is a model so cheap that its callers come back slower than it pays to wait.
+        `w < k * predict(rows) / rows`: the queued rows each wait `w`, while each row left behind
+        would wait out the batch about to run (and then, its batch mates being these very callers,
+        their round trip too). So wait through the silence before the first one comes back, and
+        then, once two are back, while they come back at a pace that pays; this is judged apart
+        from the smoothed gap, which one slow row in a burst can inflate. A first arrival later
+        than a full batch takes is not one of them: that is open-loop traffic after a pause, and a
+        lone request must not wait for callers who are not coming. Nor do callers of a model so
+        cheap that they come back slower than it pays to wait.
         """
         latency = self.latency
         arrived = self._arrived_since_answer
@@ -335,7 +337,8 @@ class BatchPolicy:
         if owed <= 0:
             return None
         queued = max(ready_rows, 1)  # zero-row requests queue too
-        worth = owed * latency.a / queued
+        per_row = latency.predict(queued) / queued
+        worth = owed * per_row
         answered_at = self._answered_at
         if arrived == 0:
             return answered_at + worth
@@ -344,7 +347,7 @@ class BatchPolicy:
         first, last = self._first_return_at, self.arrivals.last_arrival
         if first - answered_at > latency.predict(self.config.max_batch_size):
             return None
-        if (last - first) / (arrived - 1) >= latency.a / queued:
+        if (last - first) / (arrived - 1) >= per_row:
             return None  # they come back too slowly to be worth waiting for
         return last + worth
 
