@@ -355,6 +355,20 @@ def test_the_running_count_of_the_next_batch_matches_a_recount():
         await asyncio.gather(*tasks, return_exceptions=True)
         assert dispatcher.queued_rows == 0
 
+        # A lower max_batch_size closes a next batch that was still open.
+        gate.clear()
+        config.set_max_batch_size(16)
+        tasks = [asyncio.ensure_future(dispatcher.submit({"x": np.zeros((1, 2), np.float32)}))]
+        await settle(lambda: dispatcher.running_batches == 1)
+        tasks += [asyncio.ensure_future(dispatcher.submit({"x": np.zeros((3, 2), np.float32)})) for _ in range(2)]
+        await settle(lambda: dispatcher.queued_rows == 6)
+        assert dispatcher._ready_rows() == (6, True)  # behind the running batch, 6 rows could grow to 16
+        config.set_max_batch_size(4)
+        await asyncio.sleep(0)
+        assert dispatcher._ready_rows() == tuple(dispatcher._count_ready()[:2]) == (6, False)
+        gate.set()
+        await asyncio.gather(*tasks)
+
     run(main())
 
 
