@@ -134,10 +134,12 @@ def test_request_metrics_reach_the_prometheus_endpoint(subprocess_env):
         while time.time() < deadline:
             text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
             ok, bad = re.search(pattern % "200", text), re.search(pattern % "400", text)
-            if ok and bad and float(ok.group(1)) >= 2 and float(bad.group(1)) >= 1:
+            batches = re.search(r"raystore_batches_total\{[^}]*\} (\d+(?:\.\d+)?)", text)
+            if ok and bad and float(ok.group(1)) >= 2 and float(bad.group(1)) >= 1 and batches and float(batches.group(1)) >= 1:
                 break
             time.sleep(1)
         else:
             raise AssertionError("request metrics never appeared: " + "\n".join(
                 line for line in text.splitlines() if "raystore" in line)[:2000])
         assert "raystore_request_latency_ms_bucket" in text
+        assert "raystore_batch_size_bucket" in text
