@@ -321,6 +321,10 @@ def test_the_running_count_of_the_next_batch_matches_a_recount():
 
     rng = random.Random(3)
 
+    def recount(dispatcher):
+        counted = dispatcher._count_ready()
+        return counted.rows, counted.open
+
     async def main():
         gate = asyncio.Event()
 
@@ -350,7 +354,7 @@ def test_the_running_count_of_the_next_batch_matches_a_recount():
                 await asyncio.sleep(0)
                 gate.clear()
             await asyncio.sleep(0)
-            assert dispatcher._ready_rows() == tuple(dispatcher._count_ready()[:2]), step
+            assert dispatcher._ready_rows() == recount(dispatcher), step
         gate.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         assert dispatcher.queued_rows == 0
@@ -365,7 +369,7 @@ def test_the_running_count_of_the_next_batch_matches_a_recount():
         assert dispatcher._ready_rows() == (6, True)  # behind the running batch, 6 rows could grow to 16
         config.set_max_batch_size(4)
         await asyncio.sleep(0)
-        assert dispatcher._ready_rows() == tuple(dispatcher._count_ready()[:2]) == (6, False)
+        assert dispatcher._ready_rows() == recount(dispatcher) == (6, False)
         gate.set()
         await asyncio.gather(*tasks)
 

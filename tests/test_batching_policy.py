@@ -33,6 +33,15 @@ def feed_arrivals(policy: BatchPolicy, start: float, gap: float, count: int) -> 
     return now - gap
 
 
+def synthetic_policy_just_answered(rows: int) -> tuple[BatchPolicy, float]:
+    """The synthetic a = 20 ms, b = 0.5 ms/row model after a batch answered `rows` callers; returns
+    the policy and when they were answered."""
+    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
+    answered = feed_arrivals(policy, 0.0, 0.1 * MS, 64) + 60 * MS
+    policy.on_batch_done(rows, 52 * MS, answered)
+    return policy, answered
+
+
 # ---- LatencyModel --------------------------------------------------------------------------------
 
 
@@ -174,10 +183,7 @@ def test_rows_left_over_wait_for_the_callers_just_answered():
 def test_answered_callers_are_awaited_though_one_slow_row_inflated_the_gap():
     # A closed loop's burst of returning callers with one 5 ms hiccup in it: the smoothed gap now
     # exceeds the patience, but 20 of the 64 answered callers are still to come, fast.
-    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
-    now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)
-    answered = now + 60 * MS
-    policy.on_batch_done(64, 52 * MS, answered)
+    policy, answered = synthetic_policy_just_answered(64)
     now = feed_arrivals(policy, answered + 10 * MS, 0.05 * MS, 40)
     now = feed_arrivals(policy, now + 5 * MS, 0.05 * MS, 4)
     assert policy.arrivals.row_gap >= 20 * MS / 45  # the gap rule alone would dispatch
@@ -189,10 +195,7 @@ def test_answered_callers_are_awaited_though_one_slow_row_inflated_the_gap():
 def test_the_pace_of_returning_callers_counts_from_the_first_of_them():
     # 10 rows left over; the answered callers start coming back after a 15 ms round trip, then come
     # fast. The silence before them says nothing about their pace.
-    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
-    now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)
-    answered = now + 60 * MS
-    policy.on_batch_done(54, 52 * MS, answered)
+    policy, answered = synthetic_policy_just_answered(54)
     now = feed_arrivals(policy, answered + 15 * MS, 0.1 * MS, 3)
     decision = policy.decide(now, 13, True, answered - 30 * MS, now + 10.0)
     assert isinstance(decision, Wait)
@@ -202,10 +205,7 @@ def test_the_pace_of_returning_callers_counts_from_the_first_of_them():
 def test_the_last_returning_caller_is_awaited_for_as_long_as_leaving_it_behind_costs():
     # 63 of 64 answered callers are back. Left behind, the last would wait out the 52 ms batch
     # about to run; the 63 would rather each wait up to 1/63 of that.
-    policy = policy_with(20 * MS, 0.5 * MS, max_batch_size=64)
-    now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)
-    answered = now + 60 * MS
-    policy.on_batch_done(64, 52 * MS, answered)
+    policy, answered = synthetic_policy_just_answered(64)
     now = feed_arrivals(policy, answered + 10 * MS, 0.05 * MS, 63)
     decision = policy.decide(now, 63, True, answered + 10 * MS, now + 10.0)
     assert isinstance(decision, Wait)

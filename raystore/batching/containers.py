@@ -112,7 +112,7 @@ class _NumpyArray(_Kind):
         if not -ndim <= dim < ndim:  # a scalar too: `describe` says what is wrong
             raise _Unusual
         axis = dim % ndim
-        return shape[axis], ("ndarray", value.dtype.str, axis, shape[:axis] + shape[axis + 1 :])
+        return shape[axis], self.layout(value, axis)
 
     def concat(self, values: Sequence[Any], axis: int) -> Any:
         return sys.modules["numpy"].concatenate(values, axis=axis)

@@ -59,6 +59,16 @@ class _Request:
         return not self.settled and not self.future.done()
 
 
+@dataclass(slots=True)
+class _NextBatch:
+    """What the next batch could take: its rows so far, whether later arrivals could still join
+    it, and the layout they must share."""
+
+    rows: int
+    open: bool
+    layout: Hashable | None
+
+
 @dataclass(eq=False, slots=True)
 class _Piece:
     """Rows `[start, stop)` of one request, as they ride in one batch."""
@@ -112,9 +122,9 @@ class Dispatcher:
         self._running: dict[asyncio.Task, float] = {}  # batch task -> its predicted end
         self._pump_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
-        # [rows, can grow, layout] of the next batch, kept up to date while the queue only grows;
-        # None: count again. Arrivals pump one by one, and a recount each time costs O(queue).
-        self._ready: list | None = None
+        # The next batch, kept up to date while the queue only grows; None: count again. Arrivals
+        # pump one by one, and a recount each time costs O(queue).
+        self._ready: _NextBatch | None = None
         config.on_change(self._on_config_change)
 
     @property
@@ -236,9 +246,9 @@ class Dispatcher:
         ready = self._ready
         if ready is None:
             ready = self._ready = self._count_ready()
-        return ready[0], ready[1]
+        return ready.rows, ready.open
 
-    def _count_ready(self) -> list:
+    def _count_ready(self) -> _NextBatch:
         limit = self._config.max_batch_size
         layout = None
         rows = 0
@@ -248,25 +258,25 @@ class Dispatcher:
             if layout is None:
                 layout = request.layout
             elif request.layout != layout:
-                return [rows, False, layout]  # an incompatible request is next in line: FIFO stops here
+                return _NextBatch(rows, False, layout)  # an incompatible request is next in line: FIFO stops here
             rows += request.rows_left
             if rows >= limit:
-                return [rows, False, layout]
-        return [rows, True, layout]
+                return _NextBatch(rows, False, layout)
+        return _NextBatch(rows, True, layout)
 
     def _count_arrival(self, request: _Request) -> None:
         """`_count_ready` after `request` joined the end of the queue, without a recount."""
         ready = self._ready
-        if not ready[1]:
+        if not ready.open:
             return  # the next batch is closed already: full, or cut by an incompatible request
-        if ready[2] is None:
-            ready[2] = request.layout
-        elif request.layout != ready[2]:
-            ready[1] = False
+        if ready.layout is None:
+            ready.layout = request.layout
+        elif request.layout != ready.layout:
+            ready.open = False
             return
-        ready[0] += request.rows
-        if ready[0] >= self._config.max_batch_size:
-            ready[1] = False
+        ready.rows += request.rows
+        if ready.rows >= self._config.max_batch_size:
+            ready.open = False
 
     def _take(self, limit: int) -> list[_Piece]:
         """Hand the oldest compatible rows, at most `limit`, to a new batch; a request that does not
