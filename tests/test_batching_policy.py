@@ -212,6 +212,53 @@ def test_the_last_returning_caller_is_awaited_for_as_long_as_leaving_it_behind_c
     assert decision.until - now == pytest.approx((20 * MS + 63 * 0.5 * MS) / 63, rel=0.02)
 
 
+def mlp_policy_in_a_closed_loop(silence: float, answered_rows: int = 64) -> tuple[BatchPolicy, float]:
+    """A small MLP (a = 2.5 ms, b = 0.09 ms/row: a full batch in 8.3 ms) behind a proxy: its 64
+    callers come back `silence` after each answer, 0.1 ms apart. Returns the policy after a few
+    such cycles, and when the last batch answered `answered_rows` of them."""
+    policy = policy_with(2.5 * MS, 0.09 * MS, max_batch_size=64)
+    now = feed_arrivals(policy, 0.0, 0.1 * MS, 64)
+    for _ in range(6):
+        answered = now + 8.3 * MS
+        policy.on_batch_done(64, 8.3 * MS, answered)
+        now = feed_arrivals(policy, answered + silence, 0.1 * MS, 64)
+    answered = now + 8.3 * MS
+    policy.on_batch_done(answered_rows, 8.3 * MS, answered)
+    return policy, answered
+
+
+def test_callers_whose_round_trip_outlasts_a_full_batch_are_still_awaited():
+    # Their round trip (11 ms) is longer than a full batch (8.3 ms), as it always has been: 40
+    # are back, fast, and 24 are still to come.
+    policy, answered = mlp_policy_in_a_closed_loop(silence=11 * MS)
+    assert policy.latency.predict(64) < 11 * MS
+    now = feed_arrivals(policy, answered + 11 * MS, 0.1 * MS, 40)
+    decision = policy.decide(now, 40, True, answered + 11 * MS, now + 10.0)
+    assert isinstance(decision, Wait)
+    assert decision.until > now + 1 * MS
+
+
+def test_a_burst_long_after_the_usual_round_trip_does_not_wait_for_the_answered_callers():
+    # The callers usually come back 11 ms after an answer; three rows 200 ms after one are new
+    # traffic, and get no more than the gap rule's patience.
+    policy, answered = mlp_policy_in_a_closed_loop(silence=11 * MS)
+    now = feed_arrivals(policy, answered + 200 * MS, 0.1 * MS, 3)
+    decision = policy.decide(now, 3, True, answered + 200 * MS, now + 10.0)
+    assert decision == Dispatch(3) or decision.until <= now + policy.latency.a / 4
+
+
+def test_rows_left_over_wait_for_returning_callers_beyond_a_full_batch_past_the_answer():
+    # 10 rows were left over when the last batch answered 54 callers. Those come back from 11 ms
+    # on; 15 ms after the answer, 41 are back and more are coming. A full batch's time counts from
+    # the first of them, not from the answer: the silence of their round trip was not a choice.
+    policy, answered = mlp_policy_in_a_closed_loop(silence=11 * MS, answered_rows=54)
+    now = feed_arrivals(policy, answered + 11 * MS, 0.1 * MS, 41)
+    decision = policy.decide(now, 51, True, answered - 5 * MS, now + 10.0)
+    assert now > answered + policy.latency.predict(64)
+    assert isinstance(decision, Wait)
+    assert decision.until > now + 1 * MS
+
+
 def test_a_cheap_model_does_not_hold_the_first_caller_back_for_the_others():
     # A model with a 30 us overhead, served in the ingress: requests come 200 us apart. The first
     # caller back after a batch of 20 runs at once; waiting for the other 19 would not pay.

@@ -12,12 +12,16 @@ The policy in short:
   the `rows` queued rows, while the new row, if left behind, would pay a whole extra batch overhead
   `a`. Waiting never lets the oldest request miss `max_latency_ms`, and never lasts longer than a
   full batch takes to run (counted from the head's arrival or the last batch's end, whichever is
-  later: time queued behind a running batch was not spent waiting by choice).
+  later: time queued behind a running batch was not spent waiting by choice; and once the callers
+  that batch answered are coming back, from the first of them, their round trip being no choice
+  either).
 - Callers with a fixed concurrency (a proxy's connection pool, a client's worker pool) send again
   once answered, after a round trip. So rows left over when a batch ends also wait for the rows it
   answered, through the silence before they start coming and while they come fast enough to pay,
   rather than running alone and holding the model while the answered callers queue behind them.
-  One slow row among them does not end that wait: a caller left behind waits a whole batch.
+  One slow row among them does not end that wait: a caller left behind waits a whole batch. The
+  first arrival after an answer is taken for one of them when it comes no later than a full batch
+  takes or four times the usual round trip; later, it is new traffic after a pause.
 - A batch holds no more rows than can run before the oldest request's deadline, but never fewer
   than the *sustainable* size, the largest batch that runs in half of `max_latency_ms` (a request
   waits at most one batch, then runs in the next). An old request that would make the batch smaller
@@ -214,6 +218,8 @@ class BatchPolicy:
         self._answered_rows = 0
         self._arrived_since_answer = 0
         self._first_return_at = 0.0  # the first arrival since the last answer
+        self._returning = False  # whether that first arrival looked like an answered caller back
+        self._silence: float | None = None  # smoothed time from an answer to the first arrival after it
 
     # ---- learning ---------------------------------------------------------------------------
 
@@ -222,7 +228,21 @@ class BatchPolicy:
         self.arrivals.observe(now, rows, cap)
         if self._arrived_since_answer == 0:
             self._first_return_at = now
+            if self._answered_at is not None:
+                self._on_first_return(now - self._answered_at)
         self._arrived_since_answer += rows
+
+    def _on_first_return(self, silence: float) -> None:
+        """The first arrival since an answer came `silence` after it. It counts as an answered
+        caller back if the silence is no longer than a full batch takes or than four times the usual
+        silence (a round trip through a proxy can take longer than a cheap model's batch); later
+        than that, it is open-loop traffic after a pause."""
+        usual = self.latency.predict(self.config.max_batch_size)
+        if self._silence is not None:
+            usual = max(usual, 4 * self._silence)
+        self._returning = silence <= usual
+        sample = min(silence, usual)  # one long pause must not teach that callers take that long
+        self._silence = sample if self._silence is None else self._silence + 0.2 * (sample - self._silence)
 
     def on_batch_done(self, rows: int, seconds: float, now: float | None = None) -> None:
         """A batch of `rows` rows ran in `seconds`, and its callers were answered at `now`."""
@@ -301,11 +321,15 @@ class BatchPolicy:
         waiting_since = head_enqueued_at
         answered_at = self._answered_at
         if answered_at is not None:
+            # Time spent queued behind a running batch was not spent waiting by choice; nor, once
+            # answered callers are coming back, was the silence of their round trip.
+            started_waiting = answered_at
             returning_by = self._returning_by(ready_rows)
             if returning_by is not None:
                 burst_over = returning_by if burst_over is None else max(burst_over, returning_by)
-            # Time spent queued behind a running batch was not spent waiting by choice.
-            waiting_since = max(waiting_since, answered_at)
+                if self._arrived_since_answer > 0:
+                    started_waiting = self._first_return_at
+            waiting_since = max(waiting_since, started_waiting)
         if burst_over is None:
             return Dispatch(ready_rows)
         until = min(
@@ -326,10 +350,10 @@ class BatchPolicy:
         would wait out the batch about to run (and then, its batch mates being these very callers,
         their round trip too). So wait through the silence before the first one comes back, and
         then, once two are back, while they come back at a pace that pays; this is judged apart
-        from the smoothed gap, which one slow row in a burst can inflate. A first arrival later
-        than a full batch takes is not one of them: that is open-loop traffic after a pause, and a
-        lone request must not wait for callers who are not coming. Nor do callers of a model so
-        cheap that they come back slower than it pays to wait.
+        from the smoothed gap, which one slow row in a burst can inflate. A first arrival much
+        later than usual is not one of them (`_on_first_return`): that is open-loop traffic after
+        a pause, and a lone request must not wait for callers who are not coming. Nor do callers
+        of a model so cheap that they come back slower than it pays to wait.
         """
         latency = self.latency
         arrived = self._arrived_since_answer
@@ -344,9 +368,10 @@ class BatchPolicy:
             return answered_at + worth
         if arrived == 1:
             return None  # one row back tells no pace yet: the usual gap rule decides
-        first, last = self._first_return_at, self.arrivals.last_arrival
-        if first - answered_at > latency.predict(self.config.max_batch_size):
+        if not self._returning:
             return None
+        last = self.arrivals.last_arrival
+        first = self._first_return_at
         if (last - first) / (arrived - 1) >= per_row:
             return None  # they come back too slowly to be worth waiting for
         return last + worth
