@@ -203,7 +203,7 @@ class FullBatches(HTTPEntry):
 
     def run_if_waiting(self, first: asyncio.Future) -> None:
         if self.group and self.group[0][1] is first:
-            asyncio.get_running_loop().create_task(self.run())
+            self.leftover_run = asyncio.get_running_loop().create_task(self.run())  # held: the loop keeps tasks weakly
 
     async def run(self) -> None:
         group, self.group = self.group, []
