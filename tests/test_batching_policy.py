@@ -247,13 +247,30 @@ def test_a_burst_long_after_the_usual_round_trip_does_not_wait_for_the_answered_
     assert decision == Dispatch(3) or decision.until <= now + policy.latency.a / 4
 
 
+def test_regular_pauses_in_open_loop_traffic_are_not_learned_as_a_round_trip():
+    # After the closed loop, open-loop bursts of 3 rows every 200 ms, each answered together with
+    # 5 other rows: the answered rows never all come back, so 200 ms is no round trip. The tenth
+    # burst still gets no more than the gap rule's patience, not a wait for the 5 others.
+    policy, answered = mlp_policy_in_a_closed_loop(silence=11 * MS)
+    for _ in range(10):
+        start = answered + 200 * MS
+        now = feed_arrivals(policy, start, 0.1 * MS, 3)
+        decision = policy.decide(now, 3, True, start, now + 10.0)
+        answered = now + 3 * MS
+        policy.on_batch_done(8, 3 * MS, answered)
+    assert decision == Dispatch(3) or decision.until <= now + policy.latency.a / 4
+
+
 def test_rows_left_over_wait_for_returning_callers_beyond_a_full_batch_past_the_answer():
-    # 10 rows were left over when the last batch answered 54 callers. Those come back from 11 ms
-    # on; 15 ms after the answer, 41 are back and more are coming. A full batch's time counts from
-    # the first of them, not from the answer: the silence of their round trip was not a choice.
-    policy, answered = mlp_policy_in_a_closed_loop(silence=11 * MS, answered_rows=54)
-    now = feed_arrivals(policy, answered + 11 * MS, 0.1 * MS, 41)
-    decision = policy.decide(now, 51, True, answered - 5 * MS, now + 10.0)
+    # 10 rows were left over when the last batch answered 54 callers. Those come back from 5 ms
+    # on, 0.12 ms apart: the last of them 11.5 ms after the answer, later than a full batch (8.3
+    # ms) past it. The full batch's time counts from the first of them, not from the answer: the
+    # silence of their round trip was not a choice.
+    policy, answered = mlp_policy_in_a_closed_loop(silence=5 * MS, answered_rows=54)
+    head = answered - 5 * MS
+    assert isinstance(policy.decide(answered + 4.9 * MS, 10, True, head, answered + 10.0), Wait)
+    now = feed_arrivals(policy, answered + 5 * MS, 0.12 * MS, 41)
+    decision = policy.decide(now, 51, True, head, now + 10.0)
     assert now > answered + policy.latency.predict(64)
     assert isinstance(decision, Wait)
     assert decision.until > now + 1 * MS

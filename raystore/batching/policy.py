@@ -21,7 +21,8 @@ The policy in short:
   rather than running alone and holding the model while the answered callers queue behind them.
   One slow row among them does not end that wait: a caller left behind waits a whole batch. The
   first arrival after an answer is taken for one of them when it comes no later than a full batch
-  takes or four times the usual round trip; later, it is new traffic after a pause.
+  takes or four times the usual round trip (learned from answers whose callers all came back);
+  later, it is new traffic after a pause.
 - A batch holds no more rows than can run before the oldest request's deadline, but never fewer
   than the *sustainable* size, the largest batch that runs in half of `max_latency_ms` (a request
   waits at most one batch, then runs in the next). An old request that would make the batch smaller
@@ -219,7 +220,8 @@ class BatchPolicy:
         self._arrived_since_answer = 0
         self._first_return_at = 0.0  # the first arrival since the last answer
         self._returning = False  # whether that first arrival looked like an answered caller back
-        self._silence: float | None = None  # smoothed time from an answer to the first arrival after it
+        self._silence: float | None = None  # smoothed time from an answer to the first caller back
+        self._pending_silence: float | None = None  # this cycle's, learned once all answered rows came
 
     # ---- learning ---------------------------------------------------------------------------
 
@@ -231,24 +233,32 @@ class BatchPolicy:
             if self._answered_at is not None:
                 self._on_first_return(now - self._answered_at)
         self._arrived_since_answer += rows
+        if self._pending_silence is not None and self._arrived_since_answer >= self._answered_rows:
+            self._learn_silence(self._pending_silence)
 
     def _on_first_return(self, silence: float) -> None:
         """The first arrival since an answer came `silence` after it. It counts as an answered
-        caller back if the silence is no longer than a full batch takes or than four times the usual
-        silence (a round trip through a proxy can take longer than a cheap model's batch); later
-        than that, it is open-loop traffic after a pause."""
+        caller back if the silence is no longer than a full batch takes or than four times the
+        usual silence (a round trip through a proxy can take longer than a cheap model's batch);
+        later than that, it is open-loop traffic after a pause. The silence is learned only once
+        as many rows as were answered have come (a closed loop's callers all come back), and
+        clipped: a burst of new traffic after a pause says nothing of a round trip."""
         usual = self.latency.predict(self.config.max_batch_size)
         if self._silence is not None:
             usual = max(usual, 4 * self._silence)
         self._returning = silence <= usual
-        sample = min(silence, usual)  # one long pause must not teach that callers take that long
+        self._pending_silence = min(silence, usual)
+
+    def _learn_silence(self, sample: float) -> None:
         self._silence = sample if self._silence is None else self._silence + 0.2 * (sample - self._silence)
+        self._pending_silence = None
 
     def on_batch_done(self, rows: int, seconds: float, now: float | None = None) -> None:
         """A batch of `rows` rows ran in `seconds`, and its callers were answered at `now`."""
         self.latency.observe(rows, seconds)
         if now is not None:
             self._answered_at, self._answered_rows, self._arrived_since_answer = now, rows, 0
+            self._pending_silence = None  # not all of the previous batch's callers came back
 
     # ---- sizing -----------------------------------------------------------------------------
 
