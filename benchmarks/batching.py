@@ -192,7 +192,6 @@ class FullBatches(HTTPEntry):
         self.group: list[tuple[np.ndarray, asyncio.Future]] = []
 
     async def predict(self, x: np.ndarray) -> np.ndarray:
-        started = time.perf_counter()
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         self.group.append((x, waiter))
@@ -201,9 +200,7 @@ class FullBatches(HTTPEntry):
             loop.call_later(1.0, self.run_if_waiting, waiter)
         if len(self.group) >= CALLERS:
             self.start_run()  # in a task of its own: this caller may go away, the others must not hang
-        result = await waiter
-        self.meter.latencies.append(time.perf_counter() - started)
-        return result
+        return await self.meter.timed(waiter)
 
     def run_if_waiting(self, first: asyncio.Future) -> None:
         if self.group and self.group[0][1] is first:
@@ -434,8 +431,9 @@ def median_result(name: str, rounds: list[Result]) -> Result:
 async def run_model(kind: str, duration_s: float, warmup_s: float, timeouts: tuple[float, ...], rounds: int) -> tuple[list[Result], list[Result]]:
     """The closed-loop results at `CALLERS` connections, then those at `LIGHT_CALLERS`.
 
-    Every fixed timeout runs once; then the best of them and `raystore.batch` run `rounds` times,
-    interleaved, and their medians are kept: single runs here vary by 10% from one to the next.
+    Every fixed timeout runs once; then the best of them, `raystore.batch` and the ideal batcher
+    run `rounds` times, interleaved, and their medians are kept: single runs here vary by 10% from
+    one to the next.
     """
     results, light = [], []
     handle = await deploy(Unbatched, f"{kind}-unbatched", 256, kind)
@@ -456,7 +454,6 @@ async def run_model(kind: str, duration_s: float, warmup_s: float, timeouts: tup
     for round_ in range(rounds):
         if round_ > 0:
             best_rounds.append(await closed_loop(best.name, ray_app, ray, CALLERS, warmup_s, duration_s))
-            best_rounds[-1].timeout_s = best.timeout_s
         our_rounds.append(await closed_loop("raystore.batch", our_app, ours, CALLERS, warmup_s, duration_s))
         ideal_rounds.append(await closed_loop(IDEAL, ideal_app, ideal, CALLERS, warmup_s, duration_s))
     await undeploy(ideal_app)
@@ -564,7 +561,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of the best timeout and raystore.batch")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of the best timeout, raystore.batch and the ideal")
     parser.add_argument("--quick", action="store_true", help="fewer @serve.batch timeouts, shorter runs, one round")
     args = parser.parse_args()
     timeouts = (0.01, 0.05) if args.quick else RAY_TIMEOUTS_S
