@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := sklearn,pytorch,s3,test
 
-.PHONY: quickstart test install clean deployments
+.PHONY: quickstart test lint install clean deployments
 
 $(BIN)/raystore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ install: $(BIN)/raystore
 quickstart: install
 	$(BIN)/python examples/iris/quickstart.py
 
-test: install
+# The layer contracts of docs/architecture.md and ruff first: a violation fails the build.
+lint: install
+	$(BIN)/lint-imports --no-logo --no-cache
+	$(BIN)/ruff check raystore tests benchmarks examples
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # deployments/*.yaml: the examples' Serve configs for cluster.yaml's cluster, side by side under

@@ -51,13 +51,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from wrk_load import wrk
 
-from raystore.batching import ServiceUnavailable, batch
-from raystore.serving import HAPROXY_ENV, _stop_leftover_haproxy, haproxy_available
+from raystore import ServiceUnavailable, batch
+from raystore._private.deploy.local import HAPROXY_ENV, _stop_leftover_haproxy, haproxy_available
 
 if haproxy_available():
     os.environ.update(HAPROXY_ENV)  # before Ray starts: its processes read it
-import ray  # noqa: E402
-from ray import serve  # noqa: E402
+import ray
+from ray import serve
 
 SYNTHETIC_A_S = 0.020
 SYNTHETIC_B_S = 0.0005

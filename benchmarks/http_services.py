@@ -140,14 +140,14 @@ def main() -> None:
     sys.path.insert(0, str(work))
     save_models()
 
-    from raystore.serving import HAPROXY_ENV, haproxy_available
+    from raystore._private.deploy.local import HAPROXY_ENV, haproxy_available
 
     if haproxy_available():
         os.environ.update(HAPROXY_ENV)
     import ray
     from ray import serve
 
-    from raystore.service.ingress import load_service
+    from raystore._private.service.service import load_service
 
     # Logical CPUs: the eight apps' replicas ask for more than the machine's cores, though only one
     # app is under load at a time.
@@ -181,7 +181,7 @@ def main() -> None:
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         ray.shutdown()  # no graceful serve.shutdown: under HAProxy it waits 30 s for nothing
-        from raystore.serving import _stop_leftover_haproxy
+        from raystore._private.deploy.local import _stop_leftover_haproxy
 
         _stop_leftover_haproxy(port)
     mode = "HAProxy" if haproxy_available() else "Python proxy"

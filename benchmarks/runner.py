@@ -95,7 +95,7 @@ async def closed_loop(handle, duration_s: float, warmup_s: float = 2.0) -> tuple
 
     await asyncio.gather(*[caller() for _ in range(CALLERS)])
     latencies.sort()
-    p = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    p = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
     return len(latencies) / duration_s, p(0.50), p(0.99)
 
 

@@ -42,10 +42,10 @@ def _reset_peak() -> None:
 
 
 def child(op: str, arg: str) -> None:
+    import s3fs
     import torch
 
     import raystore
-    import s3fs
 
     def s3():
         return s3fs.S3FileSystem(key=KEY, secret=SECRET, client_kwargs={"endpoint_url": os.environ["RAYSTORE_S3_ENDPOINT_URL"]})

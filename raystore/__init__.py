@@ -1,40 +1,58 @@
 """raystore: a versioned model store and an adaptively batching model server on Ray Serve.
 
-Importing raystore never starts Ray or imports a machine-learning framework; framework modules
-(`raystore.sklearn`, `raystore.pytorch`, ...) load on first attribute access.
+The public surface is this module, the framework modules (`raystore.sklearn`, `raystore.pytorch`,
+`raystore.torchscript`, `raystore.picklable_model`), `raystore.io`, `raystore.models`,
+`raystore.exceptions`, `raystore.tag`, `raystore.config` and the `raystore` command. Everything
+under `raystore._private` is internal and may change without notice.
+
+Importing raystore never starts Ray or imports a machine-learning framework: every name below
+loads on first access.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from raystore import exceptions, models
-from raystore.store import Model, ModelInfo, ModelSignature
-from raystore.tag import Tag
+from raystore._private.version import __version__
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from raystore import config, exceptions, io, models, picklable_model, pytorch, sklearn, torchscript
+    from raystore._private.batching import batch
+    from raystore._private.runner.model import Model
+    from raystore._private.runner.runnable import Runnable
+    from raystore._private.runner.runner import Runner
+    from raystore._private.service.service import Service
+    from raystore._private.store import ModelInfo, ModelSignature
+    from raystore.exceptions import ServiceUnavailable
+    from raystore.tag import Tag
 
-_LAZY_MODULES = {"picklable_model", "sklearn", "pytorch", "torchscript", "config", "io"}
-
-__all__ = [
-    "Model", "ModelInfo", "ModelSignature", "Runnable", "Runner", "Service", "ServiceUnavailable", "Tag",
-    "__version__", "batch", "exceptions", "models", *sorted(_LAZY_MODULES),
-]
-
+_LAZY_MODULES = {"config", "exceptions", "io", "models", "picklable_model", "pytorch", "sklearn", "torchscript"}
 
 _LAZY_ATTRIBUTES = {
-    "Runner": "raystore.runner.runner",
-    "Runnable": "raystore.runner.runnable",
-    "batch": "raystore.batching",
-    "ServiceUnavailable": "raystore.batching",
-    "Service": "raystore.service.service",
+    "Model": "raystore._private.runner.model",
+    "ModelInfo": "raystore._private.store",
+    "ModelSignature": "raystore._private.store",
+    "Runnable": "raystore._private.runner.runnable",
+    "Runner": "raystore._private.runner.runner",
+    "Service": "raystore._private.service.service",
+    "ServiceUnavailable": "raystore.exceptions",
+    "Tag": "raystore.tag",
+    "batch": "raystore._private.batching",
 }
+
+__all__ = ["__version__", *sorted(_LAZY_ATTRIBUTES), *sorted(_LAZY_MODULES)]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY_MODULES:
         return importlib.import_module(f"raystore.{name}")
     if name in _LAZY_ATTRIBUTES:
-        return getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
+        value = getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
+        globals()[name] = value  # found once: later lookups skip this function
+        return value
     raise AttributeError(f"module 'raystore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,39 +1,143 @@
-"""The errors raystore raises. Every one carries a message that says what was wrong and what to do."""
+"""Every error raystore raises, grouped by area.
+
+Each says what was wrong and what to do, is also the builtin exception that fits it (so that
+`except ValueError` keeps working), and carries the HTTP status a service answers it with
+(`http_status`; `http_headers()` for extra response headers). A service maps errors to responses
+by these attributes alone (`raystore._private.service.app.error_response`).
+"""
 
 from __future__ import annotations
 
 
 class RaystoreError(Exception):
-    """Base class of all raystore errors."""
+    """Base class of all raystore errors; answered 500 unless a subclass says otherwise."""
+
+    http_status = 500
+
+    def http_headers(self) -> dict[str, str]:
+        return {}
+
+
+# ---- names, arguments and settings ---------------------------------------------------------------
 
 
 class InvalidTag(RaystoreError, ValueError):
     """A tag, name or version does not follow the naming rules."""
 
+    http_status = 400
+
 
 class InvalidArgument(RaystoreError, ValueError):
-    """A labels, metadata, signatures or other argument is malformed."""
+    """An argument is malformed: labels, metadata, signatures, runner or batch settings, ..."""
+
+    http_status = 400
+
+
+class ConfigError(RaystoreError, ValueError):
+    """The configuration file or an environment setting is invalid (the server's fault: 500)."""
+
+
+class MissingDependency(RaystoreError, ImportError):
+    """An optional package needed for this operation is not installed."""
+
+
+# ---- the store --------------------------------------------------------------------------------------
 
 
 class NotFound(RaystoreError, LookupError):
     """The requested model or version does not exist in the store."""
 
+    http_status = 404
+
 
 class AmbiguousTag(RaystoreError, LookupError):
     """A version prefix matches more than one version."""
+
+    http_status = 400
 
 
 class FrameworkMismatch(RaystoreError, TypeError):
     """A model was saved by one framework module and requested through another."""
 
+    http_status = 400
+
 
 class StoreError(RaystoreError):
-    """The store is unusable: unreadable files, a corrupt version, a failed write."""
+    """The store is unusable: unreadable files, a corrupt version, a failed write, an unreachable bucket."""
 
 
-class ConfigError(RaystoreError, ValueError):
-    """The configuration file or an environment setting is invalid."""
+# ---- batching and runners ------------------------------------------------------------------------
 
 
-class MissingDependency(RaystoreError, ImportError):
-    """An optional package needed for this operation is not installed."""
+class ServiceUnavailable(RaystoreError):
+    """The batch queue cannot serve this request within `max_latency_ms`; try again later.
+
+    Raised instead of queueing without bound when the model is overloaded. `retry_after_s` is the
+    predicted time until the queue ahead has drained; a service answers `503` with `Retry-After`.
+    """
+
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retry_after_header(self) -> str:
+        """Whole seconds, at least 1, as `Retry-After` wants them."""
+        return str(max(1, round(self.retry_after_s)))
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": self.retry_after_header}
+
+    def __reduce__(self):
+        # Keep `retry_after_s` when the error crosses a process boundary (Ray pickles exceptions).
+        return (_rebuild_service_unavailable, (str(self), self.retry_after_s))
+
+
+def _rebuild_service_unavailable(message: str, retry_after_s: float) -> ServiceUnavailable:
+    return ServiceUnavailable(message, retry_after_s=retry_after_s)
+
+
+class RunnerNotReady(RaystoreError, RuntimeError):
+    """A runner was called before `init_local()` or before being served."""
+
+    http_status = 503
+
+
+class NoNvidiaGpu(RaystoreError, RuntimeError):
+    """NVML is missing or reports no device; the message says why."""
+
+
+# ---- HTTP requests to a service ------------------------------------------------------------------
+
+
+class BadInput(RaystoreError, ValueError):
+    """The request body does not parse or does not match the API's input descriptor."""
+
+    http_status = 400
+
+
+class PayloadTooLarge(BadInput):
+    """The request body is larger than the service accepts."""
+
+    http_status = 413
+
+
+class UnsupportedMediaType(BadInput):
+    """The request's Content-Type is not one the API's input descriptor reads."""
+
+    http_status = 415
+
+
+class InvalidOutput(RaystoreError, TypeError):
+    """An API returned a value its output descriptor cannot render (a bug in the API: 500)."""
+
+
+# ---- clusters -----------------------------------------------------------------------------------
+
+
+class ClusterError(RaystoreError):
+    """A Ray cluster refused a request or could not be reached; the message says why and what to do."""
+
+    http_status = 502

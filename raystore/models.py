@@ -1,4 +1,4 @@
-"""Module-level store API over the configured store: get, list, delete, export, import, push, pull.
+"""Public `raystore.models`: the configured store's get, list, delete, export, import, push, pull.
 
 Transfers print one line saying what they did (to stderr, `quiet=True` silences it) and show a
 progress bar for large models when stderr is a terminal.
@@ -9,21 +9,21 @@ from __future__ import annotations
 import builtins
 import sys
 
-from raystore.store import Model, default_store
-from raystore.store import archive
-from raystore.store.progress import progress_bar
-from raystore.store.remote import copy_version, remote_store
+from raystore._private.runner.model import Model
+from raystore._private.store import Outcome, archive, default_store, remote_store
+from raystore._private.store.fs import open_filesystem
+from raystore._private.store.progress import progress_bar
 from raystore.tag import Tag
 
 
 def get(tag: str | Tag) -> Model:
     """The model `tag` names (`name`, `name:latest`, `name:VERSION` or a unique version prefix)."""
-    return default_store().get(tag)
+    return Model.of(default_store().get(tag))
 
 
 def list(name: str | None = None, *, remote: bool = False) -> builtins.list[Model]:  # noqa: A001
     """Committed models, newest first; only versions of `name` when given; the remote's with `remote=True`."""
-    return (remote_store() if remote else default_store()).list(name)
+    return [Model.of(m) for m in (remote_store() if remote else default_store()).list(name)]
 
 
 def delete(tag: str | Tag) -> Tag:
@@ -38,7 +38,7 @@ def delete_all(name: str) -> builtins.list[Tag]:
 
 def verify(tag: str | Tag) -> Model:
     """Re-check a stored version's files against its manifest (raises `StoreError` listing differences)."""
-    return default_store().verify(tag)
+    return Model.of(default_store().verify(tag))
 
 
 def export_model(tag: str | Tag, path: str = ".", *, compression: str | None = None, quiet: bool = False) -> str:
@@ -54,6 +54,7 @@ def import_model(path: str, *, force: bool = False, quiet: bool = False) -> Mode
     """Import an archive from a file or URL into the store; identical content already there is a no-op."""
     with _bar(quiet, f"Importing {path}", _size_of(path)) as on_bytes:
         model, outcome = archive.import_model(default_store(), path, force=force, on_bytes=on_bytes)
+    model = Model.of(model)
     _say(quiet, _outcome_line(model, outcome, f"imported from {path}", default_store().url))
     return model
 
@@ -63,7 +64,8 @@ def push(tag: str | Tag, *, force: bool = False, remote: str | None = None, quie
     src, dst = default_store(), remote_store(remote)
     model = src.get(tag)
     with _bar(quiet, f"Pushing {model.tag}", model.size) as on_bytes:
-        pushed, outcome = copy_version(src, dst, model.tag, force=force, on_bytes=on_bytes)
+        pushed, outcome = dst.copy_from(src, model.tag, force=force, on_bytes=on_bytes)
+    pushed = Model.of(pushed)
     _say(quiet, _outcome_line(pushed, outcome, f"pushed to {dst.url}", dst.url))
     return pushed
 
@@ -73,7 +75,8 @@ def pull(tag: str | Tag, *, force: bool = False, remote: str | None = None, quie
     src, dst = remote_store(remote), default_store()
     model = src.get(tag)
     with _bar(quiet, f"Pulling {model.tag}", model.size) as on_bytes:
-        pulled, outcome = copy_version(src, dst, model.tag, force=force, on_bytes=on_bytes)
+        pulled, outcome = dst.copy_from(src, model.tag, force=force, on_bytes=on_bytes)
+    pulled = Model.of(pulled)
     _say(quiet, _outcome_line(pulled, outcome, f"pulled from {src.url}", dst.url))
     return pulled
 
@@ -82,15 +85,13 @@ def _bar(quiet: bool, description: str, total_bytes: int):
     return progress_bar(description, total_bytes, enabled=False if quiet else None)
 
 
-def _outcome_line(model: Model, outcome: str, done: str, where: str) -> str:
+def _outcome_line(model: Model, outcome: Outcome, done: str, where: str) -> str:
     if outcome == "identical":
         return f"{model} is already in {where} with identical content; nothing to do"
     return f"{model} {done}"
 
 
 def _size_of(path: str) -> int:
-    from raystore.store.fs import open_filesystem
-
     try:
         fs, p = open_filesystem(path)
         return int(fs.size(p) or 0)

@@ -1,5 +1,11 @@
-"""Public `raystore.picklable_model` API; the adapter lives in `raystore.frameworks.picklable_model`."""
+"""Public `raystore.picklable_model`: any object cloudpickle can save (`save_model`, `load_model`, `get`).
 
-from raystore.frameworks.picklable_model import get, load_model, save_model
+The adapter lives in `raystore._private.frameworks.picklable_model`; models come back as `raystore.Model`.
+"""
+
+from raystore._private.frameworks.picklable_model import FRAMEWORK
+from raystore._private.runner.model import framework_functions
+
+save_model, load_model, get = framework_functions(FRAMEWORK)
 
 __all__ = ["get", "load_model", "save_model"]

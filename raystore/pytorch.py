@@ -1,5 +1,11 @@
-"""Public `raystore.pytorch` API; the adapter lives in `raystore.frameworks.pytorch`."""
+"""Public `raystore.pytorch`: PyTorch nn.Modules (`save_model`, `load_model`, `get`).
 
-from raystore.frameworks.pytorch import get, load_model, save_model
+The adapter lives in `raystore._private.frameworks.pytorch`; models come back as `raystore.Model`.
+"""
+
+from raystore._private.frameworks.pytorch import FRAMEWORK
+from raystore._private.runner.model import framework_functions
+
+save_model, load_model, get = framework_functions(FRAMEWORK)
 
 __all__ = ["get", "load_model", "save_model"]

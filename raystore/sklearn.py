@@ -1,5 +1,11 @@
-"""Public `raystore.sklearn` API; the adapter lives in `raystore.frameworks.sklearn`."""
+"""Public `raystore.sklearn`: scikit-learn estimators and pipelines (`save_model`, `load_model`, `get`).
 
-from raystore.frameworks.sklearn import get, load_model, save_model
+The adapter lives in `raystore._private.frameworks.sklearn`; models come back as `raystore.Model`.
+"""
+
+from raystore._private.frameworks.sklearn import FRAMEWORK
+from raystore._private.runner.model import framework_functions
+
+save_model, load_model, get = framework_functions(FRAMEWORK)
 
 __all__ = ["get", "load_model", "save_model"]

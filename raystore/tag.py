@@ -1,4 +1,5 @@
-"""`Tag`: a model's `name:version`, its validation, and new time-ordered versions."""
+"""`Tag`: a model's `name:version`, its validation, and new time-ordered versions; and the rule for
+the names of runners and services, which name Serve deployments and applications."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 import threading
 import time
 
-from raystore.exceptions import InvalidTag
+from raystore.exceptions import InvalidArgument, InvalidTag
 
 MAX_PART_LENGTH = 63
 LATEST = "latest"
@@ -41,6 +42,19 @@ def validate_part(value: object, what: str) -> str:
             problem = f"has uppercase letters (did you mean {value.lower()!r}?)"
     if problem:
         raise InvalidTag(f"invalid model {what} {value!r}: it {problem}; it must be {RULE}")
+    return value
+
+
+_SERVE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
+
+
+def validate_serve_name(value: object, what: str, names: str) -> str:
+    """Check the name of a runner or service (`what`), which names `names` in Serve, and return it."""
+    if not isinstance(value, str) or not _SERVE_NAME_RE.fullmatch(value):
+        raise InvalidArgument(
+            f"{what} name {value!r} must be lowercase letters, digits, '-' and '_', starting and ending "
+            f"with a letter or digit, at most 63 characters (it names {names})"
+        )
     return value
 
 

@@ -1,5 +1,11 @@
-"""Public `raystore.torchscript` API; the adapter lives in `raystore.frameworks.torchscript`."""
+"""Public `raystore.torchscript`: TorchScript modules (`save_model`, `load_model`, `get`).
 
-from raystore.frameworks.torchscript import get, load_model, save_model
+The adapter lives in `raystore._private.frameworks.torchscript`; models come back as `raystore.Model`.
+"""
+
+from raystore._private.frameworks.torchscript import FRAMEWORK
+from raystore._private.runner.model import framework_functions
+
+save_model, load_model, get = framework_functions(FRAMEWORK)
 
 __all__ = ["get", "load_model", "save_model"]

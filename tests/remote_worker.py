@@ -18,8 +18,8 @@ def save(name: str) -> None:
 def load(tag: str) -> None:
     """Load through the node cache and report whether this process did the download."""
     import raystore
-    from raystore.store import default_store
-    from raystore.store.cache import NodeCache
+    from raystore._private.store import default_store
+    from raystore._private.store.cache import NodeCache
 
     store = default_store()
     model = store.get(tag)

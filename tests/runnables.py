@@ -3,9 +3,9 @@
 import os
 
 import numpy as np
+from ray import serve
 
 import raystore
-from ray import serve
 
 
 class Placement(raystore.Runnable):

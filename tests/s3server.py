@@ -80,5 +80,5 @@ def start_seaweedfs(weed: Path, data: Path, key: str, secret: str, timeout: floa
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 server.stop() if proc.poll() is None else None
-                raise RuntimeError(f"SeaweedFS did not start; see {log_path}")
+                raise RuntimeError(f"SeaweedFS did not start; see {log_path}") from None
             time.sleep(0.25)

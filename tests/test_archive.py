@@ -6,12 +6,11 @@ import tarfile
 
 import numpy as np
 import pytest
+from archives import manifest_for, member, read_archive, write_archive
+from conftest import VENV_BIN
 
 import raystore
 from raystore.exceptions import NotFound, StoreError
-
-from archives import manifest_for, member, read_archive, write_archive
-from conftest import VENV_BIN
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from raystore.batching import containers
-from raystore.batching.containers import concat, describe, describe_members, rows_of, slice_rows, split
+from raystore._private.batching import containers
+from raystore._private.batching.containers import concat, describe, describe_members, rows_of, slice_rows, split
 from raystore.exceptions import InvalidArgument
 
 pd = pytest.importorskip("pandas")
@@ -184,7 +184,7 @@ def test_layout_tells_compatible_payloads_apart():
 
 def test_importing_batching_loads_no_framework():
     code = (
-        "import sys, raystore.batching; "
+        "import sys, raystore._private.batching; "
         "print(sorted(m for m in ('ray', 'torch', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

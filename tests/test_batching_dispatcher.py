@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from raystore.batching import ServiceUnavailable, batch
+from raystore import ServiceUnavailable, batch
 from raystore.exceptions import InvalidArgument, RaystoreError
 
 pd = pytest.importorskip("pandas")
@@ -256,9 +256,9 @@ def test_run_now_runs_fast_batches_in_the_pump_and_declines_to_the_async_path():
     """A batched function with `run_now` (the runner's blocking models) runs each batch right in the
     queue's pump when run_now answers, with no task of its own; when run_now raises RunLater the
     batch goes through the async function as usual. Failures stay with their own batch."""
-    from raystore.batching.api import BatchedFunction
-    from raystore.batching.config import BatchConfig
-    from raystore.batching.dispatcher import RunLater
+    from raystore._private.batch_config import BatchConfig
+    from raystore._private.batching.api import BatchedFunction
+    from raystore._private.batching.dispatcher import RunLater
 
     calls = []
 
@@ -316,8 +316,8 @@ def test_the_running_count_of_the_next_batch_matches_a_recount():
     # The dispatcher counts the next batch's rows as requests arrive instead of recounting the
     # queue on every arrival; whatever happens (layouts, cancellations, failures, batches, a new
     # max_batch_size), the count must be what a recount gives.
-    from raystore.batching.config import BatchConfig
-    from raystore.batching.dispatcher import Dispatcher
+    from raystore._private.batch_config import BatchConfig
+    from raystore._private.batching.dispatcher import Dispatcher
 
     rng = random.Random(3)
 
@@ -728,7 +728,7 @@ def test_a_closed_loop_of_callers_settles_on_full_batches():
 def test_positional_binding_matches_inspect(source, args):
     import inspect
 
-    from raystore.batching.api import _bind_positional, _positional_names
+    from raystore._private.batching.api import _bind_positional, _positional_names
 
     namespace: dict = {}
     exec(source, namespace)
@@ -741,7 +741,7 @@ def test_positional_binding_matches_inspect(source, args):
 def test_positional_binding_leaves_defaults_and_keywords_to_inspect():
     import inspect
 
-    from raystore.batching.api import _bind_positional, _positional_names
+    from raystore._private.batching.api import _bind_positional, _positional_names
 
     assert _positional_names(inspect.signature(lambda x, y=1: None)) is None
     assert _positional_names(inspect.signature(lambda x, *, bias: None)) is None
@@ -749,7 +749,7 @@ def test_positional_binding_leaves_defaults_and_keywords_to_inspect():
 
 
 def test_metric_buffer_hands_ray_aggregated_counts_once_a_flush():
-    from raystore.batching.metrics import MetricBuffer
+    from raystore._private.metric_buffer import MetricBuffer
 
     class Recorded:
         """Stands in for a Ray Counter or Histogram: records what reaches it."""

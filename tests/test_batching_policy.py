@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from raystore.batching.config import BatchConfig
-from raystore.batching.policy import ArrivalGauge, BatchPolicy, Dispatch, LatencyModel, Wait
+from raystore._private.batch_config import BatchConfig
+from raystore._private.batching.policy import ArrivalGauge, BatchPolicy, Dispatch, LatencyModel, Wait
 
 MS = 0.001
 
@@ -337,7 +337,7 @@ def test_batch_limit_shrinks_with_a_tight_budget():
 
 def test_admits_everything_without_a_trusted_model():
     policy = BatchPolicy(BatchConfig(max_batch_size=4, max_latency_ms=10))
-    for n in range(3):
+    for _ in range(3):
         policy.on_batch_done(4, 1.0)
     assert policy.admit(0.0, 1, 10_000, 5.0) is None
     assert not policy.is_late(100.0, 1, 0.0)

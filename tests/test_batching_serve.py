@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ray import serve
 
-from raystore.batching import batch
+from raystore import batch
 
 APP = "raystore_batching_test"
 
@@ -29,7 +29,7 @@ class ColumnModel:
         return self.predict.stats.as_dict()
 
     def records_ray_metrics(self) -> bool:
-        from raystore.batching.metrics import serve_replica_metrics
+        from raystore._private.batching.serve_metrics import serve_replica_metrics
 
         return serve_replica_metrics("probe") is not None
 

@@ -5,10 +5,9 @@ import subprocess
 
 import pytest
 import yaml
+from conftest import VENV_BIN
 
 import raystore
-
-from conftest import VENV_BIN
 
 
 def run(*args, input=None, env=None):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import VENV_BIN
 
 pytestmark = pytest.mark.ray
@@ -68,8 +67,8 @@ def raystore_cli(*args, env=None, timeout=300):
 def test_deploy_status_delete(head_cluster, tmp_path, subprocess_env):
     env = dict(subprocess_env)
     out = subprocess.run(
-        [str(VENV_BIN / "python"), "-c", "import sys; sys.path.insert(0, %r); from quickstart import train_and_save; "
-         "print(train_and_save().tag)" % str(IRIS)], capture_output=True, text=True, env=env)
+        [str(VENV_BIN / "python"), "-c", f"import sys; sys.path.insert(0, {str(IRIS)!r}); from quickstart import train_and_save; "
+         "print(train_and_save().tag)"], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     config_file = tmp_path / "iris.yaml"
     out = raystore_cli("build", "service:svc", "--working-dir", str(IRIS), "-o", str(config_file), env=env)

@@ -28,7 +28,7 @@ def test_iris_quickstart_serves_over_http(subprocess_env):
         env=env, capture_output=True, text=True, timeout=280,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"/classify [[5.9, 3.0, 5.1, 1.8]] -> 2 (virginica)" in out.stdout
+    assert "/classify [[5.9, 3.0, 5.1, 1.8]] -> 2 (virginica)" in out.stdout
     (model,) = raystore.models.list("iris_clf")
     assert f"Saved {model}" in out.stdout
     assert model.info.labels == {"owner": "quickstart", "stage": "dev"}
@@ -119,8 +119,8 @@ def test_request_metrics_reach_the_prometheus_endpoint(subprocess_env):
     import time
     import urllib.request
 
-    out = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, %r); "
-                          "from quickstart import train_and_save; train_and_save()" % str(ROOT / "examples" / "iris")],
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'examples' / 'iris')!r}); "
+                          "from quickstart import train_and_save; train_and_save()"],
                          env=subprocess_env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     metrics_port = _free_port()

@@ -4,7 +4,7 @@ import io
 
 from rich.console import Console
 
-from raystore.store import progress
+from raystore._private.store import progress
 
 
 def test_no_bar_when_not_a_terminal_or_small():

@@ -10,12 +10,11 @@ import time
 
 import numpy as np
 import pytest
+from archives import read_archive, write_archive
+from conftest import VENV_BIN
 
 import raystore
 from raystore.exceptions import InvalidArgument, NotFound, StoreError
-
-from archives import read_archive, write_archive
-from conftest import VENV_BIN
 
 pytestmark = pytest.mark.s3
 
@@ -141,11 +140,11 @@ def test_killed_push_leaves_nothing_visible(s3_bucket, monkeypatch, subprocess_e
     proc.wait()
     remote_models = raystore.models.list(remote=True)
     if remote_models:  # the push won the race: then it must be complete
-        from raystore.store.remote import remote_store
+        from raystore._private.store import remote_store
 
         remote_store().verify(big.tag)
     raystore.models.push(big.tag, quiet=True)
-    from raystore.store.remote import remote_store
+    from raystore._private.store import remote_store
 
     remote_store().verify(big.tag)
     raystore.models.delete(big.tag)

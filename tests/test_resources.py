@@ -3,11 +3,10 @@
 import subprocess
 
 import pytest
-
-from raystore.exceptions import InvalidArgument
-from raystore.runner.resources import Resources, parse_resources
-
 from conftest import VENV_BIN
+
+from raystore._private.runner.resources import Resources, parse_resources
+from raystore.exceptions import InvalidArgument
 
 
 @pytest.mark.parametrize(

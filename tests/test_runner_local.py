@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import raystore
-from raystore.exceptions import InvalidArgument
-from raystore.runner.runner import RunnerNotReady
+from raystore.exceptions import InvalidArgument, RunnerNotReady
 
 
 def test_sklearn_runner_local(iris, iris_clf):
@@ -29,7 +28,7 @@ def test_sklearn_runner_local(iris, iris_clf):
     results = asyncio.run(many())
     for i, out in zip(range(0, 147, 3), results):
         np.testing.assert_array_equal(out, iris_clf.predict(X[i : i + 3]))
-    stats = runner._batched["predict"].stats
+    stats = runner.predict.stats
     assert stats.batches < stats.requests  # calls were really batched
     assert max(stats.batch_sizes) <= 16
 
@@ -97,7 +96,7 @@ def test_fast_batches_run_inline_and_slow_ones_on_a_thread():
             return xs
 
     runner = raystore.Runner(Timed, name="timed").init_local()
-    instance = runner._instance
+    instance = runner.runnable_instance
 
     async def calls(method):
         loop_thread = threading.get_ident()
@@ -120,7 +119,7 @@ def test_fast_batches_run_inline_and_slow_ones_on_a_thread():
         ({"name": "Bad Name"}, "runner name 'Bad Name'"),
         ({"method_configs": {"nope": {}}}, "method_configs names ['nope']"),
         ({"method_configs": {"predict": {"batch": 1}}}, "unknown keys ['batch']"),
-        ({"max_batch_size": 0}, "max_batch_size must be a positive int"),
+        ({"max_batch_size": 0}, "max_batch_size must be an integer >= 1"),
         ({"resources": {"num_gpus": 1}}, "runs on CPU only"),
         ({"num_replicas": 0}, "num_replicas must be a positive int"),
     ],
@@ -136,7 +135,7 @@ def test_assigned_gpu_without_cuda_falls_back_to_cpu(monkeypatch, caplog):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("CUDA is usable here")
-    from raystore.frameworks.pytorch import runner_device
+    from raystore._private.frameworks.pytorch import runner_device
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with caplog.at_level("WARNING", logger="raystore.pytorch"):
@@ -155,7 +154,7 @@ def test_pytorch_runner_on_cuda(monkeypatch):
     net = TinyNet().eval()
     m = raystore.pytorch.save_model("tiny", net, signatures={"__call__": {"batchable": True}})
     runner = m.to_runner().init_local()
-    assert next(runner._instance.model.module.parameters()).device.type == "cuda"
+    assert next(runner.runnable_instance.model.module.parameters()).device.type == "cuda"
     x = np.random.default_rng(0).random((5, 4), dtype=np.float32)
     out = runner.run(x)
     assert out.device.type == "cpu"
@@ -165,7 +164,7 @@ def test_pytorch_runner_on_cuda(monkeypatch):
 def test_a_runner_replica_exempts_its_start_up_heap_from_full_collections():
     import gc
 
-    from raystore.runner.deployment import RunnerReplica
+    from raystore._private.runner.served import RunnerReplica
 
     class Tiny(raystore.Runnable):
         @raystore.Runnable.method
@@ -180,7 +179,7 @@ def test_a_runner_replica_exempts_its_start_up_heap_from_full_collections():
     saved_threads = torch.get_num_threads() if torch else None
     gc.unfreeze()
     try:
-        RunnerReplica(raystore.Runner(Tiny, name="tiny_heap"), ("echo",), num_cpus=1)
+        RunnerReplica(raystore.Runner(Tiny, name="tiny_heap").spec, ("echo",), num_cpus=1)
         assert gc.get_freeze_count() > 1000  # numpy, raystore and the rest it had loaded
     finally:
         gc.unfreeze()

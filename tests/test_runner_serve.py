@@ -2,16 +2,14 @@
 resources, fractional GPUs packed onto one device, and calls through handles from another deployment."""
 
 import asyncio
-import collections
 
 import numpy as np
 import pytest
 from ray import serve
+from runnables import Caller, Placement
 
 import raystore
 from raystore.exceptions import InvalidArgument
-
-from runnables import Caller, Placement
 
 pytestmark = pytest.mark.ray
 

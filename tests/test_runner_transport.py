@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from raystore.runner.transport import for_the_wire
+from raystore._private.runner.transport import for_the_wire
 
 torch = pytest.importorskip("torch")
 

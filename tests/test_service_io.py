@@ -11,8 +11,8 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from raystore.exceptions import BadInput
 from raystore.io import NumpyNdarray
-from raystore.service.errors import BadInput
 
 
 def request_with(body: bytes) -> Request:

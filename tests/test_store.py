@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 import raystore
+from raystore._private.store import ModelStore
 from raystore.exceptions import AmbiguousTag, FrameworkMismatch, InvalidArgument, InvalidTag, NotFound, StoreError
-from raystore.store import ModelStore
 
 
 def _nested(depth):
@@ -56,7 +56,7 @@ def test_seed_workflow(iris, iris_clf, store_home):
     assert ctx["framework_versions"]["scikit-learn"].count(".") >= 1
     assert ctx["raystore_version"] == raystore.__version__
     assert ctx["python_version"].startswith("3.")
-    assert abs((dt.datetime.now(dt.timezone.utc) - bm.info.creation_time).total_seconds()) < 60
+    assert abs((dt.datetime.now(dt.UTC) - bm.info.creation_time).total_seconds()) < 60
 
     folder = store_home / "models" / "iris_clf" / saved.tag.version
     assert bm.path == str(folder)

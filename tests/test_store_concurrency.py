@@ -8,10 +8,10 @@ import sys
 import textwrap
 import time
 
-import raystore
-from raystore.store import ModelStore
-
 from store_worker import NAME, check_loaded
+
+import raystore
+from raystore._private.store import ModelStore
 
 
 def test_eight_processes_save_list_load_delete(tmp_path, subprocess_env, store_home):

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from pathlib import Path
 
 import typer
+import yaml
 
+from raystore._private.deploy.build import build_config, validate_config
+from raystore._private.deploy.cluster import delete_application, deploy_config, serve_status
+from raystore._private.deploy.local import describe_mode, serve_locally
+from raystore._private.runner.gpus import list_gpus
+from raystore._private.version import __version__
 from raystore.cli import models as models_cli
-from raystore.exceptions import RaystoreError
+from raystore.cli.output import emit_table, human_size
+from raystore.exceptions import NoNvidiaGpu, RaystoreError
 
 app = typer.Typer(
     name="raystore",
@@ -23,17 +30,12 @@ app.add_typer(models_cli.app, name="models")
 @app.command()
 def version() -> None:
     """Print the raystore version."""
-    from raystore import __version__
-
     typer.echo(__version__)
 
 
 @app.command()
 def gpus() -> None:
     """List this machine's NVIDIA GPUs: index, name, memory and utilisation."""
-    from raystore.cli.output import emit_table, human_size
-    from raystore.runner.gpus import NoNvidiaGpu, list_gpus
-
     try:
         found = list_gpus()
     except NoNvidiaGpu as exc:
@@ -52,13 +54,11 @@ def serve_command(
     target: str = typer.Argument(..., help="The service as MODULE:ATTRIBUTE, e.g. service:svc."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(3000, "--port", help="HTTP port."),
-    address: Optional[str] = typer.Option(None, "--address", help="An existing Ray cluster (else a local one starts)."),
+    address: str | None = typer.Option(None, "--address", help="An existing Ray cluster (else a local one starts)."),
     working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
     metrics_port: int = typer.Option(8079, "--metrics-port", help="Prometheus metrics port of the local Ray."),
 ) -> None:
     """Serve a Service over HTTP until Ctrl-C."""
-    from raystore.serving import describe_mode, serve_locally
-
     def ready(url: str) -> None:
         metrics = f"; metrics at http://127.0.0.1:{metrics_port}/metrics" if address is None else ""
         typer.echo(f"Serving {target} at {url} ({describe_mode() if address is None else 'cluster proxy'}); "
@@ -81,12 +81,6 @@ def build_command(
     route_prefix: str = typer.Option("/", "--route-prefix", help="The HTTP path the service answers under."),
 ) -> None:
     """Write a Ray Serve config (serve deploy schema) with model versions pinned."""
-    from pathlib import Path
-
-    import yaml
-
-    from raystore.serving import build_config, validate_config
-
     config = build_config(target, working_dir=working_dir, store=store, pythonpath=pythonpath,
                           route_prefix=route_prefix)
     validate_config(config)
@@ -106,13 +100,6 @@ def deploy_command(
     timeout: float = typer.Option(300, "--timeout", help="Seconds to wait for the application to run."),
 ) -> None:
     """Deploy a service to a running Ray cluster and wait until it is healthy."""
-    from pathlib import Path
-
-    import yaml
-
-    from raystore.cluster import deploy_config
-    from raystore.serving import build_config, validate_config
-
     if target.endswith((".yaml", ".yml")):
         config = yaml.safe_load(Path(target).read_text())
     else:
@@ -136,9 +123,6 @@ def status_command(
     address: str = typer.Option(..., "--address", "-a", help="The cluster's dashboard, e.g. http://HEAD:8265."),
 ) -> None:
     """Show the Serve applications on a cluster and their deployments."""
-    from raystore.cli.output import emit_table
-    from raystore.cluster import serve_status
-
     applications = serve_status(address).get("applications") or {}
     if not applications:
         typer.echo(f"No applications on {address}")
@@ -158,8 +142,6 @@ def delete_command(
     address: str = typer.Option(..., "--address", "-a", help="The cluster's dashboard, e.g. http://HEAD:8265."),
 ) -> None:
     """Delete a Serve application from a cluster."""
-    from raystore.cluster import delete_application
-
     delete_application(address, name)
     typer.echo(f"Deleted {name} from {address}")
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import List, Optional
 
 import typer
 
 from raystore import models
-from raystore.exceptions import NotFound
+from raystore._private.runner.model import Model
+from raystore._private.store import default_store, remote_store
 from raystore.cli.output import Format, emit_data, emit_table, human_size, local_time
-from raystore.store import Model, default_store
-from raystore.store.remote import remote_store
+from raystore.exceptions import NotFound
 from raystore.tag import Tag
 
 app = typer.Typer(help="Manage models in the store.", no_args_is_help=True)
@@ -20,10 +19,9 @@ app = typer.Typer(help="Manage models in the store.", no_args_is_help=True)
 def _still_there(model: Model) -> bool:
     """False for a version deleted by someone else since it was listed."""
     try:
-        model.size
+        return model.size >= 0  # reads the manifest
     except NotFound:
         return False
-    return True
 
 
 def _summary(model: Model) -> dict:
@@ -38,7 +36,7 @@ def _summary(model: Model) -> dict:
 
 @app.command("list")
 def list_models(
-    name: Optional[str] = typer.Argument(None, help="Only versions of this model name."),
+    name: str | None = typer.Argument(None, help="Only versions of this model name."),
     output: Format = typer.Option(Format.table, "--output", "-o", help="table, json or yaml."),
     remote: bool = typer.Option(False, "--remote", help="List the remote (RAYSTORE_REMOTE) instead."),
 ) -> None:
@@ -77,7 +75,7 @@ def get_model(
 
 @app.command("delete")
 def delete_models(
-    tags: List[str] = typer.Argument(..., help="name:VERSION deletes that version; a bare name deletes all its versions."),
+    tags: list[str] = typer.Argument(..., help="name:VERSION deletes that version; a bare name deletes all its versions."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete model versions."""
@@ -114,7 +112,7 @@ class Compression(str, Enum):
 def export_model(
     tag: str = typer.Argument(..., help="The model to export."),
     dest: str = typer.Argument(".", help="A file, a folder, or a URL such as s3://bucket/prefix/."),
-    compression: Optional[Compression] = typer.Option(None, "--compression", help="gz or zstd (default: none)."),
+    compression: Compression | None = typer.Option(None, "--compression", help="gz or zstd (default: none)."),
 ) -> None:
     """Export a model version as an archive."""
     models.export_model(tag, dest, compression=compression.value if compression else None)

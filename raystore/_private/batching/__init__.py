@@ -1,0 +1,29 @@
+"""Adaptive batching along any batch dimension: `raystore.batch`, an extension of `@serve.batch`.
+
+- `batch`: the decorator (see its docstring for the whole contract);
+- `containers`: concatenating payloads along a batch dim and splitting results back;
+- `policy`: when to dispatch, how many rows, whom to reject (pure, clock-free);
+- `dispatcher`: the asyncio queue that applies the policy;
+- `stats` / `serve_metrics`: what the queue did, as a plain object and, inside Ray Serve, as Ray metrics.
+
+Its settings are `BatchConfig` (`raystore._private.batch_config`), the errors it raises are in
+`raystore.exceptions`. Nothing here imports Ray, torch or pandas at import time.
+"""
+
+from raystore._private.batch_config import BatchConfig
+from raystore._private.batching.api import BatchedFunction, BatchedMethod, batch
+from raystore._private.batching.containers import concat, slice_rows, split
+from raystore._private.batching.stats import BatchStats
+from raystore.exceptions import ServiceUnavailable
+
+__all__ = [
+    "BatchConfig",
+    "BatchStats",
+    "BatchedFunction",
+    "BatchedMethod",
+    "ServiceUnavailable",
+    "batch",
+    "concat",
+    "slice_rows",
+    "split",
+]

@@ -1,0 +1,70 @@
+"""`raystore build`: a Serve config (the `serve deploy` schema) for a service, with the models it
+uses pinned, and the application builder such configs name."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from raystore._private.deploy.local import resolve_service
+from raystore._private.runner.served import deployment_groups, deployment_options
+from raystore._private.service.ingress import INGRESS_OPTIONS
+from raystore._private.service.service import load_service
+from raystore.config import settings
+from raystore.exceptions import InvalidArgument
+
+
+def build_application(args: dict[str, Any]) -> Any:
+    """Serve application builder named by built configs: `args = {"service": "MODULE:ATTRIBUTE"}`."""
+    service = load_service(args["service"])
+    return service.to_app(args["service"])
+
+
+def build_config(target: str, *, working_dir: str | None = None, route_prefix: str = "/",
+                 store: str | None = None, pythonpath: str | None = None) -> dict[str, Any]:
+    """A Serve config (the `serve deploy` schema) for a service, with the store location and every
+    model the service's runners use pinned to the version `latest` means now.
+
+    `store` and `pythonpath` say where the cluster finds the models and the service's module when
+    they differ from this machine (an `s3://` store; the folder `cluster.yaml` mounts the code at);
+    by default they are this machine's store and `working_dir`."""
+    if store is not None and "://" not in store and not store.startswith("/"):
+        raise InvalidArgument(f"store {store!r} must be a URL such as s3://bucket/store, or an absolute path on the cluster")
+    if pythonpath is not None and not pythonpath.startswith("/"):
+        raise InvalidArgument(f"pythonpath {pythonpath!r} must be an absolute folder on the cluster's nodes")
+    service, import_path = resolve_service(target, working_dir)
+    pins = {m.tag.name: m.tag.version for runner in service.runners for m in runner.models}
+    folder = str(Path(working_dir or os.getcwd()).resolve())
+    deployments: list[dict[str, Any]] = [{"name": f"{service.name}-ingress", **INGRESS_OPTIONS}]
+    for runner in service.runners:
+        if runner.embedded:
+            continue
+        for methods in deployment_groups(runner.spec):
+            resources = runner.spec.methods[methods[0]].resources
+            # "auto" GPUs are settled against the cluster when the code deploys. Serve replaces a
+            # deployment's ray_actor_options with the config's whole, so the config names none.
+            actor_options = None if resources.num_gpus is None else resources.ray_actor_options()
+            deployments.append(deployment_options(runner.spec, methods, actor_options))
+    env_vars = {"PYTHONPATH": pythonpath or folder, "RAYSTORE_HOME": store or settings().home,
+                "RAYSTORE_PINS": json.dumps(pins, sort_keys=True)}
+    return {
+        "applications": [
+            {
+                "name": service.name,
+                "route_prefix": route_prefix,
+                "import_path": "raystore._private.deploy.build:build_application",
+                "args": {"service": import_path},
+                "runtime_env": {"env_vars": env_vars},
+                "deployments": deployments,
+            }
+        ]
+    }
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Check a config against Ray Serve's own schema (raises pydantic's ValidationError)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(config)

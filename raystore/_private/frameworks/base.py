@@ -1,0 +1,165 @@
+"""`Framework`: the one shared implementation of `save_model`, `load_model` and `get`.
+
+A framework adapter is thin: it says how to check, write and read its model objects, and how a
+loaded model runs in a runner replica (`load_for_runner`, `run_method`). The public framework
+modules (`raystore.sklearn`, ...) expose one adapter's functions; the runner layer builds the
+Runnable that calls `load_for_runner` and `run_method`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cloudpickle
+
+from raystore._private.store import ModelInfo, StoredModel, default_store
+from raystore._private.store.info import validate_labels, validate_metadata, validate_signatures
+from raystore._private.store.stored_model import CUSTOM_OBJECTS_FILE
+from raystore._private.version import __version__
+from raystore.exceptions import FrameworkMismatch, InvalidArgument, MissingDependency, NotFound
+from raystore.tag import Tag, new_version
+
+
+class Framework:
+    name: ClassVar[str]  # "sklearn"
+    module: ClassVar[str]  # public module recorded in model.yaml, e.g. "raystore.sklearn"
+    packages: ClassVar[tuple[str, ...]] = ()  # distributions whose versions the context records
+    default_signatures: ClassVar[Mapping[str, Mapping[str, Any]]]
+    gpu_capable: ClassVar[bool] = False
+
+    # ---- what each framework provides ------------------------------------------------------
+
+    def check_model(self, model: object) -> None:
+        """Raise `InvalidArgument` when `model` is not something this framework can save."""
+
+    def save_files(self, model: object, path: Path) -> dict[str, Any]:
+        """Write the model's files into `path`; return the options to record in model.yaml."""
+        raise NotImplementedError
+
+    def load(self, model: StoredModel, **kwargs: Any) -> Any:
+        """Read the model object back from `model.local_path`."""
+        raise NotImplementedError
+
+    def load_for_runner(self, model: StoredModel) -> Any:
+        """Load the model in a runner replica (frameworks with devices place it on the assigned one)."""
+        return self.load(model)
+
+    def run_method(self, loaded: Any, method: str, args: tuple, kwargs: dict) -> Any:
+        """Call one signature of a loaded model (frameworks with devices move inputs and outputs)."""
+        return getattr(loaded, method)(*args, **kwargs)
+
+    # ---- the shared API --------------------------------------------------------------------
+
+    def save_model(
+        self,
+        name: str,
+        model: object,
+        *,
+        labels: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        custom_objects: Mapping[str, Any] | None = None,
+        signatures: Mapping[str, Mapping[str, Any]] | None = None,
+        external_modules: Sequence[types.ModuleType] | None = None,
+    ) -> StoredModel:
+        """Save `model` as a new version of `name` and return it.
+
+        `external_modules`: modules (e.g. the user's own `model_def.py`) whose classes and functions
+        are saved by value, so that loading needs neither the module nor its file.
+        """
+        tag = Tag(name, new_version())
+        self.check_model(model)
+        sigs = validate_signatures(self.default_signatures if signatures is None else signatures, model)
+        if not sigs:
+            raise InvalidArgument("signatures is empty; give at least one method, e.g. {'predict': {}}")
+        for module in external_modules or ():
+            if not isinstance(module, types.ModuleType):
+                raise InvalidArgument(f"external_modules must hold imported modules, got {module!r}")
+        if custom_objects is not None and not isinstance(custom_objects, Mapping):
+            raise InvalidArgument(f"custom_objects must be a dict of name to object, got {type(custom_objects).__name__}")
+        info = ModelInfo(
+            name=tag.name,
+            version=tag.version,
+            module=self.module,
+            labels=validate_labels(labels),
+            metadata=validate_metadata(metadata),
+            context=self._context(),
+            signatures=sigs,
+        )
+        info.to_yaml()  # fail here, before any file is written, if something cannot be represented
+        store = default_store()
+        with store.create(info) as staging, _pickled_by_value(external_modules or ()):
+            info.options = self.save_files(model, staging)
+            with open(staging / CUSTOM_OBJECTS_FILE, "wb") as f:
+                cloudpickle.dump(dict(custom_objects or {}), f)
+        return StoredModel(store, info)
+
+    def get(self, tag: str | Tag | StoredModel) -> StoredModel:
+        """The stored model `tag`, checked to be one this framework saved."""
+        model = tag if isinstance(tag, StoredModel) else default_store().get(tag)
+        if model.info.module != self.module:
+            raise FrameworkMismatch(
+                f"model {model.tag} was saved with {model.info.module}, not {self.module}; "
+                f"use {model.info.module}.load_model or raystore.models.get"
+            )
+        return model
+
+    def load_model(self, tag: str | Tag | StoredModel, **kwargs: Any) -> Any:
+        model = self.get(tag)
+        try:
+            return self.load(model, **kwargs)
+        except FileNotFoundError as exc:
+            raise NotFound(f"model {model.tag} was deleted while loading ({exc.filename})") from None
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _context(self) -> dict[str, Any]:
+        return {
+            "framework_name": self.name,
+            "framework_versions": {pkg: _version_of(pkg) for pkg in self.packages},
+            "raystore_version": __version__,
+            "python_version": platform.python_version(),
+        }
+
+    def import_or_explain(self, module: str, extra: str) -> types.ModuleType:
+        """Import an optional dependency, or say which extra installs it. This runs on every model
+        call, so an imported module comes straight from `sys.modules`."""
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            return loaded
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            raise MissingDependency(
+                f"raystore.{self.name} needs the '{module}' package: pip install 'raystore[{extra}]'"
+            ) from None
+
+
+def _version_of(package: str) -> str:
+    try:
+        return importlib_metadata.version(package)
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@contextmanager
+def _pickled_by_value(modules: Sequence[types.ModuleType]) -> Iterator[None]:
+    already = set(cloudpickle.list_registry_pickle_by_value())
+    registered = []
+    try:
+        for module in modules:
+            if module.__name__ in already:
+                continue
+            cloudpickle.register_pickle_by_value(module)
+            registered.append(module)
+        yield
+    finally:
+        for module in registered:
+            cloudpickle.unregister_pickle_by_value(module)

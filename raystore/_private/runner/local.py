@@ -1,0 +1,207 @@
+"""Running a runner in this process: `LocalBackend` (after `init_local()`, and inside a runner's
+own Serve replica) and `EmbeddedBackend` (loaded in the replica that calls it, on first use).
+
+Both instantiate the runnable here and put each batchable method behind a `raystore.batch`
+queue, so local calls batch exactly as served ones do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from raystore._private.batching import BatchedFunction, BatchStats
+from raystore._private.batching.dispatcher import RunLater
+from raystore._private.runner.runnable import Runnable
+from raystore._private.runner.spec import MethodSpec, RunnerSpec
+from raystore.exceptions import InvalidArgument, RunnerNotReady
+
+# A blocking batch that usually takes less than this runs on the event loop itself.
+INLINE_BELOW_S = 0.0005
+
+
+class LocalBackend:
+    """The runnable instantiated in this process, with one batch queue per batchable method."""
+
+    def __init__(self, spec: RunnerSpec, *, lazy: bool = False):
+        self.spec = spec
+        self.instance: Runnable | None = None
+        self._batched: dict[str, BatchedFunction] = {}
+        # (callable, is_async) per method, resolved once: this is every local call's path
+        self._calls: dict[str, tuple[Callable[..., Any], bool]] = {}
+        self._load_lock = threading.Lock()
+        self._loop_thread: _LoopThread | None = None
+        if not lazy:
+            self.load()
+
+    @property
+    def loaded(self) -> bool:
+        return self.instance is not None
+
+    def load(self) -> None:
+        """Instantiate the runnable (once; concurrent callers wait for the first)."""
+        with self._load_lock:
+            if self.instance is not None:
+                return
+            instance = self.spec.runnable_class(**self.spec.runnable_init_params)
+            batched = {
+                name: _batched_call(instance, method) for name, method in self.spec.methods.items() if method.batchable
+            }
+            calls = {}
+            for name in self.spec.methods:
+                target = batched.get(name) or getattr(instance, name)
+                calls[name] = (target, name in batched or inspect.iscoroutinefunction(target))
+            self._batched, self._calls = batched, calls
+            self.instance = instance  # last: callers take the loaded path once this is set
+
+    def _call_of(self, name: str) -> tuple[Callable[..., Any], bool]:
+        entry = self._calls.get(name)
+        if entry is None:
+            self.load()
+            entry = self._calls[name]
+        return entry
+
+    # ---- the backend interface -------------------------------------------------------------------
+
+    def call_async(self, name: str, args: tuple, kwargs: dict) -> Coroutine[Any, Any, Any]:
+        """The coroutine of one call. A plain function returning the callee's own coroutine: every
+        layer of `async def` here would be entered again each time the call resumes, which a small
+        model served in the ingress pays for on every request."""
+        call, is_async = self._calls.get(name) or self._call_of(name)
+        if is_async:
+            return call(*args, **kwargs)
+        return _call_blocking(call, args, kwargs)
+
+    def call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        """One call from synchronous code; batched methods run on this backend's own event loop."""
+        call, is_async = self._call_of(name)
+        if not is_async:
+            return call(*args, **kwargs)
+        if self._loop_thread is None:
+            self._loop_thread = _LoopThread()
+        return self._loop_thread.run(self.call_async(name, args, kwargs))
+
+    def remote(self, name: str, args: tuple, kwargs: dict) -> Any:
+        raise RunnerNotReady(f"runner {self.spec.name!r} runs in this process; .remote() needs a served runner")
+
+    def stats(self, name: str) -> BatchStats | None:
+        """What the method's batch queue has done; None for a method that is not batched."""
+        batched = self._batched.get(name)
+        return batched.stats if batched is not None else None
+
+    # ---- in a runner's own replica ---------------------------------------------------------------
+
+    def reconfigure(self, name: str, settings: dict[str, Any]) -> None:
+        """New `max_batch_size` / `max_latency_ms` for one method's queue (checked by BatchConfig)."""
+        batched = self._batched.get(name)
+        if batched is None:
+            return
+        if "max_batch_size" in settings:
+            batched.set_max_batch_size(settings["max_batch_size"])
+        if "max_latency_ms" in settings:
+            batched.set_max_latency_ms(settings["max_latency_ms"])
+
+    def close(self) -> None:
+        self.instance, self._batched, self._calls = None, {}, {}
+        if self._loop_thread is not None:
+            self._loop_thread.stop()
+            self._loop_thread = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A loaded model, its queues and its threads never leave their process: a copy loads anew.
+        return {"spec": self.spec}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["spec"], lazy=True)  # type: ignore[misc]
+
+
+class EmbeddedBackend(LocalBackend):
+    """An `embedded=True` runner in the replica that calls it: the model loads on first use (or
+    when the service's ingress starts), with no hop to a deployment of its own."""
+
+    def __init__(self, spec: RunnerSpec, *, lazy: bool = True):
+        super().__init__(spec, lazy=lazy)
+
+
+async def _call_blocking(call: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    return call(*args, **kwargs)
+
+
+def _batched_call(instance: Runnable, method: MethodSpec) -> BatchedFunction:
+    """The model method behind a batch queue."""
+    target = getattr(instance, method.name)
+    if inspect.iscoroutinefunction(target):
+        @functools.wraps(target)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await target(*args, **kwargs)
+        run_now = None
+    else:
+        blocking = _BlockingCall(target)
+        run_now = blocking.run_now
+
+        @functools.wraps(target)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await blocking(*args, **kwargs)
+    return BatchedFunction(call, method.batch, run_now=run_now)
+
+
+class _BlockingCall:
+    """Runs a blocking model method for the batch queue.
+
+    The queue first offers each batch to `run_now`. A batch that takes well under a millisecond runs
+    there, on the event loop: the hop to a thread and back costs about as much as the batch itself,
+    and two threads contending for the GIL slow the replica's HTTP work down. A slower batch is
+    declined and awaited through `__call__`, on a worker thread, so the loop keeps taking requests
+    (and filling the next batch) while the model computes. The choice follows a moving average of
+    batch times, so a model that slows down (bigger batches, a busy GPU) moves back to the thread.
+    """
+
+    def __init__(self, target: Any):
+        self.target = target
+        self.recent_s: float | None = None  # moving average of batch times; None until one ran
+
+    def run_now(self, *args: Any, **kwargs: Any) -> Any:
+        """Run a fast batch at once; decline a slow one (or the first, while nothing is known)."""
+        if self.recent_s is not None and self.recent_s < INLINE_BELOW_S:
+            return self._timed(args, kwargs)
+        raise RunLater
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """A batch `run_now` declined: on a worker thread."""
+        return await asyncio.to_thread(self._timed, args, kwargs)
+
+    def _timed(self, args: tuple, kwargs: dict) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.target(*args, **kwargs)
+        finally:
+            elapsed = time.perf_counter() - start
+            self.recent_s = elapsed if self.recent_s is None else self.recent_s + 0.2 * (elapsed - self.recent_s)
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, for `run()` from synchronous code in local mode."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="raystore-runner-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Any) -> Any:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            coroutine.close()
+            raise InvalidArgument("run() called from the runner's own loop; use await async_run()")
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)

@@ -1,0 +1,76 @@
+"""`Runnable`: the class a runner instantiates in each replica, and its `@Runnable.method`s.
+
+    class MyRunnable(raystore.Runnable):
+        SUPPORTED_RESOURCES = ("nvidia.com/gpu", "cpu")
+        SUPPORTS_CPU_MULTI_THREADING = True
+
+        def __init__(self):
+            self.model = load_my_model()
+
+        @raystore.Runnable.method(batchable=True, batch_dim=0)
+        def predict(self, x):
+            return self.model(x)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from raystore._private.store.info import ModelSignature
+from raystore.exceptions import InvalidArgument
+
+GPU = "nvidia.com/gpu"
+CPU = "cpu"
+_MARK = "__raystore_method__"
+
+
+# A runnable method is configured exactly as a stored model's signature is.
+RunnableMethodConfig = ModelSignature
+
+
+class Runnable:
+    """Base class of what runners run. Subclasses mark the methods runners expose."""
+
+    SUPPORTED_RESOURCES: ClassVar[tuple[str, ...]] = (CPU,)
+    SUPPORTS_CPU_MULTI_THREADING: ClassVar[bool] = False
+    methods: ClassVar[dict[str, RunnableMethodConfig]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        methods = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                config = getattr(value, _MARK, None)
+                if isinstance(config, RunnableMethodConfig):
+                    methods[name] = config
+                elif name in methods and callable(value):
+                    del methods[name]  # overridden without the decorator: no longer exposed
+        cls.methods = methods
+        unknown = set(cls.SUPPORTED_RESOURCES) - {CPU, GPU}
+        if unknown:
+            raise InvalidArgument(f"{cls.__name__}.SUPPORTED_RESOURCES: unknown {sorted(unknown)}; use 'cpu' and 'nvidia.com/gpu'")
+
+    @classmethod
+    def gpu_capable(cls) -> bool:
+        return GPU in cls.SUPPORTED_RESOURCES
+
+    @staticmethod
+    def method(
+        func: Callable[..., Any] | None = None,
+        *,
+        batchable: bool = False,
+        batch_dim: int | tuple[int, int] = 0,
+        input_spec: Any = None,
+        output_spec: Any = None,
+    ) -> Any:
+        """Expose a method to runners; `batchable` methods get their calls batched along `batch_dim`."""
+        settings = {"batchable": batchable, "batch_dim": batch_dim, "input_spec": input_spec, "output_spec": output_spec}
+        name = getattr(func, "__name__", "method")
+        config = ModelSignature.from_value(name, settings)
+
+        def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+            setattr(function, _MARK, config)
+            return function
+
+        return mark(func) if func is not None else mark

@@ -1,0 +1,219 @@
+"""`Runner` and `RunnerMethod`: a frozen `RunnerSpec` plus the one backend that runs it now.
+
+Backends, one per mode, all with `call`, `call_async`, `remote` and `stats`:
+- `LocalBackend`: in this process, after `init_local()`;
+- `EmbeddedBackend`: an `embedded=True` runner, loaded in the replica that calls it;
+- `ServedBackend`: the runner's own Serve deployments, reached through handles.
+A runner without a backend is not running yet: calls say how to start it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol
+
+from raystore._private.batching import BatchStats
+from raystore._private.replica import in_serve_replica
+from raystore._private.runner.local import EmbeddedBackend, LocalBackend
+from raystore._private.runner.resources import Resources
+from raystore._private.runner.runnable import Runnable
+from raystore._private.runner.served import ServedBackend, runner_applications
+from raystore._private.runner.spec import MethodSpec, RunnerSpec
+from raystore.exceptions import InvalidArgument, RunnerNotReady
+
+
+class Backend(Protocol):
+    def call(self, name: str, args: tuple, kwargs: dict) -> Any: ...
+    def call_async(self, name: str, args: tuple, kwargs: dict) -> Coroutine[Any, Any, Any]: ...
+    def remote(self, name: str, args: tuple, kwargs: dict) -> Any: ...
+    def stats(self, name: str) -> BatchStats | None: ...
+
+
+class RunnerMethod:
+    """One method of a runner: `run` (blocking), `async_run`, and `remote` (served: a response to
+    await later or pass to another deployment without materialising it)."""
+
+    __slots__ = ("name", "runner", "spec")
+
+    def __init__(self, runner: Runner, spec: MethodSpec):
+        self.runner, self.spec, self.name = runner, spec, spec.name
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return self.runner._running_backend().call(self.name, args, kwargs)
+
+    def async_run(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """A coroutine to await: `await runner.predict.async_run(x)`."""
+        backend = self.runner._backend or self.runner._running_backend()
+        return backend.call_async(self.name, args, kwargs)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self.runner._running_backend().remote(self.name, args, kwargs)
+
+    @property
+    def stats(self) -> BatchStats | None:
+        """What this method's batch queue in this process has done (local and embedded runners);
+        None when the method is not batched or runs in the runner's own replicas."""
+        backend = self.runner._backend
+        return backend.stats(self.name) if backend is not None else None
+
+    @property
+    def batchable(self) -> bool:
+        return self.spec.batchable
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.spec.batch.max_batch_size
+
+    @property
+    def max_latency_ms(self) -> float:
+        return self.spec.batch.max_latency_ms
+
+    @property
+    def resources(self) -> Resources:
+        return self.spec.resources
+
+    def __repr__(self) -> str:
+        return f"RunnerMethod({self.runner.name}.{self.name}, batchable={self.batchable})"
+
+
+class Runner:
+    """Runs a `Runnable`'s methods: locally after `init_local()`, embedded in the calling replica,
+    or as one Serve deployment per method (all in one with `colocate=True`)."""
+
+    def __init__(
+        self,
+        runnable_class: type[Runnable],
+        *,
+        name: str | None = None,
+        runnable_init_params: Mapping[str, Any] | None = None,
+        models: list[Any] | None = None,
+        max_batch_size: int | None = None,
+        max_latency_ms: float | None = None,
+        method_configs: Mapping[str, Mapping[str, Any]] | None = None,
+        resources: Mapping[str, Any] | str | None = None,
+        num_replicas: int = 1,
+        autoscaling: Mapping[str, Any] | None = None,
+        colocate: bool = False,
+        embedded: bool = False,
+    ):
+        options = {key: value for key, value in locals().items() if key not in ("self", "runnable_class")}
+        self._start(RunnerSpec.build(runnable_class, options), backend=None)
+
+    def _start(self, spec: RunnerSpec, backend: Backend | None) -> None:
+        self.spec = spec
+        self._backend = backend
+        self.methods: dict[str, RunnerMethod] = {name: RunnerMethod(self, m) for name, m in spec.methods.items()}
+
+    @classmethod
+    def _from_spec(cls, spec: RunnerSpec, backend: Backend | None) -> Runner:
+        runner = cls.__new__(cls)
+        runner._start(spec, backend)
+        return runner
+
+    # ---- what it is: the spec -------------------------------------------------------------------
+
+    name = property(lambda self: self.spec.name)
+    runnable_class = property(lambda self: self.spec.runnable_class)
+    models = property(lambda self: self.spec.models)
+    resources = property(lambda self: self.spec.resources)
+    num_replicas = property(lambda self: self.spec.num_replicas)
+    autoscaling = property(lambda self: self.spec.autoscaling)
+    colocate = property(lambda self: self.spec.colocate)
+    embedded = property(lambda self: self.spec.embedded)
+
+    def __getattr__(self, item: str) -> RunnerMethod:
+        methods = self.__dict__.get("methods", {})
+        if item in methods:
+            return methods[item]
+        spec = self.__dict__.get("spec")
+        raise AttributeError(f"runner {spec.name if spec else '?'!r} has no method {item!r}; it has {sorted(methods)}")
+
+    def __repr__(self) -> str:
+        return f"Runner(name={self.name!r}, methods={sorted(self.methods)})"
+
+    @property
+    def _default_method(self) -> RunnerMethod:
+        if len(self.methods) == 1:
+            return next(iter(self.methods.values()))
+        if "__call__" in self.methods:
+            return self.methods["__call__"]
+        raise InvalidArgument(
+            f"runner {self.name!r} has several methods {sorted(self.methods)}; call one, e.g. runner.{sorted(self.methods)[0]}.run(...)"
+        )
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return self._default_method.run(*args, **kwargs)
+
+    def async_run(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        return self._default_method.async_run(*args, **kwargs)
+
+    # ---- how it runs: the backend ---------------------------------------------------------------
+
+    def init_local(self) -> Runner:
+        """Instantiate the runnable here; calls then run in this process, batched like served ones."""
+        backend = self._backend
+        if isinstance(backend, LocalBackend):
+            backend.load()
+        else:
+            self._backend = LocalBackend(self.spec)
+        return self
+
+    def destroy_local(self) -> None:
+        if isinstance(self._backend, LocalBackend):
+            self._backend.close()
+            self._backend = None
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the runnable is loaded in this process (local or embedded)."""
+        return isinstance(self._backend, LocalBackend) and self._backend.loaded
+
+    @property
+    def runnable_instance(self) -> Runnable | None:
+        """The Runnable instance running in this process, or None."""
+        return self._backend.instance if isinstance(self._backend, LocalBackend) else None
+
+    def _running_backend(self) -> Backend:
+        backend = self._backend
+        if backend is None:
+            if self.embedded and in_serve_replica():
+                self._backend = backend = EmbeddedBackend(self.spec)  # loads on first use, in this replica
+            else:
+                raise RunnerNotReady(
+                    f"runner {self.name!r} is not running: call runner.init_local() to run it in this process, "
+                    "or serve it (raystore.Service / runner.bind())"
+                )
+        return backend
+
+    # ---- Serve ----------------------------------------------------------------------------------
+
+    def bind(self) -> Runner:
+        """A copy of this runner that Serve turns into handles when passed to `Deployment.bind(...)`:
+
+            app = MyIngress.bind(runner.bind())
+            # in MyIngress.__init__(self, runner): `await runner.predict.async_run(x)`
+
+        An embedded runner's copy loads the model in that replica instead.
+        """
+        if self.embedded:
+            backend: Backend = EmbeddedBackend(self.spec)
+        else:
+            backend = ServedBackend(self.spec, runner_applications(self.spec))
+        return Runner._from_spec(self.spec, backend)
+
+    def adopt(self, bound: Runner) -> None:
+        """Run through the backend `bound` arrived with: the copy of this runner (from `bind()`)
+        that Serve handed the replica this runner object lives in. A service's ingress does this for
+        the runners its module holds, which its API functions call."""
+        if bound.name != self.name:
+            raise InvalidArgument(f"runner {self.name!r} cannot adopt the backend of runner {bound.name!r}")
+        self._backend = bound._backend
+
+    def __getstate__(self) -> dict[str, Any]:
+        backend = self._backend
+        if isinstance(backend, LocalBackend) and not isinstance(backend, EmbeddedBackend):
+            backend = None  # a model loaded by init_local() stays in its process
+        return {"spec": self.spec, "backend": backend}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._start(state["spec"], state["backend"])

@@ -1,0 +1,128 @@
+"""The Ray Serve side of runners: the replica class that hosts a runnable, the deployments (one per
+method, or one for all with `colocate=True`) built from a runner's spec, and `ServedBackend`, how
+a caller reaches them through handles."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from raystore._private.batching import BatchStats
+from raystore._private.replica import freeze_startup_heap, limit_threads
+from raystore._private.runner.local import LocalBackend
+from raystore._private.runner.resources import Resources
+from raystore._private.runner.spec import RunnerSpec
+from raystore._private.runner.transport import for_the_wire
+from raystore.exceptions import InvalidArgument
+
+logger = logging.getLogger("raystore.runner")
+
+# Serve's own per-replica cap on requests in flight; batching needs far more than Serve's default.
+MIN_ONGOING_REQUESTS = 64
+
+
+class RunnerReplica:
+    """Hosts one runner (or some of its methods) in a Serve replica: loads the runnable on the
+    resources Ray assigned and serves `call(method, ...)` through the runner's batch queues."""
+
+    def __init__(self, spec: RunnerSpec, methods: tuple[str, ...], num_cpus: float):
+        limit_threads(num_cpus)
+        self.backend = LocalBackend(spec)
+        self.served_methods = methods
+        freeze_startup_heap()
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method not in self.served_methods:
+            raise InvalidArgument(f"this replica serves {sorted(self.served_methods)}, not {method!r}")
+        return for_the_wire(await self.backend.call_async(method, args, kwargs))
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """`user_config` per method: {"predict": {"max_batch_size": 64, "max_latency_ms": 50}}."""
+        for method, settings in (config or {}).items():
+            self.backend.reconfigure(method, settings)
+
+
+class ServedBackend:
+    """A runner's deployments as the calling replica reaches them: one handle per method.
+
+    `bind()` fills it with the Serve applications of the runner's deployments; when Serve builds
+    the calling deployment it replaces each application by its `DeploymentHandle`, so in the
+    replica that receives the runner these are handles.
+    """
+
+    def __init__(self, spec: RunnerSpec, targets: Mapping[str, Any]):
+        self.spec = spec
+        self.targets = dict(targets)  # method -> Application (before Serve builds) / DeploymentHandle
+
+    def remote(self, name: str, args: tuple, kwargs: dict) -> Any:
+        """A `DeploymentResponse`: await it, or pass it to another deployment without materialising it."""
+        return self.targets[name].call.remote(name, *for_the_wire(args), **for_the_wire(kwargs))
+
+    async def call_async(self, name: str, args: tuple, kwargs: dict) -> Any:
+        return await self.remote(name, args, kwargs)
+
+    def call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        return self.remote(name, args, kwargs).result()
+
+    def stats(self, name: str) -> BatchStats | None:
+        return None  # the queues live in the runner's replicas (their Ray metrics tell)
+
+
+def deployment_name(spec: RunnerSpec, methods: tuple[str, ...]) -> str:
+    if spec.colocate:
+        return spec.name
+    method = methods[0]
+    return f"{spec.name}-{'call' if method == '__call__' else method.strip('_')}"
+
+
+def cluster_gpus() -> float:
+    """GPUs the connected Ray cluster has (0 when Ray is not running)."""
+    import ray
+
+    if not ray.is_initialized():
+        return 0.0
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def deployment_groups(spec: RunnerSpec) -> list[tuple[str, ...]]:
+    """The methods each deployment serves: all in one with colocate=True, else one each."""
+    return [tuple(spec.methods)] if spec.colocate else [(m,) for m in spec.methods]
+
+
+def deployment_options(spec: RunnerSpec, methods: tuple[str, ...], actor_options: dict[str, Any] | None) -> dict[str, Any]:
+    """Serve deployment options for the deployment serving `methods` (also what `raystore build`
+    writes); `actor_options=None` leaves Ray actor options to the code."""
+    options: dict[str, Any] = {"name": deployment_name(spec, methods)}
+    if actor_options is not None:
+        options["ray_actor_options"] = actor_options
+    options["max_ongoing_requests"] = max(MIN_ONGOING_REQUESTS, 2 * max(spec.methods[m].batch.max_batch_size for m in methods))
+    if spec.autoscaling:
+        options["autoscaling_config"] = dict(spec.autoscaling)
+    else:
+        options["num_replicas"] = spec.num_replicas
+    return options
+
+
+def runner_applications(spec: RunnerSpec) -> dict[str, Any]:
+    """Serve applications for a runner's deployments, keyed by the method each one serves."""
+    from ray import serve
+
+    gpus = cluster_gpus()
+    apps: dict[str, Any] = {}
+    total_gpus = 0.0
+    for methods in deployment_groups(spec):
+        first = spec.methods[methods[0]]
+        resources: Resources = first.resources.resolve(gpu_capable=spec.runnable_class.gpu_capable(), cluster_gpus=gpus)
+        options = deployment_options(spec, methods, resources.ray_actor_options())
+        app = serve.deployment(RunnerReplica).options(**options).bind(spec, methods, resources.num_cpus)
+        for method in methods:
+            apps[method] = app
+        total_gpus += (resources.num_gpus or 0) * (spec.num_replicas if not spec.autoscaling else 1)
+    if total_gpus > gpus:
+        logger.warning(
+            "runner %r asks for %g GPUs in all (replicas x num_gpus per deployment) but the cluster has %g now; "
+            "some replicas will wait until GPU nodes join. Lower num_gpus (e.g. 0.5 to share a GPU) otherwise",
+            spec.name, total_gpus, gpus,
+        )
+    return apps

@@ -1,0 +1,85 @@
+"""The ingress deployment of a service: it answers HTTP behind Serve's proxy (a plain `__call__`
+deployment, see `ServiceRouter`), with the service's runners wired to their deployments (or loaded
+here when embedded)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.requests import Request
+
+from raystore._private.replica import freeze_startup_heap, limit_threads
+from raystore._private.service.app import ServiceRouter, call_api
+from raystore._private.service.request_metrics import request_metrics
+from raystore.exceptions import InvalidArgument
+
+if TYPE_CHECKING:
+    from raystore._private.runner.runner import Runner
+    from raystore._private.service.service import Service
+
+INGRESS_OPTIONS = {"ray_actor_options": {"num_cpus": 0.25}, "max_ongoing_requests": 1000}
+
+
+class ServiceSource(Protocol):
+    """A service, or what finds it in the replica (`ServiceImport`): `resolve()` gives the service."""
+
+    def resolve(self) -> Service: ...
+
+
+class ServiceIngress:
+    """Hosts a service's HTTP app. APIs are also methods, for Python handle calls."""
+
+    def __init__(self, source: ServiceSource, bound_runners: dict[str, Runner]):
+        # By import path the API functions and `service.runners` are the module's own objects, so
+        # wiring the runners below wires the runners the API functions use.
+        self.service = source.resolve()
+        if any(runner.embedded for runner in self.service.runners):
+            # Embedded models share this replica's CPU slice with the HTTP work: size their math
+            # threads to it, or idle OpenMP threads spinning for work starve the event loop.
+            limit_threads(INGRESS_OPTIONS["ray_actor_options"]["num_cpus"])
+        for runner in self.service.runners:
+            runner.adopt(bound_runners[runner.name])
+            if runner.embedded:
+                runner.init_local()
+        self._router = ServiceRouter(self.service, self._ready, request_metrics(self.service.name))
+        freeze_startup_heap()
+
+    async def __call__(self, request: Any) -> Any:
+        """Serve's HTTP entry point: one request in, one response out."""
+        if not isinstance(request, Request):
+            raise InvalidArgument(
+                f"service {self.service.name!r} takes HTTP requests here; from Python call an API "
+                f"through the handle, e.g. handle.{next(iter(self.service.apis))}.remote(value)"
+            )
+        return await self._router(request)
+
+    async def _ready(self) -> bool:
+        return True  # the replica exists only once __init__ wired every runner
+
+    async def _call_api(self, name: str, value: Any) -> Any:
+        return await call_api(self.service.apis[name], value)
+
+
+def _api_method(name: str):
+    async def method(self: ServiceIngress, value: Any) -> Any:
+        return await self._call_api(name, value)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+def service_application(service: Service, source: ServiceSource) -> Any:
+    """The Serve application of `service`: its ingress deployment, which finds the service through
+    `source`, bound to every runner's deployments."""
+    from ray import serve
+
+    if not service.apis:
+        raise InvalidArgument(f"service {service.name!r} has no APIs; add one with @svc.api(...)")
+    reserved = {"__init__", "__call__", "_ready", "_call_api", "_router", "service"}
+    clash = reserved & set(service.apis)
+    if clash:
+        raise InvalidArgument(f"API names {sorted(clash)} are reserved")
+    namespace = {name: _api_method(name) for name in service.apis}
+    ingress_class = type(f"{service.name.replace('-', '_')}_ingress", (ServiceIngress,), namespace)
+    deployment = serve.deployment(ingress_class, name=f"{service.name}-ingress", **INGRESS_OPTIONS)
+    return deployment.bind(source, {runner.name: runner.bind() for runner in service.runners})

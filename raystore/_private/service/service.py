@@ -1,0 +1,133 @@
+"""`Service`: runners plus typed HTTP APIs, declared with `@svc.api(input=..., output=...)`, and
+`ServiceImport`, a service named by its import path (`service:svc`), as Serve configs name it.
+
+The top of the service package: it imports the ingress to make its Serve application, and
+nothing below imports it back (they see a service through `resolve()` and type hints).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from raystore._private.service.descriptors import IODescriptor
+from raystore._private.service.ingress import service_application
+from raystore.exceptions import InvalidArgument
+from raystore.tag import validate_serve_name
+
+_ROUTE_RE = re.compile(r"^/[A-Za-z0-9_\-./]*$")
+RESERVED_ROUTES = {"/docs", "/docs.json", "/healthz", "/readyz", "/metrics"}
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class API:
+    name: str
+    route: str
+    input: IODescriptor
+    output: IODescriptor
+    func: Callable[..., Any]
+    doc: str
+    is_async: bool = field(init=False)  # looked up on every request: worked out once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.func))
+
+
+class Service:
+    """A named set of runners and HTTP APIs; served by `raystore serve MODULE:svc` or composed
+    with other Serve deployments through `svc.to_app()`."""
+
+    def __init__(self, name: str, runners: Sequence[Any] = (), *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+        self.name = validate_serve_name(name, "service", "the Serve application")
+        self.runners = list(runners)
+        names = [r.name for r in self.runners]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise InvalidArgument(f"runner names must be unique in a service; repeated: {duplicates}")
+        if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+            raise InvalidArgument(f"max_body_bytes must be a positive int, got {max_body_bytes!r}")
+        self.max_body_bytes = max_body_bytes
+        self.apis: dict[str, API] = {}
+        caller = inspect.currentframe().f_back  # type: ignore[union-attr]
+        self.module = caller.f_globals.get("__name__", "__main__") if caller else "__main__"
+
+    def api(self, input: IODescriptor, output: IODescriptor, *, route: str | None = None,  # noqa: A002
+            name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Expose `func` as `POST /<route>` (default: the function's name)."""
+        for what, descriptor in (("input", input), ("output", output)):
+            if not isinstance(descriptor, IODescriptor):
+                raise InvalidArgument(f"{what} must be an IO descriptor from raystore.io, got {descriptor!r}")
+
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            api_name = name or func.__name__
+            if not api_name.isidentifier():
+                raise InvalidArgument(f"API name {api_name!r} must be a Python identifier (it names a handle method)")
+            api_route = route or f"/{api_name}"
+            if not api_route.startswith("/"):
+                api_route = "/" + api_route
+            if not _ROUTE_RE.fullmatch(api_route) or api_route in RESERVED_ROUTES:
+                raise InvalidArgument(f"route {api_route!r} is invalid or reserved ({sorted(RESERVED_ROUTES)})")
+            if api_name in self.apis or any(a.route == api_route for a in self.apis.values()):
+                raise InvalidArgument(f"API {api_name!r} (route {api_route}) is already defined in service {self.name!r}")
+            self.apis[api_name] = API(api_name, api_route, input, output, func, inspect.getdoc(func) or "")
+            return func
+
+        return register
+
+    def to_app(self, import_path: str | None = None) -> Any:
+        """The Serve application: the ingress deployment bound to every runner's deployments.
+
+        The ingress finds the service by `import_path` (or the module this service was defined in,
+        when importable) so that its API functions call the runners the module holds."""
+        path = import_path or import_path_of(self)
+        return service_application(self, ServiceImport(path) if path else self)
+
+    def resolve(self) -> Service:
+        return self
+
+    def __repr__(self) -> str:
+        return f"Service(name={self.name!r}, runners={[r.name for r in self.runners]}, apis={list(self.apis)})"
+
+
+class ServiceImport:
+    """A service by import path, `MODULE:ATTRIBUTE`: what a replica imports to get its service."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def resolve(self) -> Service:
+        module_name, _, attribute = self.path.partition(":")
+        if not module_name or not attribute:
+            raise InvalidArgument(f"{self.path!r} is not MODULE:ATTRIBUTE, e.g. 'service:svc'")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise InvalidArgument(f"cannot import {module_name!r} (from {self.path!r}): {exc}") from None
+        service = getattr(module, attribute, None)
+        if not isinstance(service, Service):
+            raise InvalidArgument(f"{self.path!r} is {type(service).__name__}, not a raystore.Service")
+        return service
+
+    def __repr__(self) -> str:
+        return f"ServiceImport({self.path!r})"
+
+
+def load_service(import_path: str) -> Service:
+    """`module:attribute` -> the Service it names."""
+    return ServiceImport(import_path).resolve()
+
+
+def import_path_of(service: Service) -> str | None:
+    """`module:attribute` when the service lives in an importable module (not a script's __main__)."""
+    if service.module in ("__main__", "__mp_main__"):
+        return None
+    module = importlib.import_module(service.module)
+    for attribute, value in vars(module).items():
+        if value is service:
+            return f"{service.module}:{attribute}"
+    return None

@@ -1,0 +1,89 @@
+"""Filesystems from URLs (local paths, `s3://`, `memory://`, ...) and clear errors for remote failures."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from raystore.config import settings
+from raystore.exceptions import MissingDependency, StoreError
+
+# Fail in seconds, not minutes, when an endpoint is down; retry the transient errors S3 is known for.
+_S3_CONFIG = {"connect_timeout": 5, "read_timeout": 120, "retries": {"max_attempts": 3, "mode": "standard"}}
+UPLOAD_BLOCK_SIZE = 16 * 1024 * 1024  # bytes buffered per file being written: keeps memory flat
+
+
+def open_filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and root path for `url`. S3 uses the AWS variables plus `RAYSTORE_S3_ENDPOINT_URL`."""
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    options: dict[str, Any] = {}
+    if protocol in ("s3", "s3a"):
+        try:
+            import s3fs  # noqa: F401
+        except ImportError:
+            raise MissingDependency(f"{url} needs the s3fs package: pip install 'raystore[s3]'") from None
+        options["config_kwargs"] = _S3_CONFIG
+        options["default_block_size"] = UPLOAD_BLOCK_SIZE
+        endpoint = settings().s3_endpoint_url
+        if endpoint:
+            options["client_kwargs"] = {"endpoint_url": endpoint}
+        # Explicit credentials also key fsspec's instance cache, so changed variables take effect.
+        for option, variable in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"), ("token", "AWS_SESSION_TOKEN")):
+            if os.environ.get(variable):
+                options[option] = os.environ[variable]
+    try:
+        return fsspec.core.url_to_fs(url, **options)
+    except (ImportError, ValueError) as exc:
+        raise StoreError(f"cannot open {url}: {exc}") from None
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def describe(url: str) -> str:
+    """`url`, plus the S3 endpoint when one is configured (the first thing to check when it fails)."""
+    endpoint = settings().s3_endpoint_url
+    return f"{url} (endpoint {endpoint})" if endpoint and url.startswith("s3") else url
+
+
+@contextmanager
+def remote_errors(url: str) -> Iterator[None]:
+    """Turn the many ways a remote filesystem fails into one `StoreError` line that says what to do."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except FileNotFoundError as exc:
+        if "bucket does not exist" in str(exc) or "NoSuchBucket" in str(exc):
+            raise StoreError(f"the bucket of {describe(url)} does not exist; create it first") from None
+        raise
+    except PermissionError as exc:
+        raise StoreError(
+            f"access denied to {describe(url)} ({_first_line(exc)}); check AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY and the bucket's permissions"
+        ) from None
+    except Exception as exc:  # botocore/aiohttp errors have no common base we can import cheaply
+        name = type(exc).__name__
+        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError") or (
+            isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ETIMEDOUT)
+        ):
+            raise StoreError(
+                f"cannot reach {describe(url)}: {_first_line(exc)}; check the endpoint and the network"
+            ) from None
+        if name in ("NoCredentialsError", "PartialCredentialsError"):
+            raise StoreError(f"no credentials for {describe(url)}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+        if name == "ClientError" or name.endswith("ClientError"):
+            raise StoreError(f"{describe(url)} refused the request: {_first_line(exc)}") from None
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

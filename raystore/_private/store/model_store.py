@@ -1,0 +1,531 @@
+"""`ModelStore`: committed model versions in folders `<root>/models/<name>/<version>/` on any fsspec filesystem.
+
+Rules that keep every reader safe without locks:
+- a version exists when its folder holds `model.yaml`, written last (locally the whole folder is
+  built under `<root>/.tmp/` and renamed into place in one step; remotely every other file is
+  uploaded first);
+- deleting removes `model.yaml` first (locally: renames the folder away), then the files;
+- `latest` is computed from committed versions every time, never stored.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from raystore._private.store import manifest
+from raystore._private.store.cache import NodeCache
+from raystore._private.store.fs import is_local, open_filesystem, remote_errors
+from raystore._private.store.info import ModelInfo
+from raystore._private.store.manifest import FileEntry
+from raystore._private.store.stored_model import StoredModel
+from raystore._private.store.transfer import OnBytes, RangeReader, copy_verified, run_parallel
+from raystore.config import settings
+from raystore.exceptions import AmbiguousTag, InvalidTag, NotFound, StoreError
+from raystore.tag import Tag, validate_part
+
+logger = logging.getLogger("raystore._private.store")
+
+MODELS_DIR = "models"
+TMP_DIR = ".tmp"
+STALE_TMP_SECONDS = 24 * 3600
+MAX_INFO_BYTES = 1 << 20
+RANGE_READ_MIN = 32 * 1024 * 1024  # smaller files come in one request  # model.yaml is small; a huge one is a hostile archive
+
+Presence = Literal["absent", "identical", "different"]
+Outcome = Literal["copied", "identical"]  # what putting a version into a store did
+
+
+class ModelStore:
+    def __init__(self, root: str | os.PathLike):
+        self.url = str(root)
+        self.fs, self.root = open_filesystem(self.url)
+        self.is_local = is_local(self.fs)
+
+    def __repr__(self) -> str:
+        return f"ModelStore({self.url!r})"
+
+    # ---- locations -------------------------------------------------------------------------
+
+    def _join(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def _version_dir(self, tag: Tag) -> str:
+        return self._join(MODELS_DIR, tag.name, tag.version)
+
+    def location_of(self, tag: Tag) -> str:
+        path = self._version_dir(tag)
+        return path if self.is_local else self.fs.unstrip_protocol(path)
+
+    def local_copy(self, tag: Tag) -> Path:
+        """A local folder with the version's files: the folder itself, or the node cache's copy."""
+        if self.is_local:
+            return Path(self._version_dir(tag))
+        return NodeCache.default().fetch(self, tag)[0]
+
+    def open_file(self, tag: Tag, relpath: str, size: int | None = None) -> BinaryIO:
+        """A reader for one file of a version; large remote files are fetched with parallel ranges."""
+        path = f"{self._version_dir(tag)}/{relpath}"
+        if not self.is_local and size is not None and size > RANGE_READ_MIN:
+            return RangeReader(self.fs, path, size)
+        return self.fs.open(path, "rb")
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def _ls_names(self, path: str) -> list[str]:
+        try:
+            with remote_errors(self.url):
+                # refresh: never answer from a listing cached before another process committed
+                return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False, refresh=True)]
+        except FileNotFoundError:
+            return []
+
+    def _cat(self, path: str) -> bytes | None:
+        try:
+            with remote_errors(self.url):
+                return self.fs.cat_file(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _read_info(self, name: str, version: str) -> ModelInfo | None:
+        where = self._join(MODELS_DIR, name, version, manifest.INFO_FILE)
+        text = self._cat(where)
+        if text is None:
+            return None  # not committed, or deleted since it was listed
+        info = ModelInfo.from_yaml(text.decode("utf-8", errors="replace"), where)
+        if (info.name, info.version) != (name, version):
+            raise StoreError(f"{where} describes {info.tag}, not {name}:{version}; the store was edited by hand")
+        return info
+
+    def _version_names(self, name: str) -> list[str]:
+        out = []
+        for version in self._ls_names(self._join(MODELS_DIR, name)):
+            try:
+                out.append(validate_part(version, "version"))
+            except InvalidTag:
+                continue  # not ours
+        return out
+
+    def _versions(self, name: str, prefix: str = "") -> list[ModelInfo]:
+        """Committed versions of `name` (starting with `prefix`), newest first; corrupt ones are skipped
+        with a warning so that one bad folder does not hide the rest."""
+        infos = []
+        for version in self._version_names(name):
+            if not version.startswith(prefix):
+                continue
+            try:
+                info = self._read_info(name, version)
+            except StoreError as exc:
+                logger.warning("skipping %s:%s: %s", name, version, exc)
+                continue
+            if info is not None:
+                infos.append(info)
+        return sorted(infos, key=lambda i: (i.creation_time, i.version), reverse=True)
+
+    def names(self) -> list[str]:
+        out = []
+        for name in self._ls_names(self._join(MODELS_DIR)):
+            try:
+                out.append(validate_part(name, "name"))
+            except InvalidTag:
+                continue
+        return sorted(out)
+
+    def list(self, name: str | None = None) -> list[StoredModel]:
+        """Committed models, newest first; only versions of `name` when given."""
+        if name is not None:
+            tag = Tag.from_str(name)
+            if tag.version is not None:  # name:VERSION or name:latest means that one version
+                try:
+                    return [self.get(tag)]
+                except NotFound:
+                    return []
+            names = [tag.name]
+        else:
+            names = self.names()
+        infos = [info for n in names for info in self._versions(n)]
+        infos.sort(key=lambda i: (i.creation_time, i.version), reverse=True)
+        return [StoredModel(self, info) for info in infos]
+
+    def resolve(self, tag: str | Tag) -> ModelInfo:
+        """The info of the version `tag` names: `latest`, an exact version or a unique prefix of one."""
+        tag = Tag.from_taglike(tag)
+        pinned = settings().pins.get(tag.name) if tag.is_latest else None
+        if pinned:  # a deployment built against concrete versions: `latest` means the pinned one
+            info = self._read_info(tag.name, pinned)
+            if info is None:
+                raise NotFound(f"{tag.name}:{pinned}, pinned by RAYSTORE_PINS, is not in {self.url}; push it there")
+            return info
+        if not tag.is_latest:
+            info = self._read_info(tag.name, tag.version)
+            if info is not None:
+                return info
+        versions = self._versions(tag.name, prefix="" if tag.is_latest else tag.version)
+        if tag.is_latest and versions:
+            return versions[0]
+        if not versions and not self._version_names(tag.name):
+            raise NotFound(f"no model named {tag.name!r} in {self.url}; `raystore models list` shows what exists")
+        matches = versions
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            listed = ", ".join(str(i.tag) for i in matches[:10])
+            raise AmbiguousTag(f"version prefix {tag} matches {len(matches)} versions ({listed}); give more characters")
+        raise NotFound(f"model {tag} not found in {self.url}; `raystore models list {tag.name}` shows its versions")
+
+    def get(self, tag: str | Tag) -> StoredModel:
+        return StoredModel(self, self.resolve(tag))
+
+    def manifest_bytes(self, tag: Tag) -> bytes | None:
+        """The raw manifest of a committed version, or None when the version does not exist."""
+        if self._cat(self._join(MODELS_DIR, tag.name, tag.version, manifest.INFO_FILE)) is None:
+            return None
+        return self._cat(self._join(MODELS_DIR, tag.name, tag.version, manifest.MANIFEST_FILE))
+
+    def read_manifest(self, tag: Tag) -> list[FileEntry]:
+        where = self._join(MODELS_DIR, tag.name, tag.version, manifest.MANIFEST_FILE)
+        data = self._cat(where)
+        if data is None:
+            raise NotFound(f"model {tag} was deleted, or its manifest is missing ({where})")
+        return manifest.loads(data, where)
+
+    def presence(self, tag: Tag, entries: list[FileEntry]) -> Presence:
+        """Whether `tag` is absent here, present with exactly these files, or present and different."""
+        if self._read_info(tag.name, tag.version) is None:
+            return "absent"
+        try:
+            existing = self.read_manifest(tag)
+        except (NotFound, StoreError):
+            return "different"
+        key = lambda e: e.path
+        return "identical" if sorted(existing, key=key) == sorted(entries, key=key) else "different"
+
+    def verify(self, tag: str | Tag) -> StoredModel:
+        """Re-check every file of a version against its manifest; raise `StoreError` listing what differs."""
+        model = self.get(tag)
+        base = self._version_dir(model.tag)
+        expected = {entry.path: entry for entry in model.manifest}
+        problems = []
+        with remote_errors(self.url):
+            found = self.fs.find(base)
+        present = {p[len(base) + 1 :] for p in found if p[len(base) + 1 :] != manifest.MANIFEST_FILE}
+        for rel in sorted(present - set(expected)):
+            problems.append(f"{rel}: not in the manifest")
+        for rel, entry in expected.items():
+            if rel not in present:
+                problems.append(f"{rel}: missing")
+                continue
+            with remote_errors(self.url), self.fs.open(f"{base}/{rel}", "rb") as f:
+                size, digest = manifest.sha256_of(f)
+            if size != entry.size:
+                problems.append(f"{rel}: {size} bytes, manifest says {entry.size}")
+            elif digest != entry.sha256:
+                problems.append(f"{rel}: sha256 differs from the manifest")
+        if problems:
+            raise StoreError(f"model {model.tag} failed verification: " + "; ".join(problems))
+        return model
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def create(self, info: ModelInfo) -> Iterator[Path]:
+        """Yield an empty local folder for a new version's files; commit it when the block succeeds.
+
+        On success the folder gets `manifest.json` and then `model.yaml`, and becomes visible in one
+        step. On an exception (or if the process dies) nothing becomes visible.
+        """
+        staging = self._new_staging_dir("stage")
+        try:
+            yield staging
+            info_bytes = info.to_yaml().encode("utf-8")
+            entries = manifest.scan_dir(staging, extra=[(manifest.INFO_FILE, info_bytes)])
+            if self.is_local:
+                (staging / manifest.MANIFEST_FILE).write_text(manifest.dumps(entries))
+                (staging / manifest.INFO_FILE).write_bytes(info_bytes)
+                self._install(staging, info.tag, force=False)
+            else:
+                (staging / manifest.INFO_FILE).write_bytes(info_bytes)
+                self.put(info.tag, entries, lambda writer: writer.write_all(lambda rel: open(staging / rel, "rb")))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def put(
+        self, tag: Tag, entries: list[FileEntry], fill: Callable[[VersionWriter], None], *, force: bool = False
+    ) -> tuple[StoredModel, Outcome]:
+        """Put one version, whose files `entries` lists, into this store: the one way saves on
+        object storage, imports, pushes, pulls and the node cache write a version.
+
+        Identical content already here is a no-op ("identical"); different content is an error
+        unless `force`. Otherwise `fill(writer)` writes every file, and the version commits only
+        when all arrived intact; on any failure the store is left as it was.
+        """
+        presence = self.presence(tag, entries)
+        if presence == "identical":
+            return self.get(tag), "identical"
+        if presence == "different" and not force:
+            raise StoreError(
+                f"model {tag} already exists in {self.url} with different content; use --force (force=True) to replace it"
+            )
+        writer = self.writer(tag, entries, force=force)
+        try:
+            fill(writer)
+            return writer.commit(), "copied"
+        except BaseException:
+            writer.abort()
+            raise
+
+    def copy_from(
+        self, src: ModelStore, tag: str | Tag, *, force: bool = False, on_bytes: OnBytes | None = None
+    ) -> tuple[StoredModel, Outcome]:
+        """Copy version `tag` (resolved in `src`) into this store, several files at a time, each
+        checked against the source's manifest on the way (push, pull and the node cache)."""
+        model = src.get(tag)
+        entries = model.manifest
+        sizes = {entry.path: entry.size for entry in entries}
+        with remote_errors(src.url if self.is_local else self.url):  # the side that can fail in interesting ways
+            return self.put(
+                model.tag, entries,
+                lambda writer: writer.write_all(lambda rel: src.open_file(model.tag, rel, sizes[rel]), on_bytes),
+                force=force,
+            )
+
+    def writer(self, tag: Tag, entries: list[FileEntry], *, force: bool) -> VersionWriter:
+        """A writer that receives exactly the files `entries` lists and then commits version `tag`."""
+        cls = LocalVersionWriter if self.is_local else RemoteVersionWriter
+        return cls(self, tag, entries, force)
+
+    def _tmp_root(self) -> Path:
+        return Path(self._join(TMP_DIR))
+
+    def _new_staging_dir(self, kind: str) -> Path:
+        if not self.is_local:
+            return Path(tempfile.mkdtemp(prefix=f"raystore-{kind}-"))
+        tmp = self._tmp_root()
+        try:
+            tmp.mkdir(parents=True, exist_ok=True)
+            self._collect_garbage(tmp)
+            path = tmp / f"{kind}-{uuid.uuid4().hex}"
+            path.mkdir()
+        except OSError as exc:
+            raise StoreError(f"cannot write to the store at {self.url}: {exc.strerror}: {exc.filename}") from None
+        return path
+
+    @staticmethod
+    def _collect_garbage(tmp: Path) -> None:
+        """Remove leftovers of saves and deletes whose process died long ago."""
+        cutoff = time.time() - STALE_TMP_SECONDS
+        for entry in tmp.iterdir():
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except FileNotFoundError:
+                pass
+
+    def _install(self, staging: Path, tag: Tag, *, force: bool) -> None:
+        """Rename a complete local staging folder into place (replacing an existing version if `force`)."""
+        target = self._version_dir(tag)
+        name_dir = Path(target).parent
+        if force and os.path.exists(target):
+            self._remove_version(tag, missing_ok=True)
+        for _ in range(100):  # a concurrent delete may remove the (empty) name folder under us
+            name_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(staging, target)
+                return
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise StoreError(f"model {tag} already exists in {self.url}") from None
+                raise StoreError(f"could not move {staging} to {target}: {exc.strerror}") from None
+        raise StoreError(f"could not commit {tag}: {name_dir} kept disappearing")
+
+    def delete(self, tag: str | Tag) -> Tag:
+        """Delete one version (`name` or `name:latest`: the newest). Returns the deleted tag.
+
+        An exact version is removed without reading its model.yaml, so a corrupt version can go too.
+        """
+        tag = Tag.from_taglike(tag)
+        if not tag.is_latest and tag.version in self._version_names(tag.name):
+            self._remove_version(tag)
+            return tag
+        info = self.resolve(tag)
+        self._remove_version(info.tag)
+        return info.tag
+
+    def delete_all(self, name: str) -> list[Tag]:
+        """Delete every version of `name`. Returns the deleted tags."""
+        tag = Tag.from_str(name)
+        versions = self._versions(tag.name)
+        if not versions:
+            raise NotFound(f"no model named {tag.name!r} in {self.url}")
+        for info in versions:
+            self._remove_version(info.tag)
+        return [info.tag for info in versions]
+
+    def _remove_version(self, tag: Tag, *, missing_ok: bool = False) -> None:
+        target = self._version_dir(tag)
+        if not self.is_local:
+            with remote_errors(self.url):
+                try:
+                    self.fs.rm_file(f"{target}/{manifest.INFO_FILE}")  # the version stops existing here
+                except FileNotFoundError:
+                    if not missing_ok:
+                        raise NotFound(f"model {tag} was already deleted") from None
+                try:
+                    self.fs.rm(target, recursive=True)
+                except FileNotFoundError:
+                    pass
+            return
+        graveyard = self._new_staging_dir("deleted")
+        graveyard.rmdir()
+        try:
+            os.rename(target, graveyard)
+        except FileNotFoundError:
+            if missing_ok:
+                return
+            raise NotFound(f"model {tag} was already deleted") from None
+        except OSError as exc:
+            raise StoreError(f"could not delete {tag}: moving {target} away failed: {exc.strerror}") from None
+        shutil.rmtree(graveyard, ignore_errors=True)
+        try:
+            os.rmdir(Path(target).parent)  # only succeeds when no version is left
+        except OSError:
+            pass
+
+
+class VersionWriter:
+    """Receives the files of one version, each checked against its manifest entry, then commits.
+
+    Nothing is visible until `commit()`; `abort()` (or an exception inside `write_all`) removes
+    what was written.
+    """
+
+    def __init__(self, store: ModelStore, tag: Tag, entries: list[FileEntry], force: bool):
+        self.store, self.tag, self.force = store, tag, force
+        self.entries = {e.path: e for e in entries}
+        if manifest.INFO_FILE not in self.entries:
+            raise StoreError(f"the manifest of {tag} does not list {manifest.INFO_FILE}")
+        if self.entries[manifest.INFO_FILE].size > MAX_INFO_BYTES:
+            raise StoreError(f"{manifest.INFO_FILE} of {tag} is larger than {MAX_INFO_BYTES} bytes")
+        self._written: set[str] = set()
+        self._lock = threading.Lock()
+        self.info_bytes: bytes | None = None
+
+    def write(self, relpath: str, src: BinaryIO, on_bytes: OnBytes | None = None) -> None:
+        entry = self.entries.get(relpath)
+        if entry is None:
+            raise StoreError(f"{relpath!r} is not listed in the manifest of {self.tag}")
+        with self._lock:
+            if relpath in self._written:
+                raise StoreError(f"{relpath!r} appears twice in {self.tag}")
+            self._written.add(relpath)
+        if relpath == manifest.INFO_FILE:
+            buffer = io.BytesIO()
+            copy_verified(src, buffer, entry, on_bytes)
+            self.info_bytes = buffer.getvalue()
+            self._write_info_early(self.info_bytes)
+            return
+        self._write_file(relpath, src, entry, on_bytes)
+
+    def write_all(self, opener, on_bytes: OnBytes | None = None) -> None:
+        """Write every listed file, several at a time; `opener(relpath)` returns a readable stream."""
+
+        def task(rel: str) -> None:
+            with opener(rel) as src:
+                self.write(rel, src, on_bytes)
+
+        run_parallel([lambda rel=rel: task(rel) for rel in self.entries])
+
+    def missing(self) -> list[str]:
+        return sorted(set(self.entries) - self._written)
+
+    def _check_complete(self) -> ModelInfo:
+        if self.missing():
+            raise StoreError(f"{self.tag} is incomplete: missing {', '.join(self.missing())}")
+        info = ModelInfo.from_yaml(self.info_bytes.decode("utf-8", errors="replace"), f"{self.tag}/model.yaml")
+        if info.tag != self.tag:
+            raise StoreError(f"model.yaml describes {info.tag}, not {self.tag}")
+        return info
+
+    def _manifest_text(self) -> str:
+        return manifest.dumps(sorted(self.entries.values(), key=lambda e: e.path))
+
+    # subclass hooks
+    def _write_file(self, relpath: str, src: BinaryIO, entry: FileEntry, on_bytes: OnBytes | None) -> None:
+        raise NotImplementedError
+
+    def _write_info_early(self, data: bytes) -> None:
+        """Local staging may write model.yaml at once; remote stores must wait for commit."""
+
+    def commit(self) -> StoredModel:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+class LocalVersionWriter(VersionWriter):
+    def __init__(self, store: ModelStore, tag: Tag, entries: list[FileEntry], force: bool):
+        super().__init__(store, tag, entries, force)
+        self.staging = store._new_staging_dir("stage")
+
+    def _write_file(self, relpath, src, entry, on_bytes):
+        path = self.staging / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb", buffering=0) as dst:  # chunks are large: no second buffer
+            copy_verified(src, dst, entry, on_bytes)
+
+    def _write_info_early(self, data: bytes) -> None:
+        (self.staging / manifest.INFO_FILE).write_bytes(data)
+
+    def commit(self) -> StoredModel:
+        try:
+            info = self._check_complete()
+            (self.staging / manifest.MANIFEST_FILE).write_text(self._manifest_text())
+            self.store._install(self.staging, self.tag, force=self.force)
+            return StoredModel(self.store, info)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class RemoteVersionWriter(VersionWriter):
+    def __init__(self, store: ModelStore, tag: Tag, entries: list[FileEntry], force: bool):
+        super().__init__(store, tag, entries, force)
+        self.target = store._version_dir(tag)
+        if store._read_info(tag.name, tag.version) is not None and not force:
+            raise StoreError(f"model {tag} already exists in {store.url}")
+        # Leftovers of an earlier, interrupted write (or the version being replaced) go first.
+        store._remove_version(tag, missing_ok=True)
+
+    def _write_file(self, relpath, src, entry, on_bytes):
+        with remote_errors(self.store.url), self.store.fs.open(f"{self.target}/{relpath}", "wb") as dst:
+            copy_verified(src, dst, entry, on_bytes)
+
+    def commit(self) -> StoredModel:
+        info = self._check_complete()
+        fs = self.store.fs
+        with remote_errors(self.store.url):
+            fs.pipe_file(f"{self.target}/{manifest.MANIFEST_FILE}", self._manifest_text().encode())
+            fs.pipe_file(f"{self.target}/{manifest.INFO_FILE}", self.info_bytes)  # now it exists
+        return StoredModel(self.store, info)
+
+    def abort(self) -> None:
+        try:
+            self.store.fs.rm(self.target, recursive=True)
+        except Exception:  # best effort: an invisible leftover is harmless and is replaced by the next write
+            pass
