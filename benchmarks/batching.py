@@ -428,7 +428,9 @@ def median_result(name: str, rounds: list[Result]) -> Result:
     )
 
 
-async def run_model(kind: str, duration_s: float, warmup_s: float, timeouts: tuple[float, ...], rounds: int) -> tuple[list[Result], list[Result]]:
+async def run_model(
+    kind: str, duration_s: float, warmup_s: float, timeouts: tuple[float, ...], rounds: int
+) -> tuple[list[Result], list[Result]]:
     """The closed-loop results at `CALLERS` connections, then those at `LIGHT_CALLERS`.
 
     Every fixed timeout runs once; then the best of them, `raystore.batch` and the ideal batcher
@@ -446,7 +448,9 @@ async def run_model(kind: str, duration_s: float, warmup_s: float, timeouts: tup
     sweep = []
     for timeout_s in timeouts:
         await ray.configure.remote(timeout_s, MAX_BATCH_ROWS)
-        sweep.append(await closed_loop(f"@serve.batch {timeout_s * 1000:g} ms", ray_app, ray, CALLERS, warmup_s, duration_s))
+        sweep.append(
+            await closed_loop(f"@serve.batch {timeout_s * 1000:g} ms", ray_app, ray, CALLERS, warmup_s, duration_s)
+        )
         sweep[-1].timeout_s = timeout_s
     best = max(sweep, key=lambda r: r.rows_per_s)
     await ray.configure.remote(best.timeout_s, MAX_BATCH_ROWS)
@@ -471,7 +475,9 @@ async def run_model(kind: str, duration_s: float, warmup_s: float, timeouts: tup
     return results, light
 
 
-async def run_overload(limit_rows_per_s: float, best_ray_timeout_s: float, duration_s: float, warmup_s: float) -> list[Result]:
+async def run_overload(
+    limit_rows_per_s: float, best_ray_timeout_s: float, duration_s: float, warmup_s: float
+) -> list[Result]:
     rate = 2 * limit_rows_per_s / OVERLOAD_REQUEST_ROWS
     results = []
 
@@ -527,8 +533,7 @@ def print_closed(title: str, limit: float, limit_rows: int, results: list[Result
         print(
             f"{r.name + marker:<24}{r.rows_per_s:>9.0f}{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.replica_p99_ms:>13.1f}"
             f"{r.mean_batch:>8.1f}{r.rows_per_s / limit:>9.2f}{r.rows_per_s / ideal.rows_per_s:>9.2f}"
-            f"{r.rows_per_s / best_ray.rows_per_s:>21.2f}"
-            + (f"   ({'; '.join(r.notes)})" if r.notes else "")
+            f"{r.rows_per_s / best_ray.rows_per_s:>21.2f}" + (f"   ({'; '.join(r.notes)})" if r.notes else "")
         )
     model_ms = limit_rows / limit * 1000
     print(
@@ -541,7 +546,9 @@ def print_light(title: str, results: list[Result]) -> None:
     print(f"\n{title}, light load: {LIGHT_CALLERS} connections")
     print(f"{'variant':<24}{'rows/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99 replica':>13}{'batch':>8}")
     for r in results:
-        print(f"{r.name:<24}{r.rows_per_s:>9.0f}{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.replica_p99_ms:>13.1f}{r.mean_batch:>8.1f}")
+        print(
+            f"{r.name:<24}{r.rows_per_s:>9.0f}{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.replica_p99_ms:>13.1f}{r.mean_batch:>8.1f}"
+        )
 
 
 def print_overload(limit: float, results: list[Result]) -> None:
@@ -561,7 +568,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of the best timeout, raystore.batch and the ideal")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved runs of the best timeout, raystore.batch and the ideal"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer @serve.batch timeouts, shorter runs, one round")
     args = parser.parse_args()
     timeouts = (0.01, 0.05) if args.quick else RAY_TIMEOUTS_S

@@ -151,8 +151,13 @@ def main() -> None:
 
     # Logical CPUs: the eight apps' replicas ask for more than the machine's cores, though only one
     # app is under load at a time.
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(work)}})
+    ray.init(
+        address="local",
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(work)}},
+    )
     port = 8765
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     bodies = {"iris": "[[5.9, 3.0, 5.1, 1.8]]", "mlp": json.dumps([[0.1] * 64])}
@@ -164,20 +169,29 @@ def main() -> None:
             one, two = raw_apps(kind)
             apps = {
                 "raw one deployment": one,
-                "raystore embedded": load_service(f"bench_services:{kind}_embedded").to_app(f"bench_services:{kind}_embedded"),
+                "raystore embedded": load_service(f"bench_services:{kind}_embedded").to_app(
+                    f"bench_services:{kind}_embedded"
+                ),
                 "raw two deployments": two,
-                "raystore served": load_service(f"bench_services:{kind}_served").to_app(f"bench_services:{kind}_served"),
+                "raystore served": load_service(f"bench_services:{kind}_served").to_app(
+                    f"bench_services:{kind}_served"
+                ),
             }
             for variant, app in apps.items():
                 name = f"{kind}-{variant.replace(' ', '-')}"
                 serve.run(app, name=name, route_prefix=f"/{name}")
                 target = f"http://127.0.0.1:{port}/{name}/" + ("" if variant.startswith("raw") else "predict")
-                urllib.request.urlopen(urllib.request.Request(target, data=body.encode(), headers={"Content-Type": "application/json"}), timeout=30)
+                urllib.request.urlopen(
+                    urllib.request.Request(target, data=body.encode(), headers={"Content-Type": "application/json"}),
+                    timeout=30,
+                )
                 wrk(target, body, 2, args.connections)  # warm up
                 targets[(kind, variant)] = target
         for round_ in range(args.rounds):
             for (kind, variant), target in targets.items():
-                results.setdefault((kind, variant), []).append(wrk(target, bodies[kind], args.duration, args.connections))
+                results.setdefault((kind, variant), []).append(
+                    wrk(target, bodies[kind], args.duration, args.connections)
+                )
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         ray.shutdown()  # no graceful serve.shutdown: under HAProxy it waits 30 s for nothing
@@ -185,9 +199,13 @@ def main() -> None:
 
         _stop_leftover_haproxy(port)
     mode = "HAProxy" if haproxy_available() else "Python proxy"
-    print(f"\n{args.connections} connections, 1-row JSON requests, {args.duration:.0f} s each, "
-          f"median of {args.rounds} rounds, {mode} ingress\n")
-    header = f"{'model':<5} {'variant':<20} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs raw req/s':>12} {'vs raw p99':>10}"
+    print(
+        f"\n{args.connections} connections, 1-row JSON requests, {args.duration:.0f} s each, "
+        f"median of {args.rounds} rounds, {mode} ingress\n"
+    )
+    header = (
+        f"{'model':<5} {'variant':<20} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs raw req/s':>12} {'vs raw p99':>10}"
+    )
     print(header)
     print("-" * len(header))
     baselines = {"raystore embedded": "raw one deployment", "raystore served": "raw two deployments"}

@@ -27,6 +27,7 @@ KEY, SECRET = "bench", "bench-secret"
 
 # ---- the child side: one operation, timed, with its memory measured ------------------------------
 
+
 def _rss_mb(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -48,7 +49,9 @@ def child(op: str, arg: str) -> None:
     import raystore
 
     def s3():
-        return s3fs.S3FileSystem(key=KEY, secret=SECRET, client_kwargs={"endpoint_url": os.environ["RAYSTORE_S3_ENDPOINT_URL"]})
+        return s3fs.S3FileSystem(
+            key=KEY, secret=SECRET, client_kwargs={"endpoint_url": os.environ["RAYSTORE_S3_ENDPOINT_URL"]}
+        )
 
     model = None
     if op in ("save", "raw_save"):
@@ -81,6 +84,7 @@ def child(op: str, arg: str) -> None:
 
 # ---- the parent side: run everything, print the table --------------------------------------------
 
+
 def run(op: str, arg: str = "", arg2: str = "", **env: str) -> dict:
     full_env = {**os.environ, **env, "BENCH_ARG2": arg2}
     os.sync()  # start each run with no dirty pages: writeback of the last one would throttle this one
@@ -108,8 +112,10 @@ def main() -> None:
 
         s3fs.S3FileSystem(key=KEY, secret=SECRET, client_kwargs={"endpoint_url": server.endpoint}).mkdir("bench")
         env = {
-            "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET,
-            "RAYSTORE_S3_ENDPOINT_URL": server.endpoint, "RAYSTORE_REMOTE": "s3://bench/remote",
+            "AWS_ACCESS_KEY_ID": KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "RAYSTORE_S3_ENDPOINT_URL": server.endpoint,
+            "RAYSTORE_REMOTE": "s3://bench/remote",
             "RAYSTORE_CONFIG": str(work / "none.yaml"),
         }
         home_a, home_b, home_c = (str(work / n) for n in ("store-a", "store-b", "store-c"))
@@ -127,18 +133,49 @@ def main() -> None:
         size_mb = sum(f.stat().st_size for f in version_dir.iterdir()) / 2**20
         raw_save = run("raw_save", str(params), str(work / "raw.pt"), **env)
         rows.append(("save", saved, "torch.save", raw_save))
-        rows.append(("load", best(lambda i: run("load", tag, RAYSTORE_HOME=home_a, **env)),
-                     "torch.load", best(lambda i: run("raw_load", str(work / "raw.pt"), **env))))
+        rows.append(
+            (
+                "load",
+                best(lambda i: run("load", tag, RAYSTORE_HOME=home_a, **env)),
+                "torch.load",
+                best(lambda i: run("raw_load", str(work / "raw.pt"), **env)),
+            )
+        )
         archive = str(work / "big.raymodel")
-        rows.append(("export", best(lambda i: run("export", tag, archive, RAYSTORE_HOME=home_a, **env)),
-                     "cp -r", best(lambda i: run("raw_cp", str(version_dir), str(work / f"cp-e{i}"), **env))))
-        rows.append(("import", best(lambda i: run("import", archive, RAYSTORE_HOME=f"{home_b}-{i}", **env)),
-                     "cp -r", best(lambda i: run("raw_cp", str(version_dir), str(work / f"cp-i{i}"), **env))))
-        pushed = best(lambda i: run("push", tag, RAYSTORE_HOME=home_a, **{**env, "RAYSTORE_REMOTE": f"s3://bench/remote-{i}"}))
-        rows.append(("push", pushed,
-                     "s3fs put", best(lambda i: run("raw_put", str(version_dir), f"bench/raw-put-{i}", **env))))
-        rows.append(("pull", best(lambda i: run("pull", tag, RAYSTORE_HOME=f"{home_c}-{i}", **{**env, "RAYSTORE_REMOTE": "s3://bench/remote-0"})),
-                     "s3fs get", best(lambda i: run("raw_get", "bench/raw-put-0", str(work / f"raw-get-{i}"), **env))))
+        rows.append(
+            (
+                "export",
+                best(lambda i: run("export", tag, archive, RAYSTORE_HOME=home_a, **env)),
+                "cp -r",
+                best(lambda i: run("raw_cp", str(version_dir), str(work / f"cp-e{i}"), **env)),
+            )
+        )
+        rows.append(
+            (
+                "import",
+                best(lambda i: run("import", archive, RAYSTORE_HOME=f"{home_b}-{i}", **env)),
+                "cp -r",
+                best(lambda i: run("raw_cp", str(version_dir), str(work / f"cp-i{i}"), **env)),
+            )
+        )
+        pushed = best(
+            lambda i: run("push", tag, RAYSTORE_HOME=home_a, **{**env, "RAYSTORE_REMOTE": f"s3://bench/remote-{i}"})
+        )
+        rows.append(
+            ("push", pushed, "s3fs put", best(lambda i: run("raw_put", str(version_dir), f"bench/raw-put-{i}", **env)))
+        )
+        rows.append(
+            (
+                "pull",
+                best(
+                    lambda i: run(
+                        "pull", tag, RAYSTORE_HOME=f"{home_c}-{i}", **{**env, "RAYSTORE_REMOTE": "s3://bench/remote-0"}
+                    )
+                ),
+                "s3fs get",
+                best(lambda i: run("raw_get", "bench/raw-put-0", str(work / f"raw-get-{i}"), **env)),
+            )
+        )
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -157,7 +194,9 @@ def main() -> None:
             f"{base['seconds']:>7.2f} {ratio:>6.2f} {('>=' + str(target)) if target else '':>7}{mark:<5}"
             f"{ours['rss_growth_mb']:>7.0f}"
         )
-    print("\nratio = baseline time / raystore time (1.0 = as fast as the baseline); RSS +MB = peak growth during the op")
+    print(
+        "\nratio = baseline time / raystore time (1.0 = as fast as the baseline); RSS +MB = peak growth during the op"
+    )
 
 
 if __name__ == "__main__":

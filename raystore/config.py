@@ -72,7 +72,9 @@ def _pins(text: str) -> dict[str, str]:
     try:
         pins = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"RAYSTORE_PINS is not JSON ({exc}); expected e.g. {{\"iris_clf\": \"1m89jf14gkr0zn4z\"}}") from None
+        raise ConfigError(
+            f'RAYSTORE_PINS is not JSON ({exc}); expected e.g. {{"iris_clf": "1m89jf14gkr0zn4z"}}'
+        ) from None
     if not isinstance(pins, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in pins.items()):
         raise ConfigError("RAYSTORE_PINS must be a JSON object of model name to version")
     return pins

@@ -73,7 +73,9 @@ class Tag:
             raise InvalidTag(f"a tag must be a string like 'iris_clf:latest', got {type(text).__name__}")
         name, sep, version = text.partition(":")
         if sep and not version:
-            raise InvalidTag(f"invalid tag {text!r}: empty version after ':'; use 'name', 'name:latest' or 'name:VERSION'")
+            raise InvalidTag(
+                f"invalid tag {text!r}: empty version after ':'; use 'name', 'name:latest' or 'name:VERSION'"
+            )
         if ":" in version:
             raise InvalidTag(f"invalid tag {text!r}: more than one ':'; use 'name' or 'name:version'")
         return cls(name, version or None)

@@ -29,8 +29,15 @@ def manifest_for(files: dict[str, bytes]) -> bytes:
     return json.dumps({"files": entries}).encode()
 
 
-def write_archive(path: Path, prefix: str, files: dict[str, bytes], *, manifest: bytes | None = None,
-                  extra: list[tarfile.TarInfo] = (), skip: set[str] = frozenset()) -> Path:
+def write_archive(
+    path: Path,
+    prefix: str,
+    files: dict[str, bytes],
+    *,
+    manifest: bytes | None = None,
+    extra: list[tarfile.TarInfo] = (),
+    skip: set[str] = frozenset(),
+) -> Path:
     """An archive with a manifest (recomputed unless given), the files in order, then `extra` members."""
     manifest = manifest_for(files) if manifest is None else manifest
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:

@@ -79,12 +79,14 @@ def ray_session(tmp_path_factory):
         num_gpus=2,
         include_dashboard=False,
         object_store_memory=100 * 1024 * 1024,
-        runtime_env={"env_vars": {
-            "PYTHONPATH": pythonpath,
-            # replicas keep their node cache, and read no user config, inside this session's temp folder
-            "RAYSTORE_CACHE_DIR": str(tmp_path_factory.mktemp("replica-node-cache")),
-            "RAYSTORE_CONFIG": str(tmp_path_factory.getbasetemp() / "no-config.yaml"),
-        }},
+        runtime_env={
+            "env_vars": {
+                "PYTHONPATH": pythonpath,
+                # replicas keep their node cache, and read no user config, inside this session's temp folder
+                "RAYSTORE_CACHE_DIR": str(tmp_path_factory.mktemp("replica-node-cache")),
+                "RAYSTORE_CONFIG": str(tmp_path_factory.getbasetemp() / "no-config.yaml"),
+            }
+        },
         log_to_driver=False,
     )
     # Serve starts once, with its HTTP proxy on a free port: later serve.run calls reuse it.

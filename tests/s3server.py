@@ -55,16 +55,29 @@ def start_seaweedfs(weed: Path, data: Path, key: str, secret: str, timeout: floa
     """Start `weed server -s3` with one identity (`key`/`secret`) and wait until S3 answers."""
     data.mkdir(parents=True, exist_ok=True)
     config = data / "s3.json"
-    identity = {"name": "raystore", "credentials": [{"accessKey": key, "secretKey": secret}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+    identity = {
+        "name": "raystore",
+        "credentials": [{"accessKey": key, "secretKey": secret}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
     config.write_text(json.dumps({"identities": [identity]}))
     s3, master, volume, filer = _free_ports(4)
     cmd = [
-        str(weed), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-s3", f"-s3.port={s3}", f"-s3.config={config}", f"-master.port={master}",
-        f"-volume.port={volume}", f"-filer.port={filer}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",  # or it dies when 8181/9101 are taken
-        "-master.volumeSizeLimitMB=256", "-volume.max=100",
+        str(weed),
+        "server",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.config={config}",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",  # or it dies when 8181/9101 are taken
+        "-master.volumeSizeLimitMB=256",
+        "-volume.max=100",
     ]
     log_path = data / "weed.log"
     with open(log_path, "wb") as log:

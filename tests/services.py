@@ -42,7 +42,9 @@ async def scale_embedded(x: np.ndarray) -> np.ndarray:
 
 
 # A runner method itself as the API function: a plain function returning a coroutine.
-svc.api(input=NumpyNdarray(dtype="float32"), output=NumpyNdarray(), name="scale_direct")(embedded_runner.scale.async_run)
+svc.api(input=NumpyNdarray(dtype="float32"), output=NumpyNdarray(), name="scale_direct")(
+    embedded_runner.scale.async_run
+)
 
 
 @svc.api(input=JSON(pydantic_model=Order), output=JSON())
@@ -94,6 +96,9 @@ def grayscale(image):
     return image.convert("L")
 
 
-@svc.api(input=Multipart(image=Image(), factor=NumpyNdarray(dtype="float64")), output=Multipart(size=JSON(), factor=NumpyNdarray()))
+@svc.api(
+    input=Multipart(image=Image(), factor=NumpyNdarray(dtype="float64")),
+    output=Multipart(size=JSON(), factor=NumpyNdarray()),
+)
 def describe_image(parts):
     return {"size": list(parts["image"].size), "factor": parts["factor"] * 2}

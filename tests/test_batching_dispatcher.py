@@ -132,10 +132,7 @@ class TwoInputs:
 def test_several_arguments_share_the_batch_dim():
     async def main():
         model = TwoInputs()
-        calls = [
-            model.score(np.full((2, k), k), weights=np.ones((2, k)), bias=np.full((1, k), 100))
-            for k in (1, 2, 3)
-        ]
+        calls = [model.score(np.full((2, k), k), weights=np.ones((2, k)), bias=np.full((1, k), 100)) for k in (1, 2, 3)]
         return await asyncio.gather(*calls)
 
     results = run(main())
@@ -682,7 +679,6 @@ def test_batches_shrink_when_the_latency_budget_is_tight():
     assert sum(loose) / len(loose) > 2 * sum(tight) / len(tight)
 
 
-
 def test_a_closed_loop_of_callers_settles_on_full_batches():
     # Callers with a fixed concurrency (a connection pool) send again a few ms after each answer.
     # Dispatching whatever is queued when the model frees up splits them into a big batch and a
@@ -709,6 +705,7 @@ def test_a_closed_loop_of_callers_settles_on_full_batches():
 
     sizes = run(main())
     assert sum(sizes) / len(sizes) >= 0.75 * callers, Counter(sizes)
+
 
 # ---- the per-call fast paths ---------------------------------------------------------------------
 

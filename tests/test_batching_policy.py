@@ -361,8 +361,13 @@ def test_admission_agrees_with_the_drain_time_it_promises():
     # and itself is predicted to drain within its latency budget (less the headroom).
     rng = random.Random(7)
     for _ in range(500):
-        policy = policy_with(rng.uniform(0, 30) * MS, rng.uniform(0, 1) * MS, max_batch_size=rng.choice((8, 64)),
-                             max_latency_ms=rng.choice((50, 200)), max_concurrent_batches=rng.choice((1, 2)))
+        policy = policy_with(
+            rng.uniform(0, 30) * MS,
+            rng.uniform(0, 1) * MS,
+            max_batch_size=rng.choice((8, 64)),
+            max_latency_ms=rng.choice((50, 200)),
+            max_concurrent_batches=rng.choice((1, 2)),
+        )
         rows, ahead, busy_for = rng.randint(1, 8), rng.randint(0, 200), rng.uniform(0, 0.1)
         budget = (policy.deadline(0.0, rows) - 0.0) * 0.95
         fits = busy_for + policy.backlog_time(busy_for, ahead + rows, busy_for) <= budget

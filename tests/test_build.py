@@ -34,7 +34,9 @@ def test_build_pins_latest_and_validates(store_home, monkeypatch):
     validate_config(config)
     (app,) = config["applications"]
     assert app["name"] == "iris_classifier" and app["route_prefix"] == "/"
-    assert app["import_path"] == "raystore._private.deploy.build:build_application" and app["args"] == {"service": "service:svc"}
+    assert app["import_path"] == "raystore._private.deploy.build:build_application" and app["args"] == {
+        "service": "service:svc"
+    }
     env = app["runtime_env"]["env_vars"]
     assert env["RAYSTORE_HOME"] == str(store_home) and env["PYTHONPATH"] == str(IRIS)
     assert json.loads(env["RAYSTORE_PINS"]) == {"iris_clf": current.tag.version}
@@ -66,7 +68,10 @@ def test_build_command(tmp_path, subprocess_env):
     out_file = tmp_path / "deployments" / "iris_classifier.yaml"
     out = subprocess.run(
         [str(VENV_BIN / "raystore"), "build", "service:svc", "--working-dir", str(IRIS), "-o", str(out_file)],
-        capture_output=True, text=True, env=subprocess_env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert f"Wrote {out_file}" in out.stderr
@@ -106,8 +111,13 @@ def test_build_lists_runner_deployments_with_their_resources(tmp_path, monkeypat
 def test_build_for_a_cluster_names_its_store_code_folder_and_route(store_home):
     _save_iris()
     sys.modules.pop("service", None)
-    config = build_config("service:svc", working_dir=str(IRIS), store="s3://bucket/store",
-                          pythonpath="/srv/examples/iris", route_prefix="/iris")
+    config = build_config(
+        "service:svc",
+        working_dir=str(IRIS),
+        store="s3://bucket/store",
+        pythonpath="/srv/examples/iris",
+        route_prefix="/iris",
+    )
     validate_config(config)
     (app,) = config["applications"]
     assert app["route_prefix"] == "/iris"
@@ -140,10 +150,25 @@ def test_committed_deployment_is_what_make_deployments_builds(example, tmp_path,
         runpy.run_path(str(ROOT / "examples" / example / "train.py"), run_name="__main__")
     out_file = tmp_path / f"{example}.yaml"
     out = subprocess.run(
-        [str(VENV_BIN / "raystore"), "build", "service:svc", "--working-dir", str(ROOT / "examples" / example),
-         "--store", env["RAYSTORE_HOME"], "--pythonpath", env["PYTHONPATH"], "--route-prefix", app["route_prefix"],
-         "-o", str(out_file)],
-        capture_output=True, text=True, env=subprocess_env, timeout=120,
+        [
+            str(VENV_BIN / "raystore"),
+            "build",
+            "service:svc",
+            "--working-dir",
+            str(ROOT / "examples" / example),
+            "--store",
+            env["RAYSTORE_HOME"],
+            "--pythonpath",
+            env["PYTHONPATH"],
+            "--route-prefix",
+            app["route_prefix"],
+            "-o",
+            str(out_file),
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     fresh = yaml.safe_load(out_file.read_text())

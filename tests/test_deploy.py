@@ -32,10 +32,22 @@ def head_cluster(tmp_path_factory):
     gcs_port, dashboard_port = _free_port(), _free_port()
     log = open(temp_dir / "ray-start.log", "wb")
     proc = subprocess.Popen(
-        [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}", "--num-cpus=2",
-         "--include-dashboard=true", f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1",
-         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(VENV_BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs_port}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            f"--dashboard-port={dashboard_port}",
+            "--dashboard-host=127.0.0.1",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard_port}"
     deadline = time.time() + 120
@@ -67,8 +79,16 @@ def raystore_cli(*args, env=None, timeout=300):
 def test_deploy_status_delete(head_cluster, tmp_path, subprocess_env):
     env = dict(subprocess_env)
     out = subprocess.run(
-        [str(VENV_BIN / "python"), "-c", f"import sys; sys.path.insert(0, {str(IRIS)!r}); from quickstart import train_and_save; "
-         "print(train_and_save().tag)"], capture_output=True, text=True, env=env)
+        [
+            str(VENV_BIN / "python"),
+            "-c",
+            f"import sys; sys.path.insert(0, {str(IRIS)!r}); from quickstart import train_and_save; "
+            "print(train_and_save().tag)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     config_file = tmp_path / "iris.yaml"
     out = raystore_cli("build", "service:svc", "--working-dir", str(IRIS), "-o", str(config_file), env=env)
@@ -82,8 +102,11 @@ def test_deploy_status_delete(head_cluster, tmp_path, subprocess_env):
     assert out.returncode == 0, out.stderr
     assert f"Deployed iris_classifier to {head_cluster}" in out.stdout and "RUNNING" in out.stderr
 
-    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/classify", data=b"[[5.9, 3.0, 5.1, 1.8]]",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{http_port}/classify",
+        data=b"[[5.9, 3.0, 5.1, 1.8]]",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert json.loads(response.read()) == [2]
 

@@ -25,7 +25,10 @@ def test_iris_quickstart_serves_over_http(subprocess_env):
     env = {**subprocess_env, "QUICKSTART_PORT": str(_free_port())}
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "iris" / "quickstart.py")],
-        env=env, capture_output=True, text=True, timeout=280,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "/classify [[5.9, 3.0, 5.1, 1.8]] -> 2 (virginica)" in out.stdout
@@ -44,10 +47,20 @@ def _served(example: str, env, metrics_port: int | None = None):
     import urllib.request
 
     port = _free_port()
-    command = [str(Path(sys.executable).with_name("raystore")), "serve", "service:svc",
-               "--working-dir", str(ROOT / "examples" / example), "--port", str(port),
-               "--metrics-port", str(metrics_port or _free_port())]
-    server = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command = [
+        str(Path(sys.executable).with_name("raystore")),
+        "serve",
+        "service:svc",
+        "--working-dir",
+        str(ROOT / "examples" / example),
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port or _free_port()),
+    ]
+    server = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -90,8 +103,13 @@ def _serve_and_post(example: str, route: str, body, env) -> object:
 
 
 def _train(example: str, env) -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / example / "train.py")],
-                         env=env, capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / example / "train.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -108,7 +126,9 @@ def test_pytorch_gpu_example_falls_back_to_cpu(subprocess_env):
     _train("pytorch_gpu", subprocess_env)
     (model,) = raystore.models.list("iris_torch")
     assert model.info.metadata["accuracy"] > 0.9
-    answer = _serve_and_post("pytorch_gpu", "/probabilities", [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], subprocess_env)
+    answer = _serve_and_post(
+        "pytorch_gpu", "/probabilities", [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], subprocess_env
+    )
     assert len(answer) == 2 and all(abs(sum(row) - 1) < 1e-4 for row in answer)
     assert answer[0][0] > 0.9 and answer[1][2] > 0.5
 
@@ -119,9 +139,17 @@ def test_request_metrics_reach_the_prometheus_endpoint(subprocess_env):
     import time
     import urllib.request
 
-    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'examples' / 'iris')!r}); "
-                          "from quickstart import train_and_save; train_and_save()"],
-                         env=subprocess_env, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(ROOT / 'examples' / 'iris')!r}); "
+            "from quickstart import train_and_save; train_and_save()",
+        ],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     metrics_port = _free_port()
     env = {**subprocess_env, "RAY_metrics_report_interval_ms": "500"}
@@ -135,11 +163,20 @@ def test_request_metrics_reach_the_prometheus_endpoint(subprocess_env):
             text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
             ok, bad = re.search(pattern % "200", text), re.search(pattern % "400", text)
             batches = re.search(r"raystore_batches_total\{[^}]*\} (\d+(?:\.\d+)?)", text)
-            if ok and bad and float(ok.group(1)) >= 2 and float(bad.group(1)) >= 1 and batches and float(batches.group(1)) >= 1:
+            if (
+                ok
+                and bad
+                and float(ok.group(1)) >= 2
+                and float(bad.group(1)) >= 1
+                and batches
+                and float(batches.group(1)) >= 1
+            ):
                 break
             time.sleep(1)
         else:
-            raise AssertionError("request metrics never appeared: " + "\n".join(
-                line for line in text.splitlines() if "raystore" in line)[:2000])
+            raise AssertionError(
+                "request metrics never appeared: "
+                + "\n".join(line for line in text.splitlines() if "raystore" in line)[:2000]
+            )
         assert "raystore_request_latency_ms_bucket" in text
         assert "raystore_batch_size_bucket" in text

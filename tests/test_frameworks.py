@@ -100,9 +100,7 @@ def test_external_modules_are_saved_by_value(tmp_path, subprocess_env):
         "m = raystore.pytorch.save_model('doubler', my_model_def.Doubler(), external_modules=[my_model_def])\n"
         "print(m.tag)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "train.py"], cwd=tmp_path, env=subprocess_env, capture_output=True, text=True
-    )
+    out = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, env=subprocess_env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "my_model_def" not in sys.modules
     loaded = raystore.pytorch.load_model(out.stdout.strip())

@@ -34,7 +34,9 @@ def test_store_root_on_s3_across_processes(s3_bucket, subprocess_env, monkeypatc
     root = f"{s3_bucket}/team-store"
     monkeypatch.setenv("RAYSTORE_HOME", root)
     env = {**subprocess_env, **{k: os.environ[k] for k in ("RAYSTORE_HOME", "RAYSTORE_CACHE_DIR")}}
-    out = subprocess.run([sys.executable, "-m", "remote_worker", "save", "shared"], env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "remote_worker", "save", "shared"], env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     tag = out.stdout.strip()
 
@@ -48,7 +50,9 @@ def test_store_root_on_s3_across_processes(s3_bucket, subprocess_env, monkeypatc
     # four fresh processes (another node's loaders) start together: exactly one downloads
     env["RAYSTORE_CACHE_DIR"] = str(tmp_path / "other-node-cache")
     procs = [
-        subprocess.Popen([sys.executable, "-m", "remote_worker", "load", tag], env=env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "remote_worker", "load", tag], env=env, stdout=subprocess.PIPE, text=True
+        )
         for _ in range(4)
     ]
     results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
@@ -130,10 +134,13 @@ def test_remote_failures_are_one_line_and_leave_nothing(s3_bucket, monkeypatch, 
 
 def test_killed_push_leaves_nothing_visible(s3_bucket, monkeypatch, subprocess_env):
     monkeypatch.setenv("RAYSTORE_REMOTE", f"{s3_bucket}/remote")
-    big = raystore.picklable_model.save_model("big", np.random.default_rng(0).random(12_000_000), signatures={"sum": {}})
+    big = raystore.picklable_model.save_model(
+        "big", np.random.default_rng(0).random(12_000_000), signatures={"sum": {}}
+    )
     env = {**subprocess_env, "RAYSTORE_REMOTE": os.environ["RAYSTORE_REMOTE"]}
-    proc = subprocess.Popen([sys.executable, "-m", "remote_worker", "push", str(big.tag)], env=env,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "remote_worker", "push", str(big.tag)], env=env, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "start"
     time.sleep(0.4)
     os.kill(proc.pid, signal.SIGKILL)

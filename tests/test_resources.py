@@ -56,8 +56,11 @@ def test_auto_follows_the_cluster():
     assert auto.resolve(gpu_capable=True, cluster_gpus=2).num_gpus == 1.0
     assert auto.resolve(gpu_capable=True, cluster_gpus=0).num_gpus == 0.0
     assert parse_resources(None, gpu_capable=False).resolve(gpu_capable=False, cluster_gpus=8).num_gpus == 0.0
-    options = parse_resources({"num_cpus": 0.5, "num_gpus": 0.5, "accelerator_type": "T4", "memory": "1Gi"},
-                              gpu_capable=True).resolve(gpu_capable=True, cluster_gpus=1).ray_actor_options()
+    options = (
+        parse_resources({"num_cpus": 0.5, "num_gpus": 0.5, "accelerator_type": "T4", "memory": "1Gi"}, gpu_capable=True)
+        .resolve(gpu_capable=True, cluster_gpus=1)
+        .ray_actor_options()
+    )
     assert options == {"num_cpus": 0.5, "num_gpus": 0.5, "accelerator_type": "T4", "memory": 2**30}
 
 

@@ -11,7 +11,9 @@ from raystore.exceptions import InvalidArgument, RunnerNotReady
 
 def test_sklearn_runner_local(iris, iris_clf):
     X, _ = iris
-    m = raystore.sklearn.save_model("iris_clf", iris_clf, signatures={"predict": {"batchable": True}, "decision_function": {}})
+    m = raystore.sklearn.save_model(
+        "iris_clf", iris_clf, signatures={"predict": {"batchable": True}, "decision_function": {}}
+    )
     runner = m.to_runner(max_batch_size=16, max_latency_ms=200)
     assert runner.name == "iris_clf" and set(runner.methods) == {"predict", "decision_function"}
     with pytest.raises(RunnerNotReady, match="call runner.init_local"):
@@ -40,7 +42,9 @@ def test_pytorch_runner_batch_dim_pair(store_home):
         def forward(self, x):  # x: (features, rows) -> (rows,)
             return x.sum(dim=0)
 
-    m = raystore.pytorch.save_model("colsum", ColumnSum(), signatures={"__call__": {"batchable": True, "batch_dim": (1, 0)}})
+    m = raystore.pytorch.save_model(
+        "colsum", ColumnSum(), signatures={"__call__": {"batchable": True, "batch_dim": (1, 0)}}
+    )
     runner = m.to_runner().init_local()
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     torch.testing.assert_close(runner.run(x), torch.tensor([12.0, 15.0, 18.0, 21.0]))

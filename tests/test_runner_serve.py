@@ -52,10 +52,12 @@ def test_per_signature_deployments_resources_and_gpu_packing(ray_session):
 
 
 def test_200_concurrent_calls_get_their_own_rows(ray_session):
-    runner = raystore.Runner(Placement, name="rows", resources={"num_cpus": 0.05, "num_gpus": 0},
-                             max_batch_size=32, max_latency_ms=2000)
+    runner = raystore.Runner(
+        Placement, name="rows", resources={"num_cpus": 0.05, "num_gpus": 0}, max_batch_size=32, max_latency_ms=2000
+    )
     handle = serve.run(Caller.bind(runner.bind()), name="rows", route_prefix=None)
     try:
+
         async def call_all():
             requests = []
             for i in range(200):
@@ -96,7 +98,9 @@ def test_colocated_runner_is_one_deployment(ray_session):
     try:
         assert _deployments("together") == {"Caller", "together"}
         assert handle.remote("where").result()["deployment"] == "together"
-        np.testing.assert_array_equal(handle.remote("transpose_plus", np.ones((1, 2))).result(), np.full((2, 1), 1001.0))
+        np.testing.assert_array_equal(
+            handle.remote("transpose_plus", np.ones((1, 2))).result(), np.full((2, 1), 1001.0)
+        )
     finally:
         serve.delete("together")
 
@@ -141,7 +145,9 @@ def test_pytorch_runner_served_on_a_real_gpu(ray_session):
 
 
 @pytest.mark.s3
-def test_replica_loads_from_a_store_on_s3_through_the_node_cache(ray_session, s3_bucket, monkeypatch, iris, iris_clf, tmp_path):
+def test_replica_loads_from_a_store_on_s3_through_the_node_cache(
+    ray_session, s3_bucket, monkeypatch, iris, iris_clf, tmp_path
+):
     X, _ = iris
     monkeypatch.setenv("RAYSTORE_HOME", f"{s3_bucket}/store")
     m = raystore.sklearn.save_model("iris_s3", iris_clf, signatures={"predict": {"batchable": True}})

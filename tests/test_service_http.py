@@ -15,7 +15,11 @@ pytestmark = pytest.mark.ray
 
 
 def post(url, body, content_type="application/json", timeout=60):
-    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if content_type == "application/json" else body.encode())
+    data = (
+        body
+        if isinstance(body, bytes)
+        else (json.dumps(body).encode() if content_type == "application/json" else body.encode())
+    )
     request = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -220,10 +224,10 @@ def test_multipart_api(service_url):
     body, content_type = _multipart({"image": ("image/png", _png(5, 4)), "factor": ("", b"[1.5, 2]")})
     status, headers, raw = post(f"{service_url}/describe_image", body, content_type)
     assert status == 200, raw
-    message = email.parser.BytesParser().parsebytes(
-        f"Content-Type: {headers['content-type']}\r\n\r\n".encode() + raw
-    )
-    parts = {p.get_param("name", header="content-disposition"): p.get_payload(decode=True) for p in message.get_payload()}
+    message = email.parser.BytesParser().parsebytes(f"Content-Type: {headers['content-type']}\r\n\r\n".encode() + raw)
+    parts = {
+        p.get_param("name", header="content-disposition"): p.get_payload(decode=True) for p in message.get_payload()
+    }
     assert json.loads(parts["size"]) == [5, 4] and json.loads(parts["factor"]) == [3.0, 4.0]
     body, content_type = _multipart({"image": ("image/png", _png())})
     status, _, raw = post(f"{service_url}/describe_image", body, content_type)

@@ -16,8 +16,13 @@ from raystore.io import NumpyNdarray
 
 
 def request_with(body: bytes) -> Request:
-    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"",
-             "headers": [(b"content-type", b"application/json")]}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+    }
     return Request(scope)
 
 
@@ -25,14 +30,17 @@ def parse(descriptor: NumpyNdarray, body: bytes) -> np.ndarray:
     return asyncio.run(descriptor.from_http(request_with(body), body))
 
 
-@pytest.mark.parametrize("array", [
-    np.array([[0.1, 1e-7, 3.4028235e38, -2.5]], dtype=np.float32),
-    np.arange(6, dtype=np.int64).reshape(2, 3) * (2**62 // 6),
-    np.array([2**64 - 1], dtype=np.uint64),
-    np.array([True, False]),
-    np.array(["a", "null", "é"]),
-    np.float64(2.5),
-])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([[0.1, 1e-7, 3.4028235e38, -2.5]], dtype=np.float32),
+        np.arange(6, dtype=np.int64).reshape(2, 3) * (2**62 // 6),
+        np.array([2**64 - 1], dtype=np.uint64),
+        np.array([True, False]),
+        np.array(["a", "null", "é"]),
+        np.float64(2.5),
+    ],
+)
 def test_numpy_output_renders_the_values_json_response_rendered(array):
     response = NumpyNdarray().to_http(array)
     assert json.loads(response.body) == json.loads(JSONResponse(np.asarray(array).tolist()).body)

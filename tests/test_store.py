@@ -61,7 +61,10 @@ def test_seed_workflow(iris, iris_clf, store_home):
     folder = store_home / "models" / "iris_clf" / saved.tag.version
     assert bm.path == str(folder)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "custom_objects.pkl", "manifest.json", "model.yaml", "saved_model.pkl",
+        "custom_objects.pkl",
+        "manifest.json",
+        "model.yaml",
+        "saved_model.pkl",
     ]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert {f["path"] for f in manifest["files"]} == {"custom_objects.pkl", "model.yaml", "saved_model.pkl"}
@@ -106,8 +109,8 @@ def test_version_prefix(iris_clf):
     common = 0
     while t1.version[common] == t2.version[common]:
         common += 1
-    assert raystore.models.get(f"p:{t1.version[:common + 1]}").tag == t1
-    assert raystore.models.get(f"p:{t2.version[:common + 1]}").tag == t2
+    assert raystore.models.get(f"p:{t1.version[: common + 1]}").tag == t1
+    assert raystore.models.get(f"p:{t2.version[: common + 1]}").tag == t2
     with pytest.raises(AmbiguousTag) as err:
         raystore.models.get(f"p:{t1.version[:common]}")
     assert str(t1) in str(err.value) and str(t2) in str(err.value)
@@ -153,9 +156,13 @@ def test_bad_arguments_are_clear_and_leave_store_unchanged(iris_clf, store_home,
 
 
 def test_batch_dim_pair_and_defaults(iris_clf):
-    m = raystore.sklearn.save_model("d", iris_clf, signatures={"decision_function": {"batchable": True, "batch_dim": (1, 0)}})
+    m = raystore.sklearn.save_model(
+        "d", iris_clf, signatures={"decision_function": {"batchable": True, "batch_dim": (1, 0)}}
+    )
     assert m.info.signatures["decision_function"].batch_dim == (1, 0)
-    numpy_dim = raystore.sklearn.save_model("d", iris_clf, signatures={"predict": {"batchable": True, "batch_dim": np.int64(1)}})
+    numpy_dim = raystore.sklearn.save_model(
+        "d", iris_clf, signatures={"predict": {"batchable": True, "batch_dim": np.int64(1)}}
+    )
     assert raystore.models.get(numpy_dim.tag).info.signatures["predict"].batch_dim == (1, 1)  # plain ints on disk
     default = raystore.sklearn.save_model("d", iris_clf)
     assert list(default.info.signatures) == ["predict"]

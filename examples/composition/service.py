@@ -11,8 +11,9 @@ import raystore
 from raystore.io import JSON, NumpyNdarray
 
 scaler = raystore.models.get("iris_scaler:latest").to_runner(name="scaler", resources={"num_cpus": 0.1})
-classifier = raystore.models.get("iris_logreg:latest").to_runner(name="classifier", resources={"num_cpus": 0.2},
-                                                                 max_batch_size=64, max_latency_ms=100)
+classifier = raystore.models.get("iris_logreg:latest").to_runner(
+    name="classifier", resources={"num_cpus": 0.2}, max_batch_size=64, max_latency_ms=100
+)
 
 svc = raystore.Service("iris_composed", runners=[scaler, classifier])
 NAMES = ["setosa", "versicolor", "virginica"]

@@ -16,8 +16,11 @@ def main() -> None:
     scaler = StandardScaler().fit(X)
     clf = LogisticRegression(max_iter=500).fit(scaler.transform(X), y)
     print(raystore.sklearn.save_model("iris_scaler", scaler, signatures={"transform": {"batchable": True}}))
-    print(raystore.sklearn.save_model("iris_logreg", clf, signatures={"predict": {"batchable": True},
-                                                                      "predict_proba": {"batchable": True}}))
+    print(
+        raystore.sklearn.save_model(
+            "iris_logreg", clf, signatures={"predict": {"batchable": True}, "predict_proba": {"batchable": True}}
+        )
+    )
 
 
 if __name__ == "__main__":

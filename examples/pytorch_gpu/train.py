@@ -1,6 +1,6 @@
 """Train a small PyTorch classifier on iris and save it with a batchable signature.
 
-    python examples/pytorch_gpu/train.py
+python examples/pytorch_gpu/train.py
 """
 
 import torch
@@ -30,8 +30,14 @@ def main() -> None:
         loss.backward()
         optimizer.step()
     accuracy = float((net(X).argmax(dim=1) == y).float().mean())
-    print(raystore.pytorch.save_model("iris_torch", net.eval(), metadata={"accuracy": accuracy},
-                                      signatures={"__call__": {"batchable": True, "batch_dim": 0}}))
+    print(
+        raystore.pytorch.save_model(
+            "iris_torch",
+            net.eval(),
+            metadata={"accuracy": accuracy},
+            signatures={"__call__": {"batchable": True, "batch_dim": 0}},
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -112,7 +112,5 @@ def validate_batch_dim(value: object, name: str = "batch_dim") -> tuple[int, int
         dims = (value, value)
     for dim in dims:
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-            raise InvalidArgument(
-                f"{name} must be an int or a pair (input_dim, output_dim) of ints, got {value!r}"
-            )
+            raise InvalidArgument(f"{name} must be an int or a pair (input_dim, output_dim) of ints, got {value!r}")
     return int(dims[0]), int(dims[1])

@@ -42,8 +42,13 @@ def gpus() -> None:
         typer.echo(f"No NVIDIA GPU: {exc}")
         return
     rows = [
-        [str(g.index), g.name, human_size(g.memory_total), human_size(g.memory_free),
-         f"{g.utilization}%" if g.utilization >= 0 else "n/a"]
+        [
+            str(g.index),
+            g.name,
+            human_size(g.memory_total),
+            human_size(g.memory_free),
+            f"{g.utilization}%" if g.utilization >= 0 else "n/a",
+        ]
         for g in found
     ]
     emit_table(["Index", "Name", "Memory Total", "Memory Free", "Utilization"], rows)
@@ -59,13 +64,24 @@ def serve_command(
     metrics_port: int = typer.Option(8079, "--metrics-port", help="Prometheus metrics port of the local Ray."),
 ) -> None:
     """Serve a Service over HTTP until Ctrl-C."""
+
     def ready(url: str) -> None:
         metrics = f"; metrics at http://127.0.0.1:{metrics_port}/metrics" if address is None else ""
-        typer.echo(f"Serving {target} at {url} ({describe_mode() if address is None else 'cluster proxy'}); "
-                   f"API docs at {url}/docs{metrics}. Press Ctrl-C to stop.", err=True)
+        typer.echo(
+            f"Serving {target} at {url} ({describe_mode() if address is None else 'cluster proxy'}); "
+            f"API docs at {url}/docs{metrics}. Press Ctrl-C to stop.",
+            err=True,
+        )
 
-    serve_locally(target, host=host, port=port, address=address, working_dir=working_dir,
-                  metrics_port=metrics_port, on_ready=ready)
+    serve_locally(
+        target,
+        host=host,
+        port=port,
+        address=address,
+        working_dir=working_dir,
+        metrics_port=metrics_port,
+        on_ready=ready,
+    )
     typer.echo("Stopped.", err=True)
 
 
@@ -74,15 +90,22 @@ def build_command(
     target: str = typer.Argument(..., help="The service as MODULE:ATTRIBUTE, e.g. service:svc."),
     output: str = typer.Option(..., "--output", "-o", help="Where to write the config, e.g. deployments/NAME.yaml."),
     working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
-    store: str = typer.Option(None, "--store", help="The store the cluster loads models from, e.g. s3://bucket/store "
-                              "(default: this machine's store)."),
-    pythonpath: str = typer.Option(None, "--pythonpath", help="Where MODULE's folder is on the cluster's nodes "
-                                   "(default: --working-dir, resolved here)."),
+    store: str = typer.Option(
+        None,
+        "--store",
+        help="The store the cluster loads models from, e.g. s3://bucket/store (default: this machine's store).",
+    ),
+    pythonpath: str = typer.Option(
+        None,
+        "--pythonpath",
+        help="Where MODULE's folder is on the cluster's nodes (default: --working-dir, resolved here).",
+    ),
     route_prefix: str = typer.Option("/", "--route-prefix", help="The HTTP path the service answers under."),
 ) -> None:
     """Write a Ray Serve config (serve deploy schema) with model versions pinned."""
-    config = build_config(target, working_dir=working_dir, store=store, pythonpath=pythonpath,
-                          route_prefix=route_prefix)
+    config = build_config(
+        target, working_dir=working_dir, store=store, pythonpath=pythonpath, route_prefix=route_prefix
+    )
     validate_config(config)
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,8 +154,15 @@ def status_command(
     for name, app_status in applications.items():
         for deployment, info in (app_status.get("deployments") or {}).items():
             replicas = info.get("replica_states") or {}
-            rows.append([name, app_status.get("status", "?"), deployment, info.get("status", "?"),
-                         str(replicas.get("RUNNING", 0))])
+            rows.append(
+                [
+                    name,
+                    app_status.get("status", "?"),
+                    deployment,
+                    info.get("status", "?"),
+                    str(replicas.get("RUNNING", 0)),
+                ]
+            )
     emit_table(["Application", "Status", "Deployment", "Deployment Status", "Running Replicas"], rows)
 
 

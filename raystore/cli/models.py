@@ -75,7 +75,9 @@ def get_model(
 
 @app.command("delete")
 def delete_models(
-    tags: list[str] = typer.Argument(..., help="name:VERSION deletes that version; a bare name deletes all its versions."),
+    tags: list[str] = typer.Argument(
+        ..., help="name:VERSION deletes that version; a bare name deletes all its versions."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete model versions."""

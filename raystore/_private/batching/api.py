@@ -125,7 +125,8 @@ class BatchedFunction:
         """`run_now`, optional: a plain function with `func`'s signature that runs a batch at once
         and returns its result, or raises `RunLater` to have `func` awaited instead (the runner's
         blocking models: fast ones run without a task of their own)."""
-        if not (inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))):  # noqa: B004 - an async __call__
+        async_call = getattr(func, "__call__", None)  # noqa: B004 - an object with an async __call__
+        if not (inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(async_call)):
             raise TypeError(
                 f"raystore.batch needs an `async def` function, got {func!r}; make it async "
                 f"(run blocking model code with `await asyncio.to_thread(...)` if needed)"
@@ -249,7 +250,7 @@ def _bind_positional(layout: tuple[tuple[str, ...], str | None], args: tuple) ->
         return dict(zip(names, args))
     if star is not None and len(args) > len(names):
         arguments = dict(zip(names, args))
-        arguments[star] = args[len(names):]
+        arguments[star] = args[len(names) :]
         return arguments
     return None
 

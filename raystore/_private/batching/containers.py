@@ -26,8 +26,7 @@ from typing import Any
 from raystore.exceptions import InvalidArgument
 
 BATCHABLE = (
-    "numpy arrays and torch tensors (any dim), lists and pandas DataFrames/Series (dim 0), "
-    "and tuples or dicts of these"
+    "numpy arrays and torch tensors (any dim), lists and pandas DataFrames/Series (dim 0), and tuples or dicts of these"
 )
 
 Layout = Hashable  # what payloads must share to be concatenated: type, dtype, non-batch shape
@@ -423,9 +422,7 @@ def split(value: Any, dim: int, sizes: Sequence[int], where: str = "payload") ->
         hint = ""
         if isinstance(value, list):
             hint = " (a list is read as rows: return several outputs as a tuple, not a list)"
-        raise InvalidArgument(
-            f"{where} has {rows} rows along batch dim {dim} but {total} were expected{hint}"
-        )
+        raise InvalidArgument(f"{where} has {rows} rows along batch dim {dim} but {total} were expected{hint}")
     return _split_checked(value, dim, sizes, where)
 
 

@@ -130,9 +130,7 @@ class Dispatcher:
         self._config = config
         self._name = name
         # Each event's handlers, looked up once: events fire several times per request.
-        self._handlers = {
-            event: tuple(getattr(observer, event) for observer in observers) for event in _EVENTS
-        }
+        self._handlers = {event: tuple(getattr(observer, event) for observer in observers) for event in _EVENTS}
         self.policy = policy or BatchPolicy(config)
         self._clock = clock
         self._queue: deque[_Request] = deque()
@@ -387,7 +385,9 @@ class Dispatcher:
     def _finish_batch(self, pieces: list[_Piece], rows: int, started: float, result: Any) -> None:
         """Time the batch, and hand every piece its rows of `result`."""
         try:
-            outputs = split(result, self._config.output_dim, [piece.rows for piece in pieces], f"the result of {self._name}")
+            outputs = split(
+                result, self._config.output_dim, [piece.rows for piece in pieces], f"the result of {self._name}"
+            )
         except Exception as exc:
             self._fail_batch(pieces, rows, started, exc)
             return

@@ -388,8 +388,9 @@ class BatchPolicy:
 
     # ---- load shedding ----------------------------------------------------------------------
 
-    def admit(self, now: float, rows: int, rows_ahead: int, slot_free_at: float,
-              deadline: float | None = None) -> float | None:
+    def admit(
+        self, now: float, rows: int, rows_ahead: int, slot_free_at: float, deadline: float | None = None
+    ) -> float | None:
         """Whether a new request of `rows` rows can be served in time.
 
         `rows_ahead`: rows queued and not yet dispatched; `slot_free_at`: when a batch slot is

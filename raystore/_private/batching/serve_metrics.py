@@ -61,10 +61,13 @@ class RayBatchMetrics:
         self._admitted_requests = self._admitted_rows = 0  # since the last batch finished
         self._batch_size = _histogram("raystore_batch_size", "Rows per executed batch.", ROW_BOUNDARIES)
         self._queue_wait = _histogram(
-            "raystore_batch_queue_wait_ms", "The longest time a request of each batch waited for it to start.",
+            "raystore_batch_queue_wait_ms",
+            "The longest time a request of each batch waited for it to start.",
             LATENCY_MS_BOUNDARIES,
         )
-        self._execution = _histogram("raystore_batch_execution_ms", "Execution time of one batch.", LATENCY_MS_BOUNDARIES)
+        self._execution = _histogram(
+            "raystore_batch_execution_ms", "Execution time of one batch.", LATENCY_MS_BOUNDARIES
+        )
         self._requests = _counter("raystore_batch_requests_total", "Requests admitted to the batch queue.")
         self._rows = _counter("raystore_batch_rows_total", "Rows admitted to the batch queue.")
         self._rejected = _counter(

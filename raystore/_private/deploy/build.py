@@ -22,8 +22,14 @@ def build_application(args: dict[str, Any]) -> Any:
     return service.to_app(args["service"])
 
 
-def build_config(target: str, *, working_dir: str | None = None, route_prefix: str = "/",
-                 store: str | None = None, pythonpath: str | None = None) -> dict[str, Any]:
+def build_config(
+    target: str,
+    *,
+    working_dir: str | None = None,
+    route_prefix: str = "/",
+    store: str | None = None,
+    pythonpath: str | None = None,
+) -> dict[str, Any]:
     """A Serve config (the `serve deploy` schema) for a service, with the store location and every
     model the service's runners use pinned to the version `latest` means now.
 
@@ -31,7 +37,9 @@ def build_config(target: str, *, working_dir: str | None = None, route_prefix: s
     they differ from this machine (an `s3://` store; the folder `cluster.yaml` mounts the code at);
     by default they are this machine's store and `working_dir`."""
     if store is not None and "://" not in store and not store.startswith("/"):
-        raise InvalidArgument(f"store {store!r} must be a URL such as s3://bucket/store, or an absolute path on the cluster")
+        raise InvalidArgument(
+            f"store {store!r} must be a URL such as s3://bucket/store, or an absolute path on the cluster"
+        )
     if pythonpath is not None and not pythonpath.startswith("/"):
         raise InvalidArgument(f"pythonpath {pythonpath!r} must be an absolute folder on the cluster's nodes")
     service, import_path = resolve_service(target, working_dir)
@@ -47,8 +55,11 @@ def build_config(target: str, *, working_dir: str | None = None, route_prefix: s
             # deployment's ray_actor_options with the config's whole, so the config names none.
             actor_options = None if resources.num_gpus is None else resources.ray_actor_options()
             deployments.append(deployment_options(runner.spec, methods, actor_options))
-    env_vars = {"PYTHONPATH": pythonpath or folder, "RAYSTORE_HOME": store or settings().home,
-                "RAYSTORE_PINS": json.dumps(pins, sort_keys=True)}
+    env_vars = {
+        "PYTHONPATH": pythonpath or folder,
+        "RAYSTORE_HOME": store or settings().home,
+        "RAYSTORE_PINS": json.dumps(pins, sort_keys=True),
+    }
     return {
         "applications": [
             {

@@ -64,8 +64,9 @@ def serve_status(address: str) -> dict[str, Any]:
     return _request(address, "GET", APPLICATIONS) or {}
 
 
-def deploy_config(address: str, config: dict[str, Any], *, wait_s: float = 300, poll_s: float = 1.0,
-                  on_progress: Any = None) -> dict[str, Any]:
+def deploy_config(
+    address: str, config: dict[str, Any], *, wait_s: float = 300, poll_s: float = 1.0, on_progress: Any = None
+) -> dict[str, Any]:
     """Deploy a Serve config (`raystore build` output) and wait until its applications are RUNNING.
 
     A PUT replaces the cluster's whole set of declaratively deployed applications, so applications
@@ -86,9 +87,13 @@ def deploy_config(address: str, config: dict[str, Any], *, wait_s: float = 300, 
         states = {name: (applications.get(name) or {}).get("status", "NOT_STARTED") for name in names}
         if on_progress:
             on_progress(states)
-        failed = {n: applications[n].get("message", "") for n, s in states.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")}
+        failed = {
+            n: applications[n].get("message", "") for n, s in states.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")
+        }
         if failed:
-            details = "; ".join(f"{n}: {m.strip().splitlines()[-1] if m.strip() else 'no message'}" for n, m in failed.items())
+            details = "; ".join(
+                f"{n}: {m.strip().splitlines()[-1] if m.strip() else 'no message'}" for n, m in failed.items()
+            )
             raise ClusterError(f"deployment failed: {details}")
         if all(s == "RUNNING" for s in states.values()):
             return {n: applications[n] for n in names}

@@ -65,8 +65,13 @@ def serve_locally(
         metrics_port = None
     if started_here:
         # "local": never attach to a cluster that `ray start` left running on this machine
-        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, log_to_driver=False,
-                 _metrics_export_port=metrics_port)
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            log_to_driver=False,
+            _metrics_export_port=metrics_port,
+        )
     else:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     stop = stop or threading.Event()

@@ -83,7 +83,9 @@ class Framework:
             if not isinstance(module, types.ModuleType):
                 raise InvalidArgument(f"external_modules must hold imported modules, got {module!r}")
         if custom_objects is not None and not isinstance(custom_objects, Mapping):
-            raise InvalidArgument(f"custom_objects must be a dict of name to object, got {type(custom_objects).__name__}")
+            raise InvalidArgument(
+                f"custom_objects must be a dict of name to object, got {type(custom_objects).__name__}"
+            )
         info = ModelInfo(
             name=tag.name,
             version=tag.version,

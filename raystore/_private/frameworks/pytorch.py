@@ -96,8 +96,10 @@ def runner_device(torch: Any) -> Any:
     if not assigned_gpu_ids():
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        logger.warning("a GPU is assigned (CUDA_VISIBLE_DEVICES=%s) but CUDA is not usable; running on CPU",
-                       os.environ.get("CUDA_VISIBLE_DEVICES"))
+        logger.warning(
+            "a GPU is assigned (CUDA_VISIBLE_DEVICES=%s) but CUDA is not usable; running on CPU",
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
         return torch.device("cpu")
     return torch.device("cuda", 0)  # Ray narrows CUDA_VISIBLE_DEVICES to the assigned GPU(s)
 
@@ -109,8 +111,11 @@ def _to_device(torch: Any, value: Any, device: Any) -> Any:
     if type(value).__module__ == "numpy" and hasattr(value, "shape"):
         return torch.from_numpy(value).to(device)
     if isinstance(value, tuple):
-        return type(value)(*(_to_device(torch, v, device) for v in value)) if hasattr(value, "_fields") \
+        return (
+            type(value)(*(_to_device(torch, v, device) for v in value))
+            if hasattr(value, "_fields")
             else tuple(_to_device(torch, v, device) for v in value)
+        )
     if isinstance(value, list):
         return [_to_device(torch, v, device) for v in value]
     if isinstance(value, dict):

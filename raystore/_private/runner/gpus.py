@@ -36,8 +36,15 @@ def list_gpus() -> list[GpuInfo]:
                 utilization = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
             except pynvml.NVMLError:
                 utilization = -1  # not supported on some devices (e.g. MIG slices)
-            gpus.append(GpuInfo(index, name.decode() if isinstance(name, bytes) else name,
-                                int(memory.total), int(memory.free), int(utilization)))
+            gpus.append(
+                GpuInfo(
+                    index,
+                    name.decode() if isinstance(name, bytes) else name,
+                    int(memory.total),
+                    int(memory.free),
+                    int(utilization),
+                )
+            )
     finally:
         pynvml.nvmlShutdown()
     if not gpus:

@@ -136,9 +136,11 @@ def _batched_call(instance: Runnable, method: MethodSpec) -> BatchedFunction:
     """The model method behind a batch queue."""
     target = getattr(instance, method.name)
     if inspect.iscoroutinefunction(target):
+
         @functools.wraps(target)
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await target(*args, **kwargs)
+
         run_now = None
     else:
         blocking = _BlockingCall(target)
@@ -147,6 +149,7 @@ def _batched_call(instance: Runnable, method: MethodSpec) -> BatchedFunction:
         @functools.wraps(target)
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await blocking(*args, **kwargs)
+
     return BatchedFunction(call, method.batch, run_now=run_now)
 
 

@@ -16,8 +16,15 @@ DEFAULT_NUM_CPUS = 1.0
 _RAY_KEYS = {"num_cpus", "num_gpus", "accelerator_type", "memory"}
 _BENTOML_KEYS = {"cpu": "num_cpus", "nvidia.com/gpu": "num_gpus"}
 _MEMORY_UNITS = {
-    "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,
+    "": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
 }
 
 
@@ -56,7 +63,9 @@ class Resources:
         return options
 
 
-def parse_resources(spec: Mapping[str, Any] | str | Resources | None, *, gpu_capable: bool, where: str = "resources") -> Resources:
+def parse_resources(
+    spec: Mapping[str, Any] | str | Resources | None, *, gpu_capable: bool, where: str = "resources"
+) -> Resources:
     """Parse `{"num_cpus": 0.5, "num_gpus": 0.25, "accelerator_type": "A100", "memory": "2Gi"}` or
     BentoML's `{"cpu": "500m", "nvidia.com/gpu": 1}`; None or "auto" means one CPU, plus one GPU for
     GPU-capable frameworks when the cluster has GPUs."""

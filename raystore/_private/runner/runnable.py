@@ -1,15 +1,15 @@
 """`Runnable`: the class a runner instantiates in each replica, and its `@Runnable.method`s.
 
-    class MyRunnable(raystore.Runnable):
-        SUPPORTED_RESOURCES = ("nvidia.com/gpu", "cpu")
-        SUPPORTS_CPU_MULTI_THREADING = True
+class MyRunnable(raystore.Runnable):
+    SUPPORTED_RESOURCES = ("nvidia.com/gpu", "cpu")
+    SUPPORTS_CPU_MULTI_THREADING = True
 
-        def __init__(self):
-            self.model = load_my_model()
+    def __init__(self):
+        self.model = load_my_model()
 
-        @raystore.Runnable.method(batchable=True, batch_dim=0)
-        def predict(self, x):
-            return self.model(x)
+    @raystore.Runnable.method(batchable=True, batch_dim=0)
+    def predict(self, x):
+        return self.model(x)
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ class Runnable:
         cls.methods = methods
         unknown = set(cls.SUPPORTED_RESOURCES) - {CPU, GPU}
         if unknown:
-            raise InvalidArgument(f"{cls.__name__}.SUPPORTED_RESOURCES: unknown {sorted(unknown)}; use 'cpu' and 'nvidia.com/gpu'")
+            raise InvalidArgument(
+                f"{cls.__name__}.SUPPORTED_RESOURCES: unknown {sorted(unknown)}; use 'cpu' and 'nvidia.com/gpu'"
+            )
 
     @classmethod
     def gpu_capable(cls) -> bool:
@@ -65,7 +67,12 @@ class Runnable:
         output_spec: Any = None,
     ) -> Any:
         """Expose a method to runners; `batchable` methods get their calls batched along `batch_dim`."""
-        settings = {"batchable": batchable, "batch_dim": batch_dim, "input_spec": input_spec, "output_spec": output_spec}
+        settings = {
+            "batchable": batchable,
+            "batch_dim": batch_dim,
+            "input_spec": input_spec,
+            "output_spec": output_spec,
+        }
         name = getattr(func, "__name__", "method")
         config = ModelSignature.from_value(name, settings)
 

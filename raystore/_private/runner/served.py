@@ -90,13 +90,17 @@ def deployment_groups(spec: RunnerSpec) -> list[tuple[str, ...]]:
     return [tuple(spec.methods)] if spec.colocate else [(m,) for m in spec.methods]
 
 
-def deployment_options(spec: RunnerSpec, methods: tuple[str, ...], actor_options: dict[str, Any] | None) -> dict[str, Any]:
+def deployment_options(
+    spec: RunnerSpec, methods: tuple[str, ...], actor_options: dict[str, Any] | None
+) -> dict[str, Any]:
     """Serve deployment options for the deployment serving `methods` (also what `raystore build`
     writes); `actor_options=None` leaves Ray actor options to the code."""
     options: dict[str, Any] = {"name": deployment_name(spec, methods)}
     if actor_options is not None:
         options["ray_actor_options"] = actor_options
-    options["max_ongoing_requests"] = max(MIN_ONGOING_REQUESTS, 2 * max(spec.methods[m].batch.max_batch_size for m in methods))
+    options["max_ongoing_requests"] = max(
+        MIN_ONGOING_REQUESTS, 2 * max(spec.methods[m].batch.max_batch_size for m in methods)
+    )
     if spec.autoscaling:
         options["autoscaling_config"] = dict(spec.autoscaling)
     else:
@@ -123,6 +127,8 @@ def runner_applications(spec: RunnerSpec) -> dict[str, Any]:
         logger.warning(
             "runner %r asks for %g GPUs in all (replicas x num_gpus per deployment) but the cluster has %g now; "
             "some replicas will wait until GPU nodes join. Lower num_gpus (e.g. 0.5 to share a GPU) otherwise",
-            spec.name, total_gpus, gpus,
+            spec.name,
+            total_gpus,
+            gpus,
         )
     return apps

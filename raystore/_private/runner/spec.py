@@ -68,7 +68,9 @@ class RunnerSpec:
         if not (isinstance(runnable_class, type) and issubclass(runnable_class, Runnable)):
             raise InvalidArgument(f"a Runner needs a raystore.Runnable subclass, got {runnable_class!r}")
         if not runnable_class.methods:
-            raise InvalidArgument(f"{runnable_class.__name__} exposes no methods; mark them with @raystore.Runnable.method")
+            raise InvalidArgument(
+                f"{runnable_class.__name__} exposes no methods; mark them with @raystore.Runnable.method"
+            )
         name = validate_serve_name(name or runnable_class.__name__.lower(), "runner", "Serve deployments")
         if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
             raise InvalidArgument(f"num_replicas must be a positive int, got {num_replicas!r}")
@@ -79,7 +81,9 @@ class RunnerSpec:
         method_configs = dict(options["method_configs"] or {})
         unknown = set(method_configs) - set(runnable_class.methods)
         if unknown:
-            raise InvalidArgument(f"method_configs names {sorted(unknown)}; {name} has {sorted(runnable_class.methods)}")
+            raise InvalidArgument(
+                f"method_configs names {sorted(unknown)}; {name} has {sorted(runnable_class.methods)}"
+            )
         defaults = {"max_batch_size": options["max_batch_size"], "max_latency_ms": options["max_latency_ms"]}
         methods = {}
         for method, signature in runnable_class.methods.items():
@@ -90,10 +94,13 @@ class RunnerSpec:
                     f"method_configs[{method!r}]: unknown keys {sorted(bad)}; allowed: {', '.join(_METHOD_CONFIG_KEYS)}"
                 )
             if colocate and "resources" in overrides:
-                raise InvalidArgument("colocate=True runs every method in one deployment: give resources for the runner, not per method")
+                raise InvalidArgument(
+                    "colocate=True runs every method in one deployment: give resources for the runner, not per method"
+                )
             settings = {key: overrides.get(key, value) for key, value in defaults.items()}
-            batch = BatchConfig(**{key: value for key, value in settings.items() if value is not None},
-                                batch_dim=signature.batch_dim)
+            batch = BatchConfig(
+                **{key: value for key, value in settings.items() if value is not None}, batch_dim=signature.batch_dim
+            )
             method_resources = base_resources
             if "resources" in overrides:
                 method_resources = parse_resources(

@@ -85,7 +85,9 @@ def exception_response(api: API, exc: Exception) -> JSONResponse:
     `http_status` and `http_headers()`; anything else is a bug in the API function (500, logged)."""
     exc = _unwrap(exc)
     if isinstance(exc, ServiceUnavailable):
-        return error_response(exc.http_status, f"overloaded, retry in {exc.retry_after_header} s: {exc}", exc.http_headers())
+        return error_response(
+            exc.http_status, f"overloaded, retry in {exc.retry_after_header} s: {exc}", exc.http_headers()
+        )
     if isinstance(exc, RaystoreError) and exc.http_status < 500:  # the request's fault: say what was wrong
         return error_response(exc.http_status, str(exc), exc.http_headers())
     logger.exception("API %s failed", api.name, exc_info=exc)
@@ -138,7 +140,7 @@ class ServiceRouter:
         scope = request.scope
         path, root = scope["path"], scope.get("root_path", "")
         if root and path.startswith(root):  # Serve mounts the app at its route prefix
-            path = path[len(root):] or "/"
+            path = path[len(root) :] or "/"
         methods = self._routes.get(path)
         if methods is None:  # with or without a trailing slash, a route is the same route
             methods = self._routes.get(path[:-1] if len(path) > 1 and path.endswith("/") else path + "/")
@@ -148,7 +150,5 @@ class ServiceRouter:
         handler = methods.get(scope["method"])
         if handler is None:
             allowed = ", ".join(sorted(methods))
-            return error_response(
-                405, f"{scope['method']} is not allowed on {path}; use {allowed}", {"Allow": allowed}
-            )
+            return error_response(405, f"{scope['method']} is not allowed on {path}; use {allowed}", {"Allow": allowed})
         return await handler(request)

@@ -79,8 +79,13 @@ class NumpyNdarray(IODescriptor):
 
     media_type = "application/json"
 
-    def __init__(self, dtype: Any = None, shape: tuple[int, ...] | None = None, enforce_dtype: bool = False,
-                 enforce_shape: bool = False):
+    def __init__(
+        self,
+        dtype: Any = None,
+        shape: tuple[int, ...] | None = None,
+        enforce_dtype: bool = False,
+        enforce_shape: bool = False,
+    ):
         self.dtype = np.dtype(dtype) if dtype is not None else None
         self.shape = tuple(shape) if shape is not None else None
         self.enforce_dtype, self.enforce_shape = enforce_dtype, enforce_shape
@@ -106,7 +111,12 @@ class NumpyNdarray(IODescriptor):
             except (ValueError, TypeError) as exc:
                 raise BadInput(f"cannot convert the array to {self.dtype}: {exc}") from None
         if self.enforce_shape and not _shape_matches(array.shape, self.shape):
-            wanted = "(" + ", ".join("any" if d == -1 else str(d) for d in self.shape) + ("," if len(self.shape) == 1 else "") + ")"
+            wanted = (
+                "("
+                + ", ".join("any" if d == -1 else str(d) for d in self.shape)
+                + ("," if len(self.shape) == 1 else "")
+                + ")"
+            )
             raise BadInput(f"expected an array of shape {wanted}, got {array.shape}")
         return array
 
@@ -341,15 +351,19 @@ class Multipart(IODescriptor):
             rendered = descriptor.to_http(value[name])
             media = rendered.headers.get("content-type", "application/octet-stream")
             parts.append(
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\nContent-Type: {media}\r\n\r\n".encode()
-                + rendered.body + b"\r\n"
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\nContent-Type: {media}\r\n\r\n'.encode()
+                + rendered.body
+                + b"\r\n"
             )
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
         return Response(body, media_type=f"multipart/form-data; boundary={boundary}")
 
     def openapi_schema(self) -> dict[str, Any]:
-        return {"type": "object", "properties": {n: d.openapi_schema() for n, d in self.fields.items()},
-                "required": list(self.fields)}
+        return {
+            "type": "object",
+            "properties": {n: d.openapi_schema() for n, d in self.fields.items()},
+            "required": list(self.fields),
+        }
 
 
 def _optional(module: str, descriptor: str) -> Any:
@@ -357,4 +371,6 @@ def _optional(module: str, descriptor: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         package = {"pandas": "pandas", "PIL.Image": "pillow"}[module]
-        raise MissingDependency(f"raystore.io.{descriptor} needs the {package} package: pip install {package}") from None
+        raise MissingDependency(
+            f"raystore.io.{descriptor} needs the {package} package: pip install {package}"
+        ) from None

@@ -40,8 +40,13 @@ def openapi_spec(service: Service) -> dict[str, Any]:
             }
         }
     for path, summary in (("/healthz", "Liveness"), ("/readyz", "Readiness: all runners can serve")):
-        paths[path] = {"get": {"summary": summary, "operationId": path.strip("/"),
-                               "responses": {"200": {"description": "OK"}, "503": {"description": "Not ready", **error}}}}
+        paths[path] = {
+            "get": {
+                "summary": summary,
+                "operationId": path.strip("/"),
+                "responses": {"200": {"description": "OK"}, "503": {"description": "Not ready", **error}},
+            }
+        }
     return {
         "openapi": "3.1.0",  # 3.1: schemas are JSON Schema 2020-12, as pydantic writes them
         "info": {"title": service.name, "version": __version__, "description": f"raystore service {service.name}"},

@@ -18,12 +18,15 @@ class RequestMetrics:
 
         self.service = service
         self.requests = metrics.Counter(
-            "raystore_requests_total", description="HTTP requests to raystore service APIs, by status",
+            "raystore_requests_total",
+            description="HTTP requests to raystore service APIs, by status",
             tag_keys=("service", "api", "status"),
         )
         self.latency = metrics.Histogram(
-            "raystore_request_latency_ms", description="Time from request to response, in ms",
-            boundaries=LATENCY_MS_BOUNDARIES, tag_keys=("service", "api"),
+            "raystore_request_latency_ms",
+            description="Time from request to response, in ms",
+            boundaries=LATENCY_MS_BOUNDARIES,
+            tag_keys=("service", "api"),
         )
         # The latency histogram keeps at most this many requests per API and second, a uniform
         # sample: enough for its quantiles, and a busy replica does not spend a few percent of its

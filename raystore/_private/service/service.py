@@ -56,8 +56,14 @@ class Service:
         caller = inspect.currentframe().f_back  # type: ignore[union-attr]
         self.module = caller.f_globals.get("__name__", "__main__") if caller else "__main__"
 
-    def api(self, input: IODescriptor, output: IODescriptor, *, route: str | None = None,  # noqa: A002
-            name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def api(
+        self,
+        input: IODescriptor,  # noqa: A002 - BentoML's name for it
+        output: IODescriptor,
+        *,
+        route: str | None = None,
+        name: str | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Expose `func` as `POST /<route>` (default: the function's name)."""
         for what, descriptor in (("input", input), ("output", output)):
             if not isinstance(descriptor, IODescriptor):
@@ -73,7 +79,9 @@ class Service:
             if not _ROUTE_RE.fullmatch(api_route) or api_route in RESERVED_ROUTES:
                 raise InvalidArgument(f"route {api_route!r} is invalid or reserved ({sorted(RESERVED_ROUTES)})")
             if api_name in self.apis or any(a.route == api_route for a in self.apis.values()):
-                raise InvalidArgument(f"API {api_name!r} (route {api_route}) is already defined in service {self.name!r}")
+                raise InvalidArgument(
+                    f"API {api_name!r} (route {api_route}) is already defined in service {self.name!r}"
+                )
             self.apis[api_name] = API(api_name, api_route, input, output, func, inspect.getdoc(func) or "")
             return func
 

@@ -34,7 +34,11 @@ def open_filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
         if endpoint:
             options["client_kwargs"] = {"endpoint_url": endpoint}
         # Explicit credentials also key fsspec's instance cache, so changed variables take effect.
-        for option, variable in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"), ("token", "AWS_SESSION_TOKEN")):
+        for option, variable in (
+            ("key", "AWS_ACCESS_KEY_ID"),
+            ("secret", "AWS_SECRET_ACCESS_KEY"),
+            ("token", "AWS_SESSION_TOKEN"),
+        ):
             if os.environ.get(variable):
                 options[option] = os.environ[variable]
     try:
@@ -78,7 +82,9 @@ def remote_errors(url: str) -> Iterator[None]:
                 f"cannot reach {describe(url)}: {_first_line(exc)}; check the endpoint and the network"
             ) from None
         if name in ("NoCredentialsError", "PartialCredentialsError"):
-            raise StoreError(f"no credentials for {describe(url)}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+            raise StoreError(
+                f"no credentials for {describe(url)}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            ) from None
         if name == "ClientError" or name.endswith("ClientError"):
             raise StoreError(f"{describe(url)} refused the request: {_first_line(exc)}") from None
         raise

@@ -212,7 +212,9 @@ class ModelInfo:
                 creation_time=_parse_time(data["creation_time"]),
             )
         except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
-            raise StoreError(f"{where} is corrupt ({type(exc).__name__}: {exc}); delete or re-import that version") from None
+            raise StoreError(
+                f"{where} is corrupt ({type(exc).__name__}: {exc}); delete or re-import that version"
+            ) from None
 
 
 def _parse_time(value: Any) -> dt.datetime:

@@ -55,9 +55,7 @@ def scan_dir(root: Path, extra: Iterable[tuple[str, bytes]] = ()) -> list[FileEn
 
 
 def dumps(entries: list[FileEntry]) -> str:
-    return json.dumps(
-        {"files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries]}, indent=1
-    )
+    return json.dumps({"files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries]}, indent=1)
 
 
 def loads(text: str | bytes, where: str) -> list[FileEntry]:

@@ -41,7 +41,9 @@ MODELS_DIR = "models"
 TMP_DIR = ".tmp"
 STALE_TMP_SECONDS = 24 * 3600
 MAX_INFO_BYTES = 1 << 20
-RANGE_READ_MIN = 32 * 1024 * 1024  # smaller files come in one request  # model.yaml is small; a huge one is a hostile archive
+RANGE_READ_MIN = (
+    32 * 1024 * 1024
+)  # smaller files come in one request  # model.yaml is small; a huge one is a hostile archive
 
 Presence = Literal["absent", "identical", "different"]
 Outcome = Literal["copied", "identical"]  # what putting a version into a store did
@@ -295,7 +297,8 @@ class ModelStore:
         sizes = {entry.path: entry.size for entry in entries}
         with remote_errors(src.url if self.is_local else self.url):  # the side that can fail in interesting ways
             return self.put(
-                model.tag, entries,
+                model.tag,
+                entries,
                 lambda writer: writer.write_all(lambda rel: src.open_file(model.tag, rel, sizes[rel]), on_bytes),
                 force=force,
             )
