@@ -194,3 +194,52 @@ def test_a_runner_replica_exempts_its_start_up_heap_from_full_collections():
                 os.environ[key] = value
         if torch is not None:
             torch.set_num_threads(saved_threads)
+
+
+class Echo(raystore.Runnable):
+    def __init__(self):
+        self.loads = 1
+
+    @raystore.Runnable.method(batchable=True)
+    def echo(self, xs):
+        return xs
+
+    @raystore.Runnable.method
+    def plain(self, x):
+        return x
+
+
+def test_the_spec_is_frozen_and_checked_once():
+    import dataclasses
+
+    runner = raystore.Runner(Echo, name="echo", max_batch_size=8, method_configs={"plain": {"max_latency_ms": 5}})
+    assert runner.spec.methods["echo"].batch.max_batch_size == 8 and runner.echo.max_batch_size == 8
+    assert runner.plain.max_latency_ms == 5 and runner.echo.max_latency_ms == 10_000
+    assert runner.spec.mode.value == "per_method" and not runner.colocate and not runner.embedded
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        runner.spec.name = "other"
+    assert runner.echo.stats is None  # not running anywhere yet
+    runner.init_local()
+    assert runner.plain.stats is None and runner.echo.run([1, 2]) == [1, 2]
+    assert runner.echo.stats.requests == 1 and runner.echo.stats.rows == 2
+
+
+def test_a_local_model_stays_in_its_process_and_a_bound_embedded_copy_loads_on_first_call():
+    import cloudpickle
+
+    runner = raystore.Runner(Echo, name="echo", embedded=True).init_local()
+    assert runner.is_local and runner.runnable_instance.loads == 1
+    travelled = cloudpickle.loads(cloudpickle.dumps(runner))
+    with pytest.raises(RunnerNotReady, match="is not running"):
+        travelled.plain.run(1)  # not in a Serve replica: nothing loads behind the caller's back
+
+    bound = runner.bind()  # embedded: no Serve involved
+    assert bound.runnable_instance is None and not bound.is_local
+    assert bound.plain.run(3) == 3 and bound.is_local and bound.runnable_instance is not runner.runnable_instance
+
+    module_runner = raystore.Runner(Echo, name="echo", embedded=True)
+    module_runner.adopt(bound)  # what a service's ingress does for the runners its module holds
+    assert module_runner.runnable_instance is bound.runnable_instance
+    assert module_runner.echo.run([4]) == [4]
+    with pytest.raises(InvalidArgument, match="cannot adopt"):
+        raystore.Runner(Echo, name="other").adopt(bound)
