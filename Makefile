@@ -17,10 +17,11 @@ install: $(BIN)/raystore
 quickstart: install
 	$(BIN)/python examples/iris/quickstart.py
 
-# The layer contracts of docs/architecture.md and ruff first: a violation fails the build.
+# The layer contracts of docs/architecture.md and ruff (lint and format) first: a violation fails the build.
 lint: install
 	$(BIN)/lint-imports --no-logo --no-cache
 	$(BIN)/ruff check raystore tests benchmarks examples
+	$(BIN)/ruff format --check raystore tests benchmarks examples
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

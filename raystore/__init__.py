@@ -2,7 +2,8 @@
 
 The public surface is this module, the framework modules (`raystore.sklearn`, `raystore.pytorch`,
 `raystore.torchscript`, `raystore.picklable_model`), `raystore.io`, `raystore.models`,
-`raystore.exceptions`, `raystore.tag`, `raystore.config` and the `raystore` command. Everything
+`raystore.exceptions`, `raystore.tag`, `raystore.config`, `raystore.serving` (what built Serve
+configs name) and the `raystore` command. Everything
 under `raystore._private` is internal and may change without notice.
 
 Importing raystore never starts Ray or imports a machine-learning framework: every name below

@@ -1,9 +1,11 @@
 """Every error raystore raises, grouped by area.
 
 Each says what was wrong and what to do, is also the builtin exception that fits it (so that
-`except ValueError` keeps working), and carries the HTTP status a service answers it with
-(`http_status`; `http_headers()` for extra response headers). A service maps errors to responses
-by these attributes alone (`raystore._private.service.app.error_response`).
+`except ValueError` keeps working), and carries the HTTP status it stands for (`http_status`;
+`http_headers()` for extra response headers). A service maps errors to responses in one place
+(`raystore._private.service.app.exception_response`): the client's errors (`BadInput` and its
+kin) and `ServiceUnavailable` answer with their own status; any other error an API lets through is
+the API's failure, a 500 (or the 5xx status a raystore error carries).
 """
 
 from __future__ import annotations

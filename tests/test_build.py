@@ -34,9 +34,7 @@ def test_build_pins_latest_and_validates(store_home, monkeypatch):
     validate_config(config)
     (app,) = config["applications"]
     assert app["name"] == "iris_classifier" and app["route_prefix"] == "/"
-    assert app["import_path"] == "raystore._private.deploy.build:build_application" and app["args"] == {
-        "service": "service:svc"
-    }
+    assert app["import_path"] == "raystore.serving:build_application" and app["args"] == {"service": "service:svc"}
     env = app["runtime_env"]["env_vars"]
     assert env["RAYSTORE_HOME"] == str(store_home) and env["PYTHONPATH"] == str(IRIS)
     assert json.loads(env["RAYSTORE_PINS"]) == {"iris_clf": current.tag.version}

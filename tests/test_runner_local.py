@@ -243,3 +243,9 @@ def test_a_local_model_stays_in_its_process_and_a_bound_embedded_copy_loads_on_f
     assert module_runner.echo.run([4]) == [4]
     with pytest.raises(InvalidArgument, match="cannot adopt"):
         raystore.Runner(Echo, name="other").adopt(bound)
+
+
+def test_a_bound_runner_called_outside_serve_says_so():
+    bound = raystore.Runner(Echo, name="echo", resources={"num_cpus": 0.1}).bind()
+    with pytest.raises(RunnerNotReady, match="bound but not deployed here"):
+        bound.plain.run(1)

@@ -38,7 +38,7 @@ def get(url):
 
 @pytest.fixture(scope="module")
 def service_url(serve_http):
-    from raystore._private.deploy.build import build_application  # what built configs name as import_path
+    from raystore.serving import build_application  # what built configs name as import_path
 
     serve.run(build_application({"service": "services:svc"}), name="everything", route_prefix="/everything")
     url = f"{serve_http}/everything"

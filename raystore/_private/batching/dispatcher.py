@@ -80,11 +80,13 @@ class _NextBatch:
         return True
 
     def count(self, request: _Request, limit: int) -> None:
-        """Count `request`'s waiting rows in, if it joins; the batch closes once `limit` rows are in."""
-        if self.open and self.joins(request):
-            self.rows += request.rows_left
-            if self.rows >= limit:
-                self.open = False
+        """Count `request`'s waiting rows in, if it joins; the batch closes once `limit` rows are in.
+        Runs for every arrival: `joins` is asked only when the layouts differ (or none is set)."""
+        if not self.open or (request.layout != self.layout and not self.joins(request)):
+            return
+        self.rows += request.rows - request.taken
+        if self.rows >= limit:
+            self.open = False
 
 
 @dataclass(eq=False, slots=True)

@@ -65,7 +65,7 @@ def build_config(
             {
                 "name": service.name,
                 "route_prefix": route_prefix,
-                "import_path": "raystore._private.deploy.build:build_application",
+                "import_path": "raystore.serving:build_application",  # public: configs outlive versions
                 "args": {"service": import_path},
                 "runtime_env": {"env_vars": env_vars},
                 "deployments": deployments,

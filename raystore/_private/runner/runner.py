@@ -9,6 +9,7 @@ A runner without a backend is not running yet: calls say how to start it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from raystore._private.runner.resources import Resources
 from raystore._private.runner.runnable import Runnable
 from raystore._private.runner.served import ServedBackend, runner_applications
 from raystore._private.runner.spec import MethodSpec, RunnerSpec
+from raystore._private.store.info import ModelSignature
 from raystore.exceptions import InvalidArgument, RunnerNotReady
 
 
@@ -55,6 +57,11 @@ class RunnerMethod:
         None when the method is not batched or runs in the runner's own replicas."""
         backend = self.runner._backend
         return backend.stats(self.name) if backend is not None else None
+
+    @property
+    def config(self) -> ModelSignature:
+        """How the method may be called (batchable, batch_dim, specs), as the Runnable declares it."""
+        return self.spec.signature
 
     @property
     def batchable(self) -> bool:
@@ -102,6 +109,7 @@ class Runner:
     def _start(self, spec: RunnerSpec, backend: Backend | None) -> None:
         self.spec = spec
         self._backend = backend
+        self._backend_lock = threading.Lock()  # one backend, even when threads start it at once
         self.methods: dict[str, RunnerMethod] = {name: RunnerMethod(self, m) for name, m in spec.methods.items()}
 
     @classmethod
@@ -114,6 +122,7 @@ class Runner:
 
     name = property(lambda self: self.spec.name)
     runnable_class = property(lambda self: self.spec.runnable_class)
+    runnable_init_params = property(lambda self: self.spec.runnable_init_params)
     models = property(lambda self: self.spec.models)
     resources = property(lambda self: self.spec.resources)
     num_replicas = property(lambda self: self.spec.num_replicas)
@@ -151,11 +160,11 @@ class Runner:
 
     def init_local(self) -> Runner:
         """Instantiate the runnable here; calls then run in this process, batched like served ones."""
-        backend = self._backend
-        if isinstance(backend, LocalBackend):
-            backend.load()
-        else:
-            self._backend = LocalBackend(self.spec)
+        with self._backend_lock:
+            backend = self._backend
+            if not isinstance(backend, LocalBackend):
+                backend = self._backend = LocalBackend(self.spec, lazy=True)
+        backend.load()
         return self
 
     def destroy_local(self) -> None:
@@ -174,15 +183,15 @@ class Runner:
         return self._backend.instance if isinstance(self._backend, LocalBackend) else None
 
     def _running_backend(self) -> Backend:
-        backend = self._backend
+        with self._backend_lock:
+            backend = self._backend
+            if backend is None and self.embedded and in_serve_replica():
+                backend = self._backend = EmbeddedBackend(self.spec)  # loads on first use, in this replica
         if backend is None:
-            if self.embedded and in_serve_replica():
-                self._backend = backend = EmbeddedBackend(self.spec)  # loads on first use, in this replica
-            else:
-                raise RunnerNotReady(
-                    f"runner {self.name!r} is not running: call runner.init_local() to run it in this process, "
-                    "or serve it (raystore.Service / runner.bind())"
-                )
+            raise RunnerNotReady(
+                f"runner {self.name!r} is not running: call runner.init_local() to run it in this process, "
+                "or serve it (raystore.Service / runner.bind())"
+            )
         return backend
 
     # ---- Serve ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from raystore._private.runner.local import LocalBackend
 from raystore._private.runner.resources import Resources
 from raystore._private.runner.spec import RunnerSpec
 from raystore._private.runner.transport import for_the_wire
-from raystore.exceptions import InvalidArgument
+from raystore.exceptions import InvalidArgument, RunnerNotReady
 
 logger = logging.getLogger("raystore.runner")
 
@@ -54,10 +54,29 @@ class ServedBackend:
     def __init__(self, spec: RunnerSpec, targets: Mapping[str, Any]):
         self.spec = spec
         self.targets = dict(targets)  # method -> Application (before Serve builds) / DeploymentHandle
+        self._handles: dict[str, Any] = {}  # the targets found to be handles, by method
 
     def remote(self, name: str, args: tuple, kwargs: dict) -> Any:
         """A `DeploymentResponse`: await it, or pass it to another deployment without materialising it."""
-        return self.targets[name].call.remote(name, *for_the_wire(args), **for_the_wire(kwargs))
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handle(name)
+        return handle.call.remote(name, *for_the_wire(args), **for_the_wire(kwargs))
+
+    def _handle(self, name: str) -> Any:
+        from ray.serve.handle import DeploymentHandle
+
+        target = self.targets[name]
+        if not isinstance(target, DeploymentHandle):
+            raise RunnerNotReady(
+                f"runner {self.spec.name!r} is bound but not deployed here: pass runner.bind() to a deployment's "
+                ".bind(...) and call the runner from inside that deployment"
+            )
+        self._handles[name] = target
+        return target
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": self.spec, "targets": self.targets, "_handles": {}}
 
     async def call_async(self, name: str, args: tuple, kwargs: dict) -> Any:
         return await self.remote(name, args, kwargs)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from raystore._private.service.openapi import openapi_spec, swagger_page
-from raystore.exceptions import PayloadTooLarge, RaystoreError, ServiceUnavailable
+from raystore.exceptions import BadInput, PayloadTooLarge, RaystoreError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from raystore._private.service.service import API, Service
@@ -81,18 +81,19 @@ async def _in_thread(func: Callable[[Any], Any], value: Any) -> Any:
 
 
 def exception_response(api: API, exc: Exception) -> JSONResponse:
-    """The one place an error becomes a response: a raystore error answers with its own
-    `http_status` and `http_headers()`; anything else is a bug in the API function (500, logged)."""
-    exc = _unwrap(exc)
-    if isinstance(exc, ServiceUnavailable):
-        return error_response(
-            exc.http_status, f"overloaded, retry in {exc.retry_after_header} s: {exc}", exc.http_headers()
-        )
-    if isinstance(exc, RaystoreError) and exc.http_status < 500:  # the request's fault: say what was wrong
-        return error_response(exc.http_status, str(exc), exc.http_headers())
-    logger.exception("API %s failed", api.name, exc_info=exc)
-    status, headers = (exc.http_status, exc.http_headers()) if isinstance(exc, RaystoreError) else (500, None)
-    return error_response(status, f"{type(exc).__name__} in API {api.name!r}: {exc}", headers)
+    """The one place an error becomes a response. What the client got wrong (`BadInput` and its
+    kin: 400, 413, 415) and an overloaded queue (`ServiceUnavailable`: 503 with `Retry-After`)
+    answer with the error's own status. Anything else raised on the way is the API's failure:
+    logged with its traceback and answered 500, or the 5xx status a raystore error carries."""
+    cause = _unwrap(exc)
+    if isinstance(cause, ServiceUnavailable):
+        message = f"overloaded, retry in {cause.retry_after_header} s: {cause}"
+        return error_response(cause.http_status, message, cause.http_headers())
+    if isinstance(cause, BadInput):
+        return error_response(cause.http_status, str(cause), cause.http_headers())
+    logger.exception("API %s failed", api.name, exc_info=exc)  # a replica's error: its text has the remote traceback
+    status = cause.http_status if isinstance(cause, RaystoreError) and cause.http_status >= 500 else 500
+    return error_response(status, f"{type(cause).__name__} in API {api.name!r}: {cause}")
 
 
 def _unwrap(exc: Exception) -> Exception:

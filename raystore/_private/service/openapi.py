@@ -34,6 +34,7 @@ def openapi_spec(service: Service) -> dict[str, Any]:
                     "200": {"description": "Success", "content": content(api.output)},
                     "400": {"description": "Bad input", **error},
                     "413": {"description": "Body too large", **error},
+                    "415": {"description": "Unsupported content type", **error},
                     "500": {"description": "Error in the API", **error},
                     "503": {"description": "Overloaded; retry after the Retry-After header", **error},
                 },

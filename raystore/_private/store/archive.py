@@ -224,9 +224,8 @@ def _open_for_write(fs, path: str) -> Iterator[BinaryIO]:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.part-{uuid.uuid4().hex[:8]}"
         try:
-            with open(
-                tmp, "wb", buffering=0
-            ) as f:  # unbuffered: writes are large, and fd copies must not race a buffer
+            # unbuffered: writes are large, and fd copies must not race a buffer
+            with open(tmp, "wb", buffering=0) as f:
                 yield f
             os.replace(tmp, path)
         finally:

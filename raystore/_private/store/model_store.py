@@ -35,15 +35,13 @@ from raystore.config import settings
 from raystore.exceptions import AmbiguousTag, InvalidTag, NotFound, StoreError
 from raystore.tag import Tag, validate_part
 
-logger = logging.getLogger("raystore._private.store")
+logger = logging.getLogger("raystore.store")
 
 MODELS_DIR = "models"
 TMP_DIR = ".tmp"
 STALE_TMP_SECONDS = 24 * 3600
-MAX_INFO_BYTES = 1 << 20
-RANGE_READ_MIN = (
-    32 * 1024 * 1024
-)  # smaller files come in one request  # model.yaml is small; a huge one is a hostile archive
+MAX_INFO_BYTES = 1 << 20  # model.yaml is small; a huge one is a hostile archive
+RANGE_READ_MIN = 32 * 1024 * 1024  # smaller files come in one request
 
 Presence = Literal["absent", "identical", "different"]
 Outcome = Literal["copied", "identical"]  # what putting a version into a store did
