@@ -52,12 +52,13 @@ from starlette.responses import JSONResponse
 from wrk_load import wrk
 
 from raystore import ServiceUnavailable, batch
-from raystore._private.deploy.local import HAPROXY_ENV, _stop_leftover_haproxy, haproxy_available
+from raystore._private.deploy.local import HAProxyIngress, haproxy_available
 
-if haproxy_available():
-    os.environ.update(HAPROXY_ENV)  # before Ray starts: its processes read it
-import ray
-from ray import serve
+INGRESS = HAProxyIngress() if haproxy_available() else None
+if INGRESS is not None:
+    os.environ.update(INGRESS.environment())  # before Ray starts: its processes read it
+import ray  # noqa: E402 - after the environment its processes read
+from ray import serve  # noqa: E402
 
 SYNTHETIC_A_S = 0.020
 SYNTHETIC_B_S = 0.0005
@@ -590,7 +591,8 @@ def main() -> None:
         serve_alone, synthetic, mlp, overload = asyncio.run(run_all(limits, duration, args.warmup, timeouts, rounds))
     finally:
         ray.shutdown()  # no graceful serve.shutdown: under HAProxy it waits 30 s for nothing
-        _stop_leftover_haproxy(HTTP_PORT)
+        if INGRESS is not None:
+            INGRESS.stop()  # this run's haproxy, which can outlive Ray's shutdown
 
     mode = "HAProxy" if haproxy_available() else "Python proxy"
     print(

@@ -140,10 +140,11 @@ def main() -> None:
     sys.path.insert(0, str(work))
     save_models()
 
-    from raystore._private.deploy.local import HAPROXY_ENV, haproxy_available
+    from raystore._private.deploy.local import HAProxyIngress, haproxy_available
 
-    if haproxy_available():
-        os.environ.update(HAPROXY_ENV)
+    ingress = HAProxyIngress() if haproxy_available() else None
+    if ingress is not None:
+        os.environ.update(ingress.environment())
     import ray
     from ray import serve
 
@@ -195,9 +196,8 @@ def main() -> None:
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         ray.shutdown()  # no graceful serve.shutdown: under HAProxy it waits 30 s for nothing
-        from raystore._private.deploy.local import _stop_leftover_haproxy
-
-        _stop_leftover_haproxy(port)
+        if ingress is not None:
+            ingress.stop()  # this run's haproxy, which can outlive Ray's shutdown
     mode = "HAProxy" if haproxy_available() else "Python proxy"
     print(
         f"\n{args.connections} connections, 1-row JSON requests, {args.duration:.0f} s each, "

@@ -60,8 +60,11 @@ def serve_command(
     address: str | None = typer.Option(None, "--address", help="An existing Ray cluster (else a local one starts)."),
     working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
     metrics_port: int = typer.Option(8079, "--metrics-port", help="Prometheus metrics port of the local Ray."),
+    graceful_timeout: float = typer.Option(
+        30.0, "--graceful-timeout", min=0, help="Seconds requests in flight get to finish on Ctrl-C or SIGTERM."
+    ),
 ) -> None:
-    """Serve a Service over HTTP until Ctrl-C."""
+    """Serve a Service over HTTP until Ctrl-C (a second Ctrl-C stops without waiting for requests in flight)."""
     # The serving stack (Serve deployments, starlette, numpy) loads only for the commands that
     # serve or build: `raystore models ...` starts in half the time without it.
     from raystore._private.deploy.local import describe_mode, serve_locally
@@ -81,7 +84,9 @@ def serve_command(
         address=address,
         working_dir=working_dir,
         metrics_port=metrics_port,
+        graceful_timeout_s=graceful_timeout,
         on_ready=ready,
+        on_stopping=lambda line: typer.echo(line, err=True),
     )
     typer.echo("Stopped.", err=True)
 

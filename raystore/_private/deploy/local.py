@@ -1,21 +1,32 @@
-"""`raystore serve`: a Service as a running Serve application on a local (or given) Ray, until Ctrl-C."""
+"""`raystore serve`: a Service as a running Serve application on a local (or given) Ray, until Ctrl-C.
+
+Stopping is graceful: the first Ctrl-C or SIGTERM stops taking requests and lets those in flight
+finish (bounded by `graceful_timeout_s`), a second one stops at once; then everything started
+here goes. raystore ends only processes it started: its Ray, and the haproxy that Ray started,
+found by a folder of its own (`HAProxyIngress`), never by name.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import socket
-import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from raystore._private.service.service import Service, load_service
 
 DEFAULT_METRICS_PORT = 8079  # Prometheus scrapes http://HOST:8079/metrics (Ray's metrics export)
+DEFAULT_GRACEFUL_TIMEOUT_S = 30.0
 HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def haproxy_available() -> bool:
@@ -36,6 +47,102 @@ def resolve_service(target: str | Service, working_dir: str | None = None) -> tu
     return load_service(target), target
 
 
+class HAProxyIngress:
+    """Serve's HAProxy ingress kept to this server: its config, sockets and state in a folder of its
+    own, its side ports (stats, metrics, fallback proxy) free ones, and its processes found by that
+    folder in their command line, so that stopping ends exactly the haproxy this server's Ray
+    started and never another user's. Set `environment()` before `ray.init`."""
+
+    def __init__(self) -> None:
+        # Mode 0700: the admin socket is ours. Short: Serve puts the sockets at <folder>/<node id, 56
+        # characters>/admin.sock, and haproxy refuses socket paths over 97 characters.
+        self.folder = tempfile.mkdtemp(prefix="rsh-", dir="/tmp" if os.path.isdir("/tmp") else None)
+
+    def environment(self) -> dict[str, str]:
+        folder = self.folder
+        return {
+            **HAPROXY_ENV,
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",  # Serve adds /<node id>/
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
+            # Fixed by default (8404, 9101, 8500): two servers on one host would collide.
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+            # A draining haproxy fails the controller's health checks; the drain is bounded by us.
+            "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "60",
+        }
+
+    def pids(self) -> list[int]:
+        """This server's haproxy processes: this user's, with a config file in our folder."""
+        marker = self.folder.encode() + b"/"
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.stat(f"/proc/{entry}").st_uid != os.getuid():
+                    continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+            if args and args[0].endswith(b"haproxy") and any(arg.startswith(marker) for arg in args):
+                found.append(int(entry))
+        return found
+
+    def drain(self, deadline: float, interrupted: threading.Event) -> bool:
+        """Soft-stop this server's haproxy (SIGUSR1: it closes its listeners at once and exits once
+        the requests in flight are answered); True if it finished before `deadline` or a second
+        interrupt."""
+        draining = self.pids()
+        self._signal(draining, signal.SIGUSR1)
+        while time.monotonic() < deadline and not interrupted.is_set():
+            if not set(draining) & set(self.pids()):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        """End whatever is left of this server's haproxy (it can outlive Ray's shutdown, holding its
+        port) and remove its folder."""
+        self._signal(self.pids(), signal.SIGKILL)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _signal(self, pids: list[int], signum: int) -> None:
+        for pid in pids:
+            if pid in self.pids():  # still ours: a pid is never signalled after it was reused
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Interrupts:
+    """SIGINT/SIGTERM while serving: the first asks for a graceful stop, a second for an immediate one."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop, self.now = stop, threading.Event()
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.stop.is_set():
+            self.now.set()
+        self.stop.set()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def serve_locally(
     target: str | Service,
     *,
@@ -44,22 +151,32 @@ def serve_locally(
     address: str | None = None,
     working_dir: str | None = None,
     metrics_port: int | None = DEFAULT_METRICS_PORT,
+    graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S,
     on_ready: Callable[[str], None] | None = None,
+    on_stopping: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
     """Deploy `target` on Ray (a new local instance unless `address` names one) and serve until
-    Ctrl-C, SIGTERM or `stop`; then shut down what was started here."""
+    Ctrl-C, SIGTERM or `stop`. Then stop taking requests, let those in flight finish (at most
+    `graceful_timeout_s`; a second Ctrl-C stops at once), and shut down what was started here.
+
+    With a loopback `host`, the local Ray listens on loopback only, but for what Ray binds on every
+    interface regardless (README, "Serving locally")."""
     service, import_path = resolve_service(target, working_dir)
     folder = str(Path(working_dir or os.getcwd()).resolve())
-    use_haproxy = address is None and haproxy_available()
-    if use_haproxy:
-        os.environ.update(HAPROXY_ENV)  # read by the Ray processes this one starts
+    started_here = address is None
+    ingress = HAProxyIngress() if started_here and haproxy_available() else None
+    if ingress is not None:
+        os.environ.update(ingress.environment())  # read by the Ray processes this one starts
+    if started_here and host in LOOPBACK_HOSTS:
+        os.environ[LOOPBACK_RAY_ENV] = "0"  # for the processes Ray starts; this one is set below
     import ray
     from ray import serve
 
+    if started_here and host in LOOPBACK_HOSTS:
+        _keep_ray_on_loopback()
     pythonpath = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH", "")) if p)
     runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
-    started_here = address is None
     if metrics_port is not None and not _port_is_free(metrics_port):
         print(f"metrics port {metrics_port} is taken; Ray picks another one (pass --metrics-port)", file=sys.stderr)
         metrics_port = None
@@ -75,30 +192,69 @@ def serve_locally(
     else:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     stop = stop or threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    interrupts = _Interrupts(stop)
+    drained = False
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(service.to_app(import_path), name=service.name, route_prefix="/")
-        url = f"http://{host}:{port}"
         if on_ready:
-            on_ready(url)
+            on_ready(f"http://{host}:{port}")
         stop.wait()
+        if on_stopping:
+            on_stopping(
+                f"Stopping: no new requests; those in flight have up to {graceful_timeout_s:g} s to finish "
+                "(Ctrl-C again to stop at once)"
+            )
+        _drain(service.name, ingress, started_here, time.monotonic() + graceful_timeout_s, interrupts.now)
+        drained = True
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        interrupts.restore()
         if started_here:
-            # Everything goes with this Ray. A graceful serve.delete/serve.shutdown would wait out
-            # HAProxy's drain (about 30 s here) for requests that can no longer arrive.
-            if not use_haproxy:
-                serve.shutdown()
-            ray.shutdown()
-            if use_haproxy:
-                _stop_leftover_haproxy(port)
-        else:
-            try:
-                serve.delete(service.name)
-            except Exception as exc:  # the cluster may be gone already; say so, do not hide the cause
-                print(f"could not delete application {service.name!r}: {exc}", file=sys.stderr)
+            ray.shutdown()  # everything goes with this Ray
+        elif not drained:
+            _delete_application(serve, service.name, started_here)
+        if ingress is not None:
+            ingress.stop()
+
+
+def _drain(
+    name: str, ingress: HAProxyIngress | None, started_here: bool, deadline: float, now: threading.Event
+) -> None:
+    """Stop taking requests and let those in flight finish, until `deadline` or `now` is set."""
+    if now.is_set():
+        return
+    if ingress is not None:
+        ingress.drain(deadline, now)
+        return
+    from ray import serve
+
+    # The Python proxy (and a cluster's): removing the application removes its route at once,
+    # and its replicas finish what they hold before they go.
+    deleting = threading.Thread(target=_delete_application, args=(serve, name, started_here), daemon=True)
+    deleting.start()
+    while deleting.is_alive() and time.monotonic() < deadline and not now.is_set():
+        deleting.join(0.05)
+
+
+def _delete_application(serve: Any, name: str, started_here: bool) -> None:
+    try:
+        serve.delete(name)
+    except Exception as exc:  # the cluster may be gone already; say so, do not hide the cause
+        if not started_here:
+            print(f"could not delete application {name!r}: {exc}", file=sys.stderr)
+
+
+LOOPBACK_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _keep_ray_on_loopback() -> None:
+    """Make the local Ray take 127.0.0.1 as its node address, so that its GCS, raylet, object
+    manager, agents and metrics export bind loopback only. Ray offers this as the single-machine
+    mode it uses on laptops (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`), read when Ray is imported;
+    this process imported Ray already, so the flag is set on the module too."""
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _port_is_free(port: int) -> bool:
@@ -108,24 +264,6 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _stop_leftover_haproxy(port: int) -> None:
-    """Serve's haproxy process can outlive Ray's shutdown, still holding the port: end it."""
-    try:
-        out = subprocess.run(["pgrep", "-f", "haproxy"], capture_output=True, text=True).stdout
-    except FileNotFoundError:
-        return
-    for pid in out.split():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "haproxy" in cmdline and "ray" in cmdline.lower():
-            try:
-                os.kill(int(pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
 
 def describe_mode() -> str:

@@ -1,0 +1,14 @@
+"""A service whose API takes as long as it is told to: for the tests of how `raystore serve` stops."""
+
+import asyncio
+
+import raystore
+from raystore.io import JSON
+
+svc = raystore.Service("slow")
+
+
+@svc.api(input=JSON(), output=JSON())
+async def wait(body):
+    await asyncio.sleep(float(body["seconds"]))
+    return {"waited": body["seconds"]}
