@@ -41,11 +41,14 @@ def verify(tag: str | Tag) -> Model:
     return Model.of(default_store().verify(tag))
 
 
-def export_model(tag: str | Tag, path: str = ".", *, compression: str | None = None, quiet: bool = False) -> str:
-    """Write `tag` as an archive to `path`: a file, a folder, or an fsspec URL (`s3://bucket/prefix/`)."""
+def export_model(
+    tag: str | Tag, path: str = ".", *, compression: str | None = None, force: bool = False, quiet: bool = False
+) -> str:
+    """Write `tag` as an archive to `path`: a file, an existing folder, or an fsspec URL
+    (`s3://bucket/prefix/`). An archive already there is overwritten only with `force=True`."""
     model = get(tag)
     with _bar(quiet, f"Exporting {model.tag}", model.size) as on_bytes:
-        where = archive.export_model(model, path, compression=compression, on_bytes=on_bytes)
+        where = archive.export_model(model, path, compression=compression, force=force, on_bytes=on_bytes)
     _say(quiet, f"{model} exported to {where}")
     return where
 

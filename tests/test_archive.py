@@ -30,6 +30,7 @@ def _assert_store_untouched(store_home, expected_tags):
 def test_round_trip_through_a_file(saved, iris, tmp_path, capsys, compression, store_home):
     X, _ = iris
     dest = tmp_path / "exports" / "iris.raymodel"
+    dest.parent.mkdir()
     where = raystore.models.export_model(saved.tag, str(dest), compression=compression)
     assert where == str(dest) and dest.is_file()
     assert f'Model(tag="{saved.tag}") exported to {dest}' in capsys.readouterr().err
@@ -47,6 +48,21 @@ def test_round_trip_through_a_file(saved, iris, tmp_path, capsys, compression, s
     assert again.info.creation_time == saved.info.creation_time
     np.testing.assert_array_equal(raystore.sklearn.load_model(saved.tag).predict(X), saved_predict(saved, X))
     raystore.models.verify(saved.tag)
+
+
+def test_export_refuses_a_missing_folder_and_an_existing_file_without_force(saved, tmp_path):
+    from raystore.exceptions import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="the folder .*typo does not exist; create it first"):
+        raystore.models.export_model(saved.tag, str(tmp_path / "typo" / "a.raymodel"), quiet=True)
+    assert not (tmp_path / "typo").exists()
+    dest = tmp_path / "a.raymodel"
+    dest.write_bytes(b"someone else's file")
+    with pytest.raises(InvalidArgument, match="a.raymodel exists already; pass force=True"):
+        raystore.models.export_model(saved.tag, str(dest), quiet=True)
+    assert dest.read_bytes() == b"someone else's file"
+    assert raystore.models.export_model(saved.tag, str(dest), force=True, quiet=True) == str(dest)
+    assert dest.read_bytes()[:4] != b"some" and not list(tmp_path.glob("*.part-*"))
 
 
 def saved_predict(model, X):

@@ -75,10 +75,10 @@ def test_errors_are_one_line_and_nonzero(three_models, args, words):
 
 def test_delete_asks_and_respects_no(three_models):
     a1, a2, b = three_models
-    out = run("models", "delete", "iris_clf", input="n\n")
+    out = run("models", "delete", "--all", "iris_clf", input="n\n")
     assert out.returncode == 0 and "Delete all 2 version(s) of iris_clf?" in out.stdout
     assert len(raystore.models.list("iris_clf")) == 2
-    out = run("models", "delete", "iris_clf", str(b), input="y\ny\n")
+    out = run("models", "delete", "--all", "iris_clf", str(b.name), input="y\ny\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("Deleted ") == 3
     assert raystore.models.list() == []
@@ -115,3 +115,27 @@ def test_help_and_version():
     out = run("--help")
     assert out.returncode == 0 and "models" in out.stdout
     assert run("version").stdout.strip() == raystore.__version__
+
+
+def test_a_bare_name_means_the_newest_version_as_in_the_library(three_models):
+    a1, a2, _ = three_models
+    out = run("models", "delete", "-y", "iris_clf")
+    assert out.returncode == 0 and f"Deleted {a2}" in out.stdout
+    assert [m.tag for m in raystore.models.list("iris_clf")] == [a1]
+    assert raystore.models.delete("iris_clf") == a1  # the library: the same rule
+    out = run("models", "delete", "-y", "--all", f"other:{three_models[2].version}")
+    assert out.returncode == 1 and "--all deletes every version of a name; give other" in out.stderr
+
+
+def test_version_completion_and_export_refusals(three_models, tmp_path):
+    assert run("--version").stdout.strip() == raystore.__version__
+    assert "--install-completion" in run("--help").stdout
+    missing = run("models", "export", "iris_clf", str(tmp_path / "nope" / "x.raymodel"))
+    assert missing.returncode == 1 and "does not exist; create it first" in missing.stderr
+    target = tmp_path / "x.raymodel"
+    target.write_text("keep me")
+    refused = run("models", "export", "iris_clf", str(target))
+    assert refused.returncode == 1 and "exists already; pass force=True (--force)" in refused.stderr
+    assert target.read_text() == "keep me"
+    assert run("models", "export", "iris_clf", str(target), "--force").returncode == 0
+    assert target.stat().st_size > 1024

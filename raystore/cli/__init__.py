@@ -20,9 +20,24 @@ app = typer.Typer(
     help="A versioned model store and a model server on Ray Serve.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 app.add_typer(models_cli.app, name="models")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the raystore version and exit."
+    ),
+) -> None:
+    """A versioned model store and a model server on Ray Serve. `raystore --install-completion`
+    adds tab completion to your shell."""
 
 
 @app.command()

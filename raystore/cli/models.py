@@ -10,7 +10,7 @@ from raystore import models
 from raystore._private.runner.model import Model
 from raystore._private.store import default_store, remote_store
 from raystore.cli.output import Format, emit_data, emit_table, human_size, local_time
-from raystore.exceptions import NotFound
+from raystore.exceptions import InvalidArgument, NotFound
 from raystore.tag import Tag
 
 app = typer.Typer(help="Manage models in the store.", no_args_is_help=True)
@@ -76,15 +76,18 @@ def get_model(
 @app.command("delete")
 def delete_models(
     tags: list[str] = typer.Argument(
-        ..., help="name:VERSION deletes that version; a bare name deletes all its versions."
+        ..., help="name:VERSION deletes that version; a bare name (or name:latest) its newest version."
     ),
+    all_versions: bool = typer.Option(False, "--all", help="Delete every version of each NAME given."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
-    """Delete model versions."""
+    """Delete model versions: a tag means what it means everywhere, as in raystore.models.delete."""
     targets: list[tuple[str, list[Tag]]] = []  # (what the user typed, the versions it means)
     for text in tags:
         tag = Tag.from_str(text)
-        if tag.version is None:
+        if all_versions:
+            if not tag.is_latest:
+                raise InvalidArgument(f"--all deletes every version of a name; give {tag.name}, not {text}")
             found = [m.tag for m in models.list(tag.name)]
             if not found:
                 models.get(tag)  # raises NotFound with the usual message
@@ -92,7 +95,7 @@ def delete_models(
             found = [models.get(tag).tag]
         targets.append((text, found))
     for text, found in targets:
-        what = f"all {len(found)} version(s) of {text}" if ":" not in text else str(found[0])
+        what = f"all {len(found)} version(s) of {text}" if all_versions else str(found[0])
         if not yes and not typer.confirm(f"Delete {what}?", default=False):
             typer.echo(f"Skipped {text}")
             continue
@@ -115,9 +118,10 @@ def export_model(
     tag: str = typer.Argument(..., help="The model to export."),
     dest: str = typer.Argument(".", help="A file, a folder, or a URL such as s3://bucket/prefix/."),
     compression: Compression | None = typer.Option(None, "--compression", help="gz or zstd (default: none)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an archive that exists already."),
 ) -> None:
-    """Export a model version as an archive."""
-    models.export_model(tag, dest, compression=compression.value if compression else None)
+    """Export a model version as an archive (into an existing folder; an existing archive only with --force)."""
+    models.export_model(tag, dest, compression=compression.value if compression else None, force=force)
 
 
 @app.command("import")

@@ -39,12 +39,19 @@ def archive_name(tag: Tag, compression: str | None) -> str:
 
 
 def export_model(
-    model: StoredModel, dest: str, *, compression: str | None = None, on_bytes: OnBytes | None = None
+    model: StoredModel,
+    dest: str,
+    *,
+    compression: str | None = None,
+    force: bool = False,
+    on_bytes: OnBytes | None = None,
 ) -> str:
     """Stream `model` into an archive at `dest` (a file, a folder, or a URL ending in '/'). Returns its URL.
 
-    Files are copied as stored, without re-hashing: the archive carries the manifest and every
-    import checks against it (`raystore models verify` checks the store itself).
+    An existing archive is replaced only with `force`; a local folder must exist already (a typo
+    in a path creates nothing). Files are copied as stored, without re-hashing: the archive
+    carries the manifest and every import checks against it (`raystore models verify` checks the
+    store itself).
     """
     if compression not in COMPRESSIONS:
         raise InvalidArgument(f"compression must be one of gz, zstd or none, got {compression!r}")
@@ -52,6 +59,7 @@ def export_model(
     with remote_errors(dest):
         if dest.endswith("/") or fs.isdir(path):
             path = f"{path.rstrip('/')}/{archive_name(model.tag, compression)}"
+        _check_destination(fs, path, dest, force)
         entries = {e.path: e for e in model.manifest}
         manifest_data = manifest.dumps(sorted(entries.values(), key=lambda e: e.path)).encode()
         prefix = f"{model.tag.name}/{model.tag.version}"
@@ -216,12 +224,21 @@ def _member_path(member: tarfile.TarInfo, prefix: str, src: str) -> str | None:
     return manifest.check_relpath(name[len(prefix) :], src)
 
 
+def _check_destination(fs, path: str, dest: str, force: bool) -> None:
+    if is_local(fs):
+        folder = os.path.dirname(path) or "."
+        if not os.path.isdir(folder):
+            raise InvalidArgument(f"cannot export to {dest}: the folder {folder} does not exist; create it first")
+    if fs.exists(path) and not force:
+        where = path if is_local(fs) else fs.unstrip_protocol(path)
+        raise InvalidArgument(f"{where} exists already; pass force=True (--force) to overwrite it")
+
+
 @contextlib.contextmanager
 def _open_for_write(fs, path: str) -> Iterator[BinaryIO]:
     """A file that exists at `path` only if everything was written: temp + rename locally,
     a discarded upload remotely."""
     if is_local(fs):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.part-{uuid.uuid4().hex[:8]}"
         try:
             # unbuffered: writes are large, and fd copies must not race a buffer
