@@ -14,7 +14,8 @@ from raystore.exceptions import InvalidArgument
 logger = logging.getLogger("raystore.metrics")
 
 ROW_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
-LATENCY_MS_BOUNDARIES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
+# Durations in seconds, Prometheus' base unit: 1 ms to 10 s.
+DURATION_S_BOUNDARIES = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10]
 
 
 class MetricBuffer:

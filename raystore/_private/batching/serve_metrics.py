@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from raystore._private.batching.stats import BatchObserver
-from raystore._private.metric_buffer import LATENCY_MS_BOUNDARIES, ROW_BOUNDARIES, MetricBuffer
+from raystore._private.metric_buffer import DURATION_S_BOUNDARIES, ROW_BOUNDARIES, MetricBuffer
 from raystore._private.replica import serve_replica_context
 
 _TAG_KEYS = ("deployment", "application", "method")
@@ -61,12 +61,12 @@ class RayBatchMetrics:
         self._admitted_requests = self._admitted_rows = 0  # since the last batch finished
         self._batch_size = _histogram("raystore_batch_size", "Rows per executed batch.", ROW_BOUNDARIES)
         self._queue_wait = _histogram(
-            "raystore_batch_queue_wait_ms",
-            "The longest time a request of each batch waited for it to start.",
-            LATENCY_MS_BOUNDARIES,
+            "raystore_batch_queue_wait_seconds",
+            "The longest time a request of each batch waited for it to start, in seconds.",
+            DURATION_S_BOUNDARIES,
         )
         self._execution = _histogram(
-            "raystore_batch_execution_ms", "Execution time of one batch.", LATENCY_MS_BOUNDARIES
+            "raystore_batch_execution_seconds", "Execution time of one batch, in seconds.", DURATION_S_BOUNDARIES
         )
         self._requests = _counter("raystore_batch_requests_total", "Requests admitted to the batch queue.")
         self._rows = _counter("raystore_batch_rows_total", "Rows admitted to the batch queue.")
@@ -103,10 +103,10 @@ class RayBatchMetrics:
 
     def batch_finished(self, rows: int, requests: int, execution_s: float, failed: bool) -> None:
         self._hand_over_admissions()
-        self._buffer.observe(self._queue_wait, self._tags, self._longest_wait_s * 1000.0)
+        self._buffer.observe(self._queue_wait, self._tags, self._longest_wait_s)
         self._longest_wait_s = 0.0
         self._buffer.inc(self._batches, self._tags)
         self._buffer.observe(self._batch_size, self._tags, rows)
-        self._buffer.observe(self._execution, self._tags, execution_s * 1000.0)
+        self._buffer.observe(self._execution, self._tags, execution_s)
         if failed:
             self._buffer.inc(self._failed, self._tags)

@@ -57,7 +57,7 @@ def api_endpoint(service: Service, api: API, metrics: Any = None) -> Callable[[R
         except Exception as exc:  # every failure becomes a JSON error; the server keeps serving
             response = exception_response(api, exc)
         if metrics is not None:
-            metrics.record(api.name, response.status_code, 1000 * (time.perf_counter() - start))
+            metrics.record(api.name, response.status_code, time.perf_counter() - start)
         return response
 
     return endpoint
