@@ -1,21 +1,29 @@
 # Two entry points: `make quickstart` (the iris example end to end) and `make test`.
-# Both create .venv from this project's own files on first use.
+# Both create .venv from this project's own files on first use; the quickstart installs only what
+# it needs (raystore and scikit-learn), the tests everything.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := sklearn,pytorch,s3,test
+QUICKSTART_EXTRAS := sklearn
 
 .PHONY: quickstart test lint install clean deployments
 
-$(BIN)/raystore: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e '.[$(EXTRAS)]'
+
+$(VENV)/.installed-quickstart: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[$(QUICKSTART_EXTRAS)]'
 	touch $@
 
-install: $(BIN)/raystore
+$(VENV)/.installed-all: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[$(EXTRAS)]'
+	touch $@ $(VENV)/.installed-quickstart
 
-quickstart: install
-	$(BIN)/python examples/iris/quickstart.py
+install: $(VENV)/.installed-all
+
+quickstart: $(VENV)/.installed-quickstart
+	$(BIN)/python examples/iris/quickstart.py $(QUICKSTART_ARGS)
 
 # The layer contracts of docs/architecture.md and ruff (lint and format) first: a violation fails the build.
 lint: install

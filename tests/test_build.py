@@ -20,7 +20,7 @@ IRIS = ROOT / "examples" / "iris"
 def _save_iris():
     sys.path.insert(0, str(IRIS))
     try:
-        from quickstart import train_and_save
+        from train import train_and_save
     finally:
         sys.path.remove(str(IRIS))
     return train_and_save()

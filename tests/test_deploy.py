@@ -82,7 +82,7 @@ def test_deploy_status_delete(head_cluster, tmp_path, subprocess_env):
         [
             str(VENV_BIN / "python"),
             "-c",
-            f"import sys; sys.path.insert(0, {str(IRIS)!r}); from quickstart import train_and_save; "
+            f"import sys; sys.path.insert(0, {str(IRIS)!r}); from train import train_and_save; "
             "print(train_and_save().tag)",
         ],
         capture_output=True,

@@ -22,10 +22,10 @@ def _free_port() -> int:
 
 @pytest.mark.ray
 def test_iris_quickstart_serves_over_http(subprocess_env):
-    env = {**subprocess_env, "QUICKSTART_PORT": str(_free_port())}
+    ports = ["--port", str(_free_port()), "--metrics-port", str(_free_port())]
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "iris" / "quickstart.py")],
-        env=env,
+        [sys.executable, str(ROOT / "examples" / "iris" / "quickstart.py"), *ports],
+        env=subprocess_env,
         capture_output=True,
         text=True,
         timeout=280,
@@ -144,7 +144,7 @@ def test_request_metrics_reach_the_prometheus_endpoint(subprocess_env):
             sys.executable,
             "-c",
             f"import sys; sys.path.insert(0, {str(ROOT / 'examples' / 'iris')!r}); "
-            "from quickstart import train_and_save; train_and_save()",
+            "from train import train_and_save; train_and_save()",
         ],
         env=subprocess_env,
         capture_output=True,

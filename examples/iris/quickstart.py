@@ -1,11 +1,15 @@
-"""The iris quickstart: train and save a classifier, serve it over HTTP with `raystore serve` on a
-local Ray, ask it for a prediction, print the answer, and shut everything down.
+"""The iris quickstart: train and save a classifier (`train.py`), serve it over HTTP with
+`raystore serve` on a local Ray (`service.py`), ask it for a prediction, print the answer, and shut
+everything down.
 
-Run with `make quickstart` (or `python examples/iris/quickstart.py` in the project's venv).
+Run with `make quickstart`, or in the project's venv:
+
+    python examples/iris/quickstart.py [--port 3000] [--metrics-port 8079]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -16,27 +20,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from sklearn.datasets import load_iris
-from sklearn.svm import SVC
+from train import train_and_save
 
 import raystore
 
 HERE = Path(__file__).resolve().parent
-PORT = int(os.environ.get("QUICKSTART_PORT", "3000"))
 SAMPLE = [[5.9, 3.0, 5.1, 1.8]]
-
-
-def train_and_save() -> raystore.Model:
-    iris = load_iris()
-    clf = SVC(gamma="scale").fit(iris.data, iris.target)
-    return raystore.sklearn.save_model(
-        "iris_clf",
-        clf,
-        labels={"owner": "quickstart", "stage": "dev"},
-        metadata={"accuracy": float(clf.score(iris.data, iris.target)), "dataset": "sklearn iris"},
-        custom_objects={"class_names": list(iris.target_names)},
-        signatures={"predict": {"batchable": True, "batch_dim": 0}},
-    )
 
 
 def wait_until_ready(url: str, server: subprocess.Popen, timeout_s: float = 180) -> None:
@@ -63,15 +52,19 @@ def classify(url: str, rows: list[list[float]]) -> list[int]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Train, serve and query the iris classifier.")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("QUICKSTART_PORT", "3000")), help="HTTP port")
+    parser.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("QUICKSTART_METRICS_PORT", "8079")), help="metrics port"
+    )
+    args = parser.parse_args()
     saved = train_and_save()
     print(f"Saved {saved} to {saved.path}")
 
     raystore_cli = Path(sys.executable).with_name("raystore")
-    server = subprocess.Popen(
-        [str(raystore_cli), "serve", "service:svc", "--working-dir", str(HERE), "--port", str(PORT)],
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{PORT}"
+    command = [str(raystore_cli), "serve", "service:svc", "--working-dir", str(HERE), "--port", str(args.port)]
+    server = subprocess.Popen([*command, "--metrics-port", str(args.metrics_port)], start_new_session=True)
+    url = f"http://127.0.0.1:{args.port}"
     try:
         wait_until_ready(url, server)
         prediction = classify(url, SAMPLE)[0]
