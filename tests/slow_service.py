@@ -1,4 +1,5 @@
-"""A service whose API takes as long as it is told to: for the tests of how `raystore serve` stops."""
+"""A service whose API takes as long as it is told to, and one that fails: for the tests of how
+`raystore serve` stops and what it logs."""
 
 import asyncio
 
@@ -12,3 +13,8 @@ svc = raystore.Service("slow")
 async def wait(body):
     await asyncio.sleep(float(body["seconds"]))
     return {"waited": body["seconds"]}
+
+
+@svc.api(input=JSON(), output=JSON())
+def broken(body):
+    raise ValueError(f"broken on purpose: {body}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -169,3 +170,53 @@ def test_a_second_ctrl_c_stops_at_once(subprocess_env):
         in_flight["thread"].join(30)
         assert "error" in in_flight or in_flight.get("status", 200) >= 500, in_flight
         assert not _accepts_connections(port)
+
+
+def _post(port: int, route: str, body, headers: dict | None = None) -> tuple[int, object, dict]:
+    """(status, the response headers (case-insensitive), the JSON body)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{route}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, json.loads(err.read())
+
+
+def _console_after(server: subprocess.Popen, seconds: float = 1.0) -> str:
+    time.sleep(seconds)  # log lines are datagrams: give the last ones a moment
+    server.send_signal(signal.SIGINT)
+    server.wait(timeout=60)
+    return server.stderr.read().decode()
+
+
+def test_the_console_logs_each_request_with_its_id_and_the_traceback_of_a_failure(subprocess_env):
+    with _serving(subprocess_env) as (server, port):
+        status, headers, body = _post(port, "/wait", {"seconds": 0}, {"X-Request-ID": "order-42"})
+        assert status == 200 and headers["X-Request-ID"] == "order-42"  # the client's id comes back
+        status, headers, body = _post(port, "/broken", {"a": 1})
+        generated = headers["X-Request-ID"]
+        # Serve gives a request without one an id (a UUID), which it uses in its own logs too.
+        assert status == 500 and len(generated) >= 16 and "broken on purpose" in body["error"]
+        status, headers, _ = _post(port, "/wait", {"seconds": 0}, {"X-Request-ID": "bad id\twith tab"})
+        assert status == 200 and headers["X-Request-ID"] not in ("bad id\twith tab", "order-42")
+        console = _console_after(server)
+    assert re.search(r"POST /wait 200 [0-9.]+ms request_id=order-42", console), console
+    assert re.search(rf"POST /broken 500 [0-9.]+ms request_id={generated}", console), console
+    assert f"API broken failed, request_id={generated}" in console
+    assert "Traceback" in console and "ValueError: broken on purpose" in console
+    assert "Connecting to existing Serve app" not in console and "Token authentication" not in console
+
+
+def test_json_log_lines_and_no_access_log(subprocess_env):
+    with _serving(subprocess_env, "--log-format", "json", "--no-access-log") as (server, port):
+        assert _post(port, "/wait", {"seconds": 0})[0] == 200
+        _, headers, _ = _post(port, "/broken", {"b": 2})
+        console = _console_after(server)
+    records = [json.loads(line) for line in console.splitlines() if line.startswith("{")]
+    assert [r["kind"] for r in records] == ["failure"], console  # failures only: no access lines
+    assert records[0]["request_id"] == headers["X-Request-ID"] and "ValueError" in records[0]["traceback"]
+    assert records[0]["api"] == "broken" and records[0]["time"].startswith("20")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -22,6 +23,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_cli.app, name="models")
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
 
 
 def _print_version(value: bool) -> None:
@@ -78,11 +84,13 @@ def serve_command(
     graceful_timeout: float = typer.Option(
         30.0, "--graceful-timeout", min=0, help="Seconds requests in flight get to finish on Ctrl-C or SIGTERM."
     ),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="A line per API request on stderr."),
+    log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", help="text, or json: one object a line."),
 ) -> None:
     """Serve a Service over HTTP until Ctrl-C (a second Ctrl-C stops without waiting for requests in flight)."""
     # The serving stack (Serve deployments, starlette, numpy) loads only for the commands that
     # serve or build: `raystore models ...` starts in half the time without it.
-    from raystore._private.deploy.local import describe_mode, serve_locally
+    from raystore._private.deploy.local import ConsoleLog, describe_mode, serve_locally
 
     def ready(url: str) -> None:
         metrics = f"; metrics at http://127.0.0.1:{metrics_port}/metrics" if address is None else ""
@@ -100,6 +108,7 @@ def serve_command(
         working_dir=working_dir,
         metrics_port=metrics_port,
         graceful_timeout_s=graceful_timeout,
+        console=ConsoleLog(access=access_log, json_lines=log_format is LogFormat.json),
         on_ready=ready,
         on_stopping=lambda line: typer.echo(line, err=True),
     )

@@ -8,7 +8,10 @@ found by a folder of its own (`HAProxyIngress`), never by name.
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
+import json
+import logging
 import os
 import shutil
 import signal
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from raystore._private.service.access_log import ACCESS_LOG_ENV
 from raystore._private.service.service import Service, load_service
 
 DEFAULT_METRICS_PORT = 8079  # Prometheus scrapes http://HOST:8079/metrics (Ray's metrics export)
@@ -120,6 +124,65 @@ class HAProxyIngress:
                     pass
 
 
+class ConsoleLog:
+    """This server's console log: what its ingress replicas send (`service.access_log`), printed on
+    stderr as text or JSON lines: one per API request (method, path, status, duration, request id)
+    unless `access` is off, and the traceback of every failed API with its request id."""
+
+    def __init__(self, *, access: bool = True, json_lines: bool = False, stream: Any = None):
+        self.access, self.json_lines, self.stream = access, json_lines, stream or sys.stderr
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.settimeout(0.2)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._receive, name="raystore-console-log", daemon=True)
+        self._thread.start()
+
+    def environment(self) -> dict[str, str]:
+        host, port = self._socket.getsockname()
+        return {ACCESS_LOG_ENV: f"{host}:{port}"}
+
+    def _receive(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data = self._socket.recv(1 << 16)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                line = self.format(json.loads(data))
+            except (ValueError, KeyError, TypeError):
+                continue  # not one of ours
+            if line is not None:
+                print(line, file=self.stream, flush=True)
+
+    def format(self, record: dict[str, Any]) -> str | None:
+        if record["kind"] == "request" and not self.access:
+            return None
+        when = datetime.datetime.fromtimestamp(record.pop("time")).astimezone().isoformat(timespec="milliseconds")
+        if self.json_lines:
+            return json.dumps({"time": when, **record})
+        if record["kind"] == "request":
+            return (
+                f"{when} {record['method']} {record['path']} {record['status']} "
+                f"{record['duration_ms']:.1f}ms request_id={record['request_id']}"
+            )
+        return f"{when} API {record['api']} failed, request_id={record['request_id']}\n{record['traceback'].rstrip()}"
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=2)
+        self._socket.close()
+
+
+def _quiet_start_up() -> None:
+    """Keep Serve's and Ray's start-up chatter ("Connecting to existing Serve app ... will not be
+    applied", the auth-token notice) off this console: `raystore serve` says what matters itself."""
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,6 +215,7 @@ def serve_locally(
     working_dir: str | None = None,
     metrics_port: int | None = DEFAULT_METRICS_PORT,
     graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S,
+    console: ConsoleLog | None = None,
     on_ready: Callable[[str], None] | None = None,
     on_stopping: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
@@ -173,10 +237,13 @@ def serve_locally(
     import ray
     from ray import serve
 
+    _quiet_start_up()
     if started_here and host in LOOPBACK_HOSTS:
         _keep_ray_on_loopback()
     pythonpath = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH", "")) if p)
     runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
+    if console is not None and started_here:  # replicas on this machine reach it on loopback
+        runtime_env["env_vars"].update(console.environment())
     if metrics_port is not None and not _port_is_free(metrics_port):
         print(f"metrics port {metrics_port} is taken; Ray picks another one (pass --metrics-port)", file=sys.stderr)
         metrics_port = None
@@ -215,6 +282,8 @@ def serve_locally(
             _delete_application(serve, service.name, started_here)
         if ingress is not None:
             ingress.stop()
+        if console is not None:
+            console.close()
 
 
 def _drain(

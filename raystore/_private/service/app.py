@@ -9,12 +9,14 @@ import inspect
 import json
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from raystore._private.service.access_log import REQUEST_ID_HEADER, AccessLog, request_id
 from raystore._private.service.openapi import openapi_spec, swagger_page
 from raystore.exceptions import BadInput, PayloadTooLarge, RaystoreError, ServiceUnavailable
 
@@ -46,18 +48,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def api_endpoint(service: Service, api: API, metrics: Any = None) -> Callable[[Request], Awaitable[Response]]:
+def api_endpoint(
+    service: Service, api: API, metrics: Any = None, access_log: AccessLog | None = None
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         start = time.perf_counter()
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
         try:
             body = await read_body(request, service.max_body_bytes)
             value = await api.input.from_http(request, body)
             result = await call_api(api, value)
             response = api.output.to_http(result)
         except Exception as exc:  # every failure becomes a JSON error; the server keeps serving
-            response = exception_response(api, exc)
+            response = exception_response(api, exc, rid, access_log)
+        response.headers[REQUEST_ID_HEADER] = rid
+        elapsed = time.perf_counter() - start
         if metrics is not None:
-            metrics.record(api.name, response.status_code, time.perf_counter() - start)
+            metrics.record(api.name, response.status_code, elapsed)
+        if access_log is not None:
+            access_log.request("POST", api.route, response.status_code, elapsed, rid)
         return response
 
     return endpoint
@@ -80,7 +89,7 @@ async def _in_thread(func: Callable[[Any], Any], value: Any) -> Any:
     return result
 
 
-def exception_response(api: API, exc: Exception) -> JSONResponse:
+def exception_response(api: API, exc: Exception, rid: str = "-", access_log: AccessLog | None = None) -> JSONResponse:
     """The one place an error becomes a response. What the client got wrong (`BadInput` and its
     kin: 400, 413, 415) and an overloaded queue (`ServiceUnavailable`: 503 with `Retry-After`)
     answer with the error's own status. Anything else raised on the way is the API's failure:
@@ -91,7 +100,10 @@ def exception_response(api: API, exc: Exception) -> JSONResponse:
         return error_response(cause.http_status, message, cause.http_headers())
     if isinstance(cause, BadInput):
         return error_response(cause.http_status, str(cause), cause.http_headers())
-    logger.exception("API %s failed", api.name, exc_info=exc)  # a replica's error: its text has the remote traceback
+    # The wrapped error when a replica raised it: its text carries the replica's traceback.
+    logger.error("API %s failed (request %s)", api.name, rid, exc_info=exc)
+    if access_log is not None:
+        access_log.failure(api.name, rid, "".join(traceback.format_exception(exc)))
     status = cause.http_status if isinstance(cause, RaystoreError) and cause.http_status >= 500 else 500
     return error_response(status, f"{type(cause).__name__} in API {api.name!r}: {cause}")
 
@@ -112,7 +124,13 @@ class ServiceRouter:
     (and Serve matches every request against the app's routes again for its metrics).
     """
 
-    def __init__(self, service: Service, is_ready: Callable[[], Awaitable[bool]], metrics: Any = None):
+    def __init__(
+        self,
+        service: Service,
+        is_ready: Callable[[], Awaitable[bool]],
+        metrics: Any = None,
+        access_log: AccessLog | None = None,
+    ):
         self._service = service
         spec = openapi_spec(service)
 
@@ -132,7 +150,7 @@ class ServiceRouter:
 
         # path -> method -> handler
         self._routes: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {
-            api.route: {"POST": api_endpoint(service, api, metrics)} for api in service.apis.values()
+            api.route: {"POST": api_endpoint(service, api, metrics, access_log)} for api in service.apis.values()
         }
         for path, handler in (("/docs.json", docs_json), ("/docs", docs), ("/healthz", healthz), ("/readyz", readyz)):
             self._routes[path] = {"GET": handler, "HEAD": handler}

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.requests import Request
 
 from raystore._private.replica import freeze_startup_heap, limit_threads
+from raystore._private.service.access_log import access_log_from_environment
 from raystore._private.service.app import ServiceRouter, call_api
 from raystore._private.service.request_metrics import request_metrics
 from raystore.exceptions import InvalidArgument
@@ -41,7 +42,9 @@ class ServiceIngress:
             runner.adopt(bound_runners[runner.name])
             if runner.embedded:
                 runner.init_local()
-        self._router = ServiceRouter(self.service, self._ready, request_metrics(self.service.name))
+        self._router = ServiceRouter(
+            self.service, self._ready, request_metrics(self.service.name), access_log_from_environment()
+        )
         freeze_startup_heap()
 
     async def __call__(self, request: Any) -> Any:
