@@ -68,9 +68,15 @@ def _serving(env, *options: str):
                 time.sleep(0.5)
         yield server, port
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        if server.poll() is None:  # a failed test: stop it so that it can clean up, then for sure
+            for _ in range(2):
+                server.send_signal(signal.SIGINT)
+                time.sleep(0.5)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
 
 
 def _listeners(session: int) -> list[tuple[str, int, str]]:
@@ -220,3 +226,31 @@ def test_json_log_lines_and_no_access_log(subprocess_env):
     assert [r["kind"] for r in records] == ["failure"], console  # failures only: no access lines
     assert records[0]["request_id"] == headers["X-Request-ID"] and "ValueError" in records[0]["traceback"]
     assert records[0]["api"] == "broken" and records[0]["time"].startswith("20")
+
+
+def test_the_haproxy_of_a_server_killed_with_sigkill_is_ended_by_the_next_one(tmp_path):
+    from raystore._private.deploy.local import HAProxyIngress, _process_identity
+
+    fake_haproxy = tmp_path / "haproxy"  # a process that looks like Serve's haproxy to /proc
+    fake_haproxy.symlink_to(sys.executable)
+    sleep = "import time; time.sleep(120)"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead, alive = HAProxyIngress(), HAProxyIngress()
+    Path(dead.folder, "owner").write_text(f"{gone.pid} 1")  # its server died without cleaning up
+    orphan = subprocess.Popen([str(fake_haproxy), "-c", sleep, "-f", f"{dead.folder}/node/haproxy.cfg"])
+    running = subprocess.Popen([str(fake_haproxy), "-c", sleep, "-f", f"{alive.folder}/node/haproxy.cfg"])
+    try:
+        deadline = time.monotonic() + 10
+        while orphan.pid not in dead.pids():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert _process_identity(os.getpid()) == Path(alive.folder, "owner").read_text()
+        assert orphan.pid in HAProxyIngress.clean_up_after_dead_servers()
+        assert orphan.wait(timeout=10) == -signal.SIGKILL and not Path(dead.folder).exists()
+        assert running.poll() is None and Path(alive.folder).exists()  # a live server's is left alone
+    finally:
+        for process in (orphan, running):
+            process.kill()
+            process.wait()
+        alive.stop()

@@ -60,7 +60,29 @@ class HAProxyIngress:
     def __init__(self) -> None:
         # Mode 0700: the admin socket is ours. Short: Serve puts the sockets at <folder>/<node id, 56
         # characters>/admin.sock, and haproxy refuses socket paths over 97 characters.
-        self.folder = tempfile.mkdtemp(prefix="rsh-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        self.folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=FOLDER_PARENT)
+        Path(self.folder, OWNER_FILE).write_text(_process_identity(os.getpid()))
+
+    @classmethod
+    def clean_up_after_dead_servers(cls) -> list[int]:
+        """End the haproxy of servers of this user that died without stopping it (`kill -9`: haproxy
+        outlives its Ray, holding its ports), found by the folder each of them made and the owner
+        it recorded there; remove those folders. Returns the pids ended."""
+        ended = []
+        for folder in Path(FOLDER_PARENT).glob(f"{FOLDER_PREFIX}*"):
+            try:
+                if folder.stat().st_uid != os.getuid():
+                    continue
+                owner = (folder / OWNER_FILE).read_text()
+            except OSError:  # not ours, or being made right now
+                continue
+            if _process_identity(int(owner.split()[0])) == owner:
+                continue  # its server is alive
+            stale = cls.__new__(cls)
+            stale.folder = str(folder)
+            ended += stale.pids()
+            stale.stop()
+        return ended
 
     def environment(self) -> dict[str, str]:
         folder = self.folder
@@ -183,6 +205,20 @@ def _quiet_start_up() -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
+FOLDER_PARENT = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+FOLDER_PREFIX = "rsh-"
+OWNER_FILE = "owner"
+
+
+def _process_identity(pid: int) -> str:
+    """`pid` and its start time: a dead process's pid may be reused, its start time not."""
+    try:
+        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return f"{pid} gone"
+    return f"{pid} {started}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -229,6 +265,8 @@ def serve_locally(
     service, import_path = resolve_service(target, working_dir)
     folder = str(Path(working_dir or os.getcwd()).resolve())
     started_here = address is None
+    if started_here and haproxy_available():
+        HAProxyIngress.clean_up_after_dead_servers()
     ingress = HAProxyIngress() if started_here and haproxy_available() else None
     if ingress is not None:
         os.environ.update(ingress.environment())  # read by the Ray processes this one starts
