@@ -261,14 +261,14 @@ def serve_locally(
     `graceful_timeout_s`; a second Ctrl-C stops at once), and shut down what was started here.
 
     With a loopback `host`, the local Ray listens on loopback only, but for what Ray binds on every
-    interface regardless (README, "Serving locally")."""
+    interface regardless (README, "With a loopback --host")."""
     service, import_path = resolve_service(target, working_dir)
     folder = str(Path(working_dir or os.getcwd()).resolve())
     started_here = address is None
+    ingress = None
     if started_here and haproxy_available():
         HAProxyIngress.clean_up_after_dead_servers()
-    ingress = HAProxyIngress() if started_here and haproxy_available() else None
-    if ingress is not None:
+        ingress = HAProxyIngress()
         os.environ.update(ingress.environment())  # read by the Ray processes this one starts
     if started_here and host in LOOPBACK_HOSTS:
         os.environ[LOOPBACK_RAY_ENV] = "0"  # for the processes Ray starts; this one is set below
@@ -285,21 +285,24 @@ def serve_locally(
     if metrics_port is not None and not _port_is_free(metrics_port):
         print(f"metrics port {metrics_port} is taken; Ray picks another one (pass --metrics-port)", file=sys.stderr)
         metrics_port = None
-    if started_here:
-        # "local": never attach to a cluster that `ray start` left running on this machine
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            runtime_env=runtime_env,
-            log_to_driver=False,
-            _metrics_export_port=metrics_port,
-        )
-    else:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     stop = stop or threading.Event()
-    interrupts = _Interrupts(stop)
+    interrupts = None  # while Ray starts, Ctrl-C aborts at once (KeyboardInterrupt), cleaning up below
     drained = False
     try:
+        if started_here:
+            # "local": never attach to a cluster that `ray start` left running on this machine
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                runtime_env=runtime_env,
+                log_to_driver=False,
+                _metrics_export_port=metrics_port,
+            )
+        else:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        # From here a Ctrl-C stops gracefully: a client may see the service ready (and a quickstart
+        # interrupt it) before serve.run returns.
+        interrupts = _Interrupts(stop)
         serve.start(http_options={"host": host, "port": port})
         serve.run(service.to_app(import_path), name=service.name, route_prefix="/")
         if on_ready:
@@ -313,10 +316,11 @@ def serve_locally(
         _drain(service.name, ingress, started_here, time.monotonic() + graceful_timeout_s, interrupts.now)
         drained = True
     finally:
-        interrupts.restore()
+        if interrupts is not None:
+            interrupts.restore()
         if started_here:
-            ray.shutdown()  # everything goes with this Ray
-        elif not drained:
+            ray.shutdown()  # everything goes with this Ray (a no-op if it never started)
+        elif not drained and ray.is_initialized():
             _delete_application(serve, service.name, started_here)
         if ingress is not None:
             ingress.stop()
