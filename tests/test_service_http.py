@@ -136,8 +136,13 @@ def test_health_readiness_docs_and_unknown_routes(service_url):
     assert {"/scale", "/v2/scale-embedded", "/order", "/echo", "/shout", "/reverse_bytes"} <= set(spec["paths"])
     order_schema = spec["paths"]["/order"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert order_schema["required"] == ["item", "quantity"]
-    status, body = get(f"{service_url}/docs")
-    assert status == 200 and b"swagger-ui" in body and b"docs.json" in body
+    assert spec["servers"] == [{"url": "/everything"}]  # "Try it out" calls the mounted routes
+    scale_out = spec["paths"]["/scale"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert scale_out == {"$ref": "#/components/schemas/NDArray"}  # a number or arrays of any depth
+    assert spec["components"]["schemas"]["NDArray"]["anyOf"][0] == {"type": "number"}
+    for page in ("/docs", "/docs/"):  # the page asks for the document by its absolute path
+        status, body = get(f"{service_url}{page}")
+        assert status == 200 and b"swagger-ui" in body and b'url: "/everything/docs.json"' in body
     status, body = get(f"{service_url}/nope")
     assert status == 404 and "/scale" in error_of(body)
     assert get(f"{service_url}/scale")[0] == 405

@@ -132,13 +132,20 @@ class ServiceRouter:
         access_log: AccessLog | None = None,
     ):
         self._service = service
-        spec = openapi_spec(service)
+        documents: dict[str, bytes] = {}  # root path (the route prefix) -> the OpenAPI document
+
+        def root_of(request: Request) -> str:
+            return request.scope.get("root_path", "").rstrip("/")
 
         async def docs_json(request: Request) -> Response:
-            return Response(json.dumps(spec), media_type="application/json")
+            root = root_of(request)
+            document = documents.get(root)
+            if document is None:
+                document = documents[root] = json.dumps(openapi_spec(service, root)).encode()
+            return Response(document, media_type="application/json")
 
         async def docs(request: Request) -> Response:
-            return HTMLResponse(swagger_page(service.name))
+            return HTMLResponse(swagger_page(service.name, f"{root_of(request)}/docs.json"))
 
         async def healthz(request: Request) -> Response:
             return JSONResponse({"status": "ok"})

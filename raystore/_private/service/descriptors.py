@@ -157,12 +157,17 @@ class NumpyNdarray(IODescriptor):
         return _numbers_response(np.asarray(value).tolist())
 
     def openapi_schema(self) -> dict[str, Any]:
+        """Arrays as deep as `shape` says; without a shape, a number or arrays of any depth (a
+        model may answer `[2]`, `[[0.1, 0.9]]` or `2.5`)."""
         item: dict[str, Any] = {"type": "number"}
         if self.dtype is not None and self.dtype.kind in "iub":
             item = {"type": "integer"}
-        depth = len(self.shape) if self.shape else 2
+        if self.shape is None:
+            name = "NDArrayOfIntegers" if item["type"] == "integer" else "NDArray"
+            ref = {"$ref": f"#/components/schemas/{name}"}
+            return {**ref, "$defs": {name: {"anyOf": [item, {"type": "array", "items": ref}]}}}
         schema: dict[str, Any] = item
-        for _ in range(depth):
+        for _ in range(len(self.shape)):
             schema = {"type": "array", "items": schema}
         return schema
 

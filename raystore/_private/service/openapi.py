@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
 
-def openapi_spec(service: Service) -> dict[str, Any]:
+def openapi_spec(service: Service, root_path: str = "") -> dict[str, Any]:
+    """The document; mounted under a route prefix (`root_path`), its `servers` says so, so that
+    "Try it out" calls `/iris/classify`, not `/classify`."""
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
 
     def content(descriptor: Any) -> dict[str, Any]:
@@ -48,20 +50,24 @@ def openapi_spec(service: Service) -> dict[str, Any]:
                 "responses": {"200": {"description": "OK"}, "503": {"description": "Not ready", **error}},
             }
         }
-    return {
+    spec: dict[str, Any] = {
         "openapi": "3.1.0",  # 3.1: schemas are JSON Schema 2020-12, as pydantic writes them
         "info": {"title": service.name, "version": __version__, "description": f"raystore service {service.name}"},
         "paths": paths,
         "components": {"schemas": schemas},
     }
+    if root_path:
+        spec["servers"] = [{"url": root_path}]
+    return spec
 
 
-def swagger_page(title: str) -> str:
+def swagger_page(title: str, spec_url: str) -> str:
+    """The Swagger UI page; `spec_url` is absolute, so the page works at `/docs` and `/docs/` alike."""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{title} - API docs</title>
 <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({{url: "docs.json", dom_id: "#swagger-ui"}});</script>
-<noscript>The OpenAPI document is at <a href="docs.json">docs.json</a>.</noscript>
+<script>SwaggerUIBundle({{url: "{spec_url}", dom_id: "#swagger-ui"}});</script>
+<noscript>The OpenAPI document is at <a href="{spec_url}">{spec_url}</a>.</noscript>
 </body></html>"""
