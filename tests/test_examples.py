@@ -1,28 +1,21 @@
 """The examples run end to end, as the README says."""
 
 import contextlib
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from serving import free_port, raystore_serve
 
 import raystore
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.ray
 def test_iris_quickstart_serves_over_http(subprocess_env):
-    ports = ["--port", str(_free_port()), "--metrics-port", str(_free_port())]
+    ports = ["--port", str(free_port()), "--metrics-port", str(free_port())]
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "iris" / "quickstart.py"), *ports],
         env=subprocess_env,
@@ -42,44 +35,8 @@ def test_iris_quickstart_serves_over_http(subprocess_env):
 @contextlib.contextmanager
 def _served(example: str, env, metrics_port: int | None = None):
     """`raystore serve` on an example until the block ends; yields the base URL once ready."""
-    import signal
-    import time
-    import urllib.request
-
-    port = _free_port()
-    command = [
-        str(Path(sys.executable).with_name("raystore")),
-        "serve",
-        "service:svc",
-        "--working-dir",
-        str(ROOT / "examples" / example),
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(metrics_port or _free_port()),
-    ]
-    server = subprocess.Popen(
-        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            assert server.poll() is None, server.stderr.read().decode()[-3000:]
-            try:
-                urllib.request.urlopen(f"{url}/readyz", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline, "the example never became ready"
-                time.sleep(0.5)
-        yield url
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    with raystore_serve(env, "service:svc", ROOT / "examples" / example, metrics_port=metrics_port) as (_, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 def _post(url: str, body) -> tuple[int, object]:
@@ -151,7 +108,7 @@ def test_request_metrics_reach_the_prometheus_endpoint(subprocess_env):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    metrics_port = _free_port()
+    metrics_port = free_port()
     env = {**subprocess_env, "RAY_metrics_report_interval_ms": "500"}
     with _served("iris", env, metrics_port=metrics_port) as url:
         assert _post(f"{url}/classify", [[5.9, 3.0, 5.1, 1.8]])[0] == 200

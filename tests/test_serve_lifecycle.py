@@ -4,7 +4,6 @@ user would, with a local Ray of its own."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -19,16 +18,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from serving import raystore_serve
 
 pytestmark = pytest.mark.ray
 
 TESTS = Path(__file__).resolve().parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _accepts_connections(port: int) -> bool:
@@ -37,46 +31,9 @@ def _accepts_connections(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@contextlib.contextmanager
 def _serving(env, *options: str):
     """`raystore serve slow_service:svc` until the block ends; yields (process, port)."""
-    port = _free_port()
-    command = [
-        str(Path(sys.executable).with_name("raystore")),
-        "serve",
-        "slow_service:svc",
-        "--working-dir",
-        str(TESTS),
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(_free_port()),
-        *options,
-    ]
-    server = subprocess.Popen(
-        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.stderr.read().decode()[-3000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "raystore serve never became ready"
-                time.sleep(0.5)
-        yield server, port
-    finally:
-        if server.poll() is None:  # a failed test: stop it so that it can clean up, then for sure
-            for _ in range(2):
-                server.send_signal(signal.SIGINT)
-                time.sleep(0.5)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+    return raystore_serve(env, "slow_service:svc", TESTS, *options)
 
 
 def _listeners(session: int) -> list[tuple[str, int, str]]:

@@ -1,0 +1,67 @@
+"""`raystore serve` run as a user runs it, for the tests that serve: a process of its own, in a
+session of its own, stopped with Ctrl-C so that it cleans up after itself."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def raystore_serve(
+    env: dict, target: str, working_dir: Path, *options: str, metrics_port: int | None = None
+) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`raystore serve TARGET` until the block ends; yields (process, port) once /readyz answers.
+    A server still running at the end gets a Ctrl-C (a second one if it lingers: in-flight
+    requests are not waited for), and SIGKILL only as the last resort."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("raystore")),
+        "serve",
+        target,
+        "--working-dir",
+        str(working_dir),
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port or free_port()),
+        *options,
+    ]
+    server = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{target} never became ready"
+                time.sleep(0.5)
+        yield server, port
+    finally:
+        for wait_s in (45, 15):
+            if server.poll() is not None:
+                break
+            server.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(timeout=wait_s)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
