@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +13,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from raystore._private.deploy.local import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_port", "raystore_serve"]
 
 
 @contextlib.contextmanager

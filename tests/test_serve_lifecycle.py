@@ -193,8 +193,9 @@ def test_the_haproxy_of_a_server_killed_with_sigkill_is_ended_by_the_next_one(tm
     sleep = "import time; time.sleep(120)"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    dead, alive = HAProxyIngress(), HAProxyIngress()
+    dead, alive, starting = HAProxyIngress(), HAProxyIngress(), HAProxyIngress()
     Path(dead.folder, "owner").write_text(f"{gone.pid} 1")  # its server died without cleaning up
+    Path(starting.folder, "owner").write_text("")  # another server made its folder, owner not yet written
     orphan = subprocess.Popen([str(fake_haproxy), "-c", sleep, "-f", f"{dead.folder}/node/haproxy.cfg"])
     running = subprocess.Popen([str(fake_haproxy), "-c", sleep, "-f", f"{alive.folder}/node/haproxy.cfg"])
     try:
@@ -206,8 +207,10 @@ def test_the_haproxy_of_a_server_killed_with_sigkill_is_ended_by_the_next_one(tm
         assert orphan.pid in HAProxyIngress.clean_up_after_dead_servers()
         assert orphan.wait(timeout=10) == -signal.SIGKILL and not Path(dead.folder).exists()
         assert running.poll() is None and Path(alive.folder).exists()  # a live server's is left alone
+        assert Path(starting.folder).exists()  # so is one being made
     finally:
         for process in (orphan, running):
             process.kill()
             process.wait()
         alive.stop()
+        starting.stop()

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,14 @@ class HAProxyIngress:
     folder in their command line, so that stopping ends exactly the haproxy this server's Ray
     started and never another user's. Set `environment()` before `ray.init`."""
 
-    def __init__(self) -> None:
-        # Mode 0700: the admin socket is ours. Short: Serve puts the sockets at <folder>/<node id, 56
-        # characters>/admin.sock, and haproxy refuses socket paths over 97 characters.
-        self.folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=FOLDER_PARENT)
-        Path(self.folder, OWNER_FILE).write_text(_process_identity(os.getpid()))
+    def __init__(self, folder: str | None = None) -> None:
+        """A new folder owned by this process; or, given `folder`, the one another server made."""
+        if folder is None:
+            # Mode 0700: the admin socket is ours. Short: Serve puts the sockets at <folder>/<node id,
+            # 56 characters>/admin.sock, and haproxy refuses socket paths over 97 characters.
+            folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=FOLDER_PARENT)
+            Path(folder, OWNER_FILE).write_text(_process_identity(os.getpid()))
+        self.folder = folder
 
     @classmethod
     def clean_up_after_dead_servers(cls) -> list[int]:
@@ -74,12 +77,12 @@ class HAProxyIngress:
                 if folder.stat().st_uid != os.getuid():
                     continue
                 owner = (folder / OWNER_FILE).read_text()
-            except OSError:  # not ours, or being made right now
+                owner_pid = int(owner.split()[0])
+            except (OSError, ValueError, IndexError):  # not ours, or another server is making it now
                 continue
-            if _process_identity(int(owner.split()[0])) == owner:
+            if _process_identity(owner_pid) == owner:
                 continue  # its server is alive
-            stale = cls.__new__(cls)
-            stale.folder = str(folder)
+            stale = cls(str(folder))
             ended += stale.pids()
             stale.stop()
         return ended
@@ -119,17 +122,14 @@ class HAProxyIngress:
                 found.append(int(entry))
         return found
 
-    def drain(self, deadline: float, interrupted: threading.Event) -> bool:
+    def drain(self, deadline: float, interrupted: threading.Event) -> None:
         """Soft-stop this server's haproxy (SIGUSR1: it closes its listeners at once and exits once
-        the requests in flight are answered); True if it finished before `deadline` or a second
-        interrupt."""
-        draining = self.pids()
+        the requests in flight are answered) and wait until it has, `deadline` passes or a second
+        interrupt comes."""
+        draining = set(self.pids())
         self._signal(draining, signal.SIGUSR1)
-        while time.monotonic() < deadline and not interrupted.is_set():
-            if not set(draining) & set(self.pids()):
-                return True
+        while draining & set(self.pids()) and time.monotonic() < deadline and not interrupted.is_set():
             time.sleep(0.05)
-        return False
 
     def stop(self) -> None:
         """End whatever is left of this server's haproxy (it can outlive Ray's shutdown, holding its
@@ -137,13 +137,12 @@ class HAProxyIngress:
         self._signal(self.pids(), signal.SIGKILL)
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _signal(self, pids: list[int], signum: int) -> None:
-        for pid in pids:
-            if pid in self.pids():  # still ours: a pid is never signalled after it was reused
-                try:
-                    os.kill(pid, signum)
-                except ProcessLookupError:
-                    pass
+    def _signal(self, pids: Iterable[int], signum: int) -> None:
+        for pid in set(pids) & set(self.pids()):  # still ours: a pid is never signalled after it was reused
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
 
 class ConsoleLog:

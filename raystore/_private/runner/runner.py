@@ -45,6 +45,7 @@ class RunnerMethod:
 
     def async_run(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         """A coroutine to await: `await runner.predict.async_run(x)`."""
+        # Every request of a served model passes here: the backend inline, no call to find it.
         backend = self.runner._backend or self.runner._running_backend()
         return backend.call_async(self.name, args, kwargs)
 
@@ -183,6 +184,8 @@ class Runner:
         return self._backend.instance if isinstance(self._backend, LocalBackend) else None
 
     def _running_backend(self) -> Backend:
+        if self._backend is not None:  # every call but the first: no lock
+            return self._backend
         with self._backend_lock:
             backend = self._backend
             if backend is None and self.embedded and in_serve_replica():
