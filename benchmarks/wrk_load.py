@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 
 
-def wrk(url: str, body: str, duration: float, connections: int) -> tuple[float, float, float]:
+def wrk(url: str, body: str, duration: float, connections: int) -> tuple[float, float, float, int]:
     """POST `body` (JSON) to `url` from `connections` connections for `duration` seconds, each
-    sending again as soon as it has its answer. Returns (requests/s, p50 ms, p99 ms)."""
+    sending again as soon as it has its answer. Returns (requests/s, p50 ms, p99 ms, requests)."""
     script = Path(tempfile.mkdtemp()) / "post.lua"
     script.write_text(
         f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -23,6 +23,7 @@ def wrk(url: str, body: str, duration: float, connections: int) -> tuple[float, 
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise RuntimeError(f"{url}: {non2xx.group(1)} failed responses\n{out}")
@@ -31,4 +32,4 @@ def wrk(url: str, body: str, duration: float, connections: int) -> tuple[float, 
         value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
-    return rps, percentile("50"), percentile("99")
+    return rps, percentile("50"), percentile("99"), requests

@@ -2,10 +2,12 @@
 and Python handle calls to its APIs."""
 
 import json
+import re
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,6 +151,16 @@ def test_health_readiness_docs_and_unknown_routes(service_url):
     assert get(f"{service_url}/healthz/") == (200, b'{"status":"ok"}')  # a trailing slash is the same route
     status, headers, body = post(f"{service_url}/healthz", {})
     assert status == 405 and headers["allow"] == "GET, HEAD" and "use GET" in error_of(body)
+    options = urllib.request.Request(f"{service_url}/scale", method="OPTIONS")  # no CORS on this service
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(options, timeout=30)
+    assert refused.value.code == 405 and refused.value.headers["allow"] == "POST"
+    status, body = get(f"{service_url}/docs/assets/swagger-ui-bundle.js")  # Swagger UI ships with raystore
+    assert status == 200 and b"SwaggerUIBundle" in body
+    assert get(f"{service_url}/docs/assets/LICENSE")[1].lstrip().startswith(b"Apache License")
+    for name in ("nope.js", "swagger-ui.css.map", "..%2F..%2Fservice.py"):  # only the files it ships
+        status, body = get(f"{service_url}/docs/assets/{name}")
+        assert status == 404 and ("docs' assets" in error_of(body) or "no route" in error_of(body))
     head = urllib.request.Request(f"{service_url}/readyz", method="HEAD")
     with urllib.request.urlopen(head, timeout=30) as response:
         assert response.status == 200
@@ -240,3 +252,61 @@ def test_multipart_api(service_url):
     body, content_type = _multipart({"image": ("image/png", b"junk"), "factor": ("", b"[1]")})
     status, _, raw = post(f"{service_url}/describe_image", body, content_type)
     assert status == 400 and error_of(raw).startswith("field 'image': ")
+
+
+def test_serve_logs_each_request_with_its_api_path(service_url):
+    """Serve's own access log (and the route label of its metrics) names the API, not `POST /`."""
+    import ray
+
+    post(f"{service_url}/shout", "logged", "text/plain")
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    deadline = time.time() + 30
+    while True:
+        text = "".join(p.read_text(errors="replace") for p in logs.glob("replica_everything_everything-ingress_*.log"))
+        if re.search(r"POST /everything/shout 200 ", text):
+            break
+        assert time.time() < deadline, text[-2000:]
+        time.sleep(0.5)
+    assert not re.search(r"POST /everything 200 ", text)  # every API request has its route
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it
+
+
+def test_docs_page_renders_and_calls_an_api_with_the_network_cut(service_url):
+    """/docs in headless Chromium, every request outside this server refused: Swagger UI loads
+    from the service itself, lists the APIs, and "Try it out" reaches the mounted route."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium; .ci/run installs it)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    refused: list[str] = []
+
+    def only_this_server(route):
+        if route.request.url.startswith(service_url):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_this_server)
+            page.goto(f"{service_url}/docs/")
+            page.wait_for_selector("#operations-default-shout", timeout=30_000)
+            paths = page.locator(".opblock-summary-path").all_inner_texts()
+            assert {"/scale", "/shout", "/v2/scale-embedded", "/healthz"} <= {p.strip() for p in paths}
+            page.click("#operations-default-shout .opblock-summary-control")
+            page.click("#operations-default-shout .try-out__btn")
+            page.fill("#operations-default-shout textarea.body-param__text", "from the browser")
+            page.click("#operations-default-shout .execute")
+            status = page.locator("#operations-default-shout .live-responses-table tbody .response-col_status")
+            status.wait_for(timeout=30_000)
+            assert status.inner_text().strip() == "200"
+            answer = page.locator("#operations-default-shout .live-responses-table tbody .response-col_description")
+            assert "FROM THE BROWSER!" in answer.inner_text()
+        finally:
+            browser.close()
+    assert refused == []  # nothing came from, or went to, the internet

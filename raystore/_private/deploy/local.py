@@ -189,7 +189,8 @@ class ConsoleLog:
                 f"{when} {record['method']} {record['path']} {record['status']} "
                 f"{record['duration_ms']:.1f}ms request_id={record['request_id']}"
             )
-        return f"{when} API {record['api']} failed, request_id={record['request_id']}\n{record['traceback'].rstrip()}"
+        what = f"API {record['api']}" if record.get("api") else record.get("request", "a request")
+        return f"{when} {what} failed, request_id={record['request_id']}\n{record['traceback'].rstrip()}"
 
     def close(self) -> None:
         self._closed.set()

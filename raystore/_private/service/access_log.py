@@ -20,6 +20,7 @@ import uuid
 
 ACCESS_LOG_ENV = "RAYSTORE_ACCESS_LOG"
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_KEY = "raystore.request_id"  # where the ASGI scope holds the request's id
 _USABLE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 MAX_DATAGRAM = 60_000
 
@@ -51,8 +52,10 @@ class AccessLog:
             }
         )
 
-    def failure(self, api: str, rid: str, traceback_text: str) -> None:
-        self._send({"kind": "failure", "api": api, "request_id": rid, "traceback": traceback_text})
+    def failure(self, rid: str, traceback_text: str, *, api: str | None = None, request: str = "") -> None:
+        """An API that failed (`api`), or a middleware that failed on `request` ("POST /path")."""
+        record = {"kind": "failure", "api": api, "request": request, "request_id": rid, "traceback": traceback_text}
+        self._send(record)
 
     def _send(self, record: dict) -> None:
         record["time"] = time.time()

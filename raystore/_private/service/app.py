@@ -1,6 +1,6 @@
-"""The HTTP side of a service: one `POST` route per API, health, readiness, OpenAPI docs, and
-errors as JSON `{"error": ...}` with the status that says what went wrong. Requests and responses
-are Starlette's; the routing is `ServiceRouter`'s own."""
+"""The HTTP side of a service, an ASGI app (`ServiceApp`): one `POST` route per API, health,
+readiness, OpenAPI docs, the service's middleware, and errors as JSON `{"error": ...}` with the
+status that says what went wrong. Requests, responses, routing and middleware are Starlette's."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Route, Router, get_route_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from raystore._private.service.access_log import REQUEST_ID_HEADER, AccessLog, request_id
-from raystore._private.service.openapi import openapi_spec, swagger_page
+from raystore._private.service.access_log import REQUEST_ID_HEADER, REQUEST_ID_KEY, AccessLog, request_id
+from raystore._private.service.openapi import openapi_spec, swagger_asset, swagger_page
 from raystore.exceptions import BadInput, PayloadTooLarge, RaystoreError, ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -49,25 +52,20 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def api_endpoint(
-    service: Service, api: API, metrics: Any = None, access_log: AccessLog | None = None
+    service: Service, api: API, access_log: AccessLog | None = None
 ) -> Callable[[Request], Awaitable[Response]]:
+    """The function that answers one API request: body (within the service's limit), input
+    descriptor, the API function, output descriptor, and any error as its JSON response."""
+
     async def endpoint(request: Request) -> Response:
-        start = time.perf_counter()
-        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
         try:
             body = await read_body(request, service.max_body_bytes)
             value = await api.input.from_http(request, body)
             result = await call_api(api, value)
-            response = api.output.to_http(result)
+            return api.output.to_http(result)
         except Exception as exc:  # every failure becomes a JSON error; the server keeps serving
-            response = exception_response(api, exc, rid, access_log)
-        response.headers[REQUEST_ID_HEADER] = rid
-        elapsed = time.perf_counter() - start
-        if metrics is not None:
-            metrics.record(api.name, response.status_code, elapsed)
-        if access_log is not None:
-            access_log.request("POST", api.route, response.status_code, elapsed, rid)
-        return response
+            rid = request.scope.get(REQUEST_ID_KEY, "-")
+            return exception_response(api, exc, rid, access_log)
 
     return endpoint
 
@@ -103,7 +101,7 @@ def exception_response(api: API, exc: Exception, rid: str = "-", access_log: Acc
     # The wrapped error when a replica raised it: its text carries the replica's traceback.
     logger.error("API %s failed (request %s)", api.name, rid, exc_info=exc)
     if access_log is not None:
-        access_log.failure(api.name, rid, "".join(traceback.format_exception(exc)))
+        access_log.failure(rid, "".join(traceback.format_exception(exc)), api=api.name)
     status = cause.http_status if isinstance(cause, RaystoreError) and cause.http_status >= 500 else 500
     return error_response(status, f"{type(cause).__name__} in API {api.name!r}: {cause}")
 
@@ -115,13 +113,46 @@ def _unwrap(exc: Exception) -> Exception:
     return exc
 
 
-class ServiceRouter:
-    """Answers one HTTP request of a service: the APIs (`POST`), health, readiness and the docs.
+class _Endpoint:
+    """An API endpoint as the ASGI app of its route. An object, not a function: Starlette takes a
+    function for `request -> response` and wraps it in an exception-handling layer this endpoint,
+    which turns every error into its response, has no use for."""
 
-    Serve hands a plain deployment's `__call__` a Starlette `Request` and sends back the `Response`
-    it returns. Routing here is one dict lookup by path; a full Starlette app behind
-    `@serve.ingress` cost the replica about 6% more CPU per request in routing and middleware
-    (and Serve matches every request against the app's routes again for its metrics).
+    __slots__ = ("endpoint",)
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]):
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+class _Route(Route):
+    """A Starlette route whose 405 is a JSON error like every other error of the service; an API's
+    route knows its API, for the metrics."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], *, methods: list[str], api: API | None = None):
+        super().__init__(path, endpoint, methods=methods, name=api.name if api else None)
+        self.api = api
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            allowed = ", ".join(sorted(self.methods))
+            message = f"{scope['method']} is not allowed on {self.path}; use {allowed}"
+            await error_response(405, message, {"Allow": allowed})(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+class ServiceApp:
+    """A service's HTTP side as an ASGI app: the service's middleware (CORS first, when enabled)
+    around a Starlette `Router` that has one `POST` route per API, the docs, health and readiness.
+
+    Around all of it, one layer gives each request its id (`X-Request-ID`, in the response too),
+    counts the API requests and writes the access log, whatever answered them: a route, a 404, or
+    a middleware (CORS preflight, a refused login). Serve reads `routes` and `router` (as it does
+    for FastAPI and Starlette apps) to label its own logs and metrics with the route's path.
     """
 
     def __init__(
@@ -132,6 +163,8 @@ class ServiceRouter:
         access_log: AccessLog | None = None,
     ):
         self._service = service
+        self._metrics = metrics
+        self._access_log = access_log
         documents: dict[str, bytes] = {}  # root path (the route prefix) -> the OpenAPI document
 
         def root_of(request: Request) -> str:
@@ -145,7 +178,15 @@ class ServiceRouter:
             return Response(document, media_type="application/json")
 
         async def docs(request: Request) -> Response:
-            return HTMLResponse(swagger_page(service.name, f"{root_of(request)}/docs.json"))
+            return HTMLResponse(swagger_page(service.name, root_of(request)))
+
+        async def docs_asset(request: Request) -> Response:
+            name = request.path_params["name"]
+            asset = swagger_asset(name)
+            if asset is None:
+                return error_response(404, f"no file {name!r} in the docs' assets")
+            content, media_type = asset
+            return Response(content, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
 
         async def healthz(request: Request) -> Response:
             return JSONResponse({"status": "ok"})
@@ -155,26 +196,87 @@ class ServiceRouter:
                 return JSONResponse({"status": "ready"})
             return error_response(503, "runners are not ready yet")
 
-        # path -> method -> handler
-        self._routes: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {
-            api.route: {"POST": api_endpoint(service, api, metrics, access_log)} for api in service.apis.values()
-        }
-        for path, handler in (("/docs.json", docs_json), ("/docs", docs), ("/healthz", healthz), ("/readyz", readyz)):
-            self._routes[path] = {"GET": handler, "HEAD": handler}
+        # The APIs first: the router tries routes in order, and they get the traffic.
+        routes: list[BaseRoute] = [
+            _Route(api.route, _Endpoint(api_endpoint(service, api, access_log)), methods=["POST"], api=api)
+            for api in service.apis.values()
+        ]
+        for path, handler in (
+            ("/docs.json", docs_json),
+            ("/docs", docs),
+            ("/docs/assets/{name}", docs_asset),
+            ("/healthz", healthz),
+            ("/readyz", readyz),
+        ):
+            routes.append(_Route(path, _Endpoint(handler), methods=["GET"]))  # HEAD comes with GET
+        self.router = Router(routes, redirect_slashes=False, default=self._not_found)
+        self.routes = self.router.routes
+        self._stack: ASGIApp = self.router
+        for middleware in reversed(service.middlewares):
+            cls, args, kwargs = middleware
+            self._stack = cls(self._stack, *args, **kwargs)
+        if service.cors is not None:
+            self._stack = CORSMiddleware(self._stack, **service.cors)
 
-    async def __call__(self, request: Request) -> Response:
-        scope = request.scope
-        path, root = scope["path"], scope.get("root_path", "")
-        if root and path.startswith(root):  # Serve mounts the app at its route prefix
-            path = path[len(root) :] or "/"
-        methods = self._routes.get(path)
-        if methods is None:  # with or without a trailing slash, a route is the same route
-            methods = self._routes.get(path[:-1] if len(path) > 1 and path.endswith("/") else path + "/")
-        if methods is None:
-            routes = sorted(api.route for api in self._service.apis.values())
-            return error_response(404, f"no route {path or '/'}; the APIs are {routes}")
-        handler = methods.get(scope["method"])
-        if handler is None:
-            allowed = ", ".join(sorted(methods))
-            return error_response(405, f"{scope['method']} is not allowed on {path}; use {allowed}", {"Allow": allowed})
-        return await handler(request)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan: the router and the middleware have their say
+            await self._stack(scope, receive, send)
+            return
+        start = time.perf_counter()
+        rid = _request_id_of(scope)
+        scope[REQUEST_ID_KEY] = rid
+        id_header = (b"x-request-id", rid.encode())
+        status = 0  # no answer yet
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await self._stack(scope, receive, send_with_id)
+        except Exception as exc:  # a middleware failed: the client still gets an answer
+            logger.error("%s %s failed (request %s)", scope["method"], scope["path"], rid, exc_info=exc)
+            if self._access_log is not None:
+                text = "".join(traceback.format_exception(exc))
+                self._access_log.failure(rid, text, request=f"{scope['method']} {scope['path']}")
+            if status != 0:
+                raise  # half an answer went out: Serve ends the connection
+            status = 500
+            await error_response(500, f"{type(exc).__name__}: {exc}", {REQUEST_ID_HEADER: rid})(scope, receive, send)
+        finally:
+            elapsed = time.perf_counter() - start
+            api = getattr(scope.get("route"), "api", None)
+            if api is not None and self._metrics is not None:
+                self._metrics.record(api.name, status, elapsed)
+            if self._access_log is not None and (api is not None or status >= 300 or not _is_probe(scope)):
+                self._access_log.request(scope["method"], scope["path"], status, elapsed, rid)
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """No route matched. With or without a trailing slash, a route is the same route: answered
+        here, where Starlette would redirect (a 307 that urllib and curl do not follow for POST)."""
+        path = get_route_path(scope) or "/"
+        if path != "/" and scope["type"] == "http":
+            other = dict(scope, path=scope["path"][:-1] if path.endswith("/") else scope["path"] + "/")
+            for route in self.routes:
+                match, child_scope = route.matches(other)
+                if match is not Match.NONE:
+                    scope.update(other, route=route, **child_scope)
+                    await route.handle(scope, receive, send)
+                    return
+        routes = sorted(api.route for api in self._service.apis.values())
+        await error_response(404, f"no route {path}; the APIs are {routes}")(scope, receive, send)
+
+
+def _request_id_of(scope: Scope) -> str:
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            return request_id(value.decode("latin-1"))
+    return request_id(None)
+
+
+def _is_probe(scope: Scope) -> bool:
+    """A health or readiness check: not worth a log line while it passes."""
+    return get_route_path(scope) in ("/healthz", "/readyz")

@@ -1,16 +1,15 @@
-"""The ingress deployment of a service: it answers HTTP behind Serve's proxy (a plain `__call__`
-deployment, see `ServiceRouter`), with the service's runners wired to their deployments (or loaded
-here when embedded)."""
+"""The ingress deployment of a service: it answers HTTP behind Serve's proxy with the service's
+ASGI app (`ServiceApp`, given to Serve as `@serve.ingress` apps are, so that Serve's logs and
+metrics see each route), with the service's runners wired to their deployments (or loaded here
+when embedded)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from starlette.requests import Request
-
 from raystore._private.replica import freeze_startup_heap, limit_threads
 from raystore._private.service.access_log import access_log_from_environment
-from raystore._private.service.app import ServiceRouter, call_api
+from raystore._private.service.app import ServiceApp, call_api
 from raystore._private.service.request_metrics import request_metrics
 from raystore.exceptions import InvalidArgument
 
@@ -28,7 +27,10 @@ class ServiceSource(Protocol):
 
 
 class ServiceIngress:
-    """Hosts a service's HTTP app. APIs are also methods, for Python handle calls."""
+    """Hosts a service's HTTP app. APIs are also methods, for Python handle calls.
+
+    Serve calls `__serve_build_asgi_app__` once `__init__` has wired the runners, and answers HTTP
+    with the app it returns."""
 
     def __init__(self, source: ServiceSource, bound_runners: dict[str, Runner]):
         # By import path the API functions and `service.runners` are the module's own objects, so
@@ -42,19 +44,13 @@ class ServiceIngress:
             runner.adopt(bound_runners[runner.name])
             if runner.embedded:
                 runner.init_local()
-        self._router = ServiceRouter(
+        self._app = ServiceApp(
             self.service, self._ready, request_metrics(self.service.name), access_log_from_environment()
         )
         freeze_startup_heap()
 
-    async def __call__(self, request: Any) -> Any:
-        """Serve's HTTP entry point: one request in, one response out."""
-        if not isinstance(request, Request):
-            raise InvalidArgument(
-                f"service {self.service.name!r} takes HTTP requests here; from Python call an API "
-                f"through the handle, e.g. handle.{next(iter(self.service.apis))}.remote(value)"
-            )
-        return await self._router(request)
+    def __serve_build_asgi_app__(self) -> ServiceApp:
+        return self._app
 
     async def _ready(self) -> bool:
         return True  # the replica exists only once __init__ wired every runner
@@ -78,11 +74,23 @@ def service_application(service: Service, source: ServiceSource) -> Any:
 
     if not service.apis:
         raise InvalidArgument(f"service {service.name!r} has no APIs; add one with @svc.api(...)")
-    reserved = {"__init__", "__call__", "_ready", "_call_api", "_router", "service"}
+    reserved = {"__init__", "__call__", "_ready", "_call_api", "_app", "_asgi_app", "app", "service", "docs_path"}
     clash = reserved & set(service.apis)
     if clash:
         raise InvalidArgument(f"API names {sorted(clash)} are reserved")
+    class_name = f"{service.name.replace('-', '_')}_ingress"
     namespace = {name: _api_method(name) for name in service.apis}
-    ingress_class = type(f"{service.name.replace('-', '_')}_ingress", (ServiceIngress,), namespace)
+    asgi_class = serve.ingress()(type(class_name, (ServiceIngress,), namespace))
+
+    async def __call__(self: Any, scope: Any, receive: Any = None, send: Any = None) -> None:
+        """Serve's HTTP entry point; from Python, a clear error instead of a missing argument."""
+        if receive is None:
+            raise InvalidArgument(
+                f"service {self.service.name!r} takes HTTP requests here; from Python call an API "
+                f"through the handle, e.g. handle.{next(iter(self.service.apis))}.remote(value)"
+            )
+        await self._asgi_app(scope, receive, send)
+
+    ingress_class = type(class_name, (asgi_class,), {"__call__": __call__})
     deployment = serve.deployment(ingress_class, name=f"{service.name}-ingress", **INGRESS_OPTIONS)
     return deployment.bind(source, {runner.name: runner.bind() for runner in service.runners})

@@ -1,7 +1,11 @@
-"""The OpenAPI 3 document of a service, and the Swagger UI page that renders it."""
+"""The OpenAPI 3 document of a service, and the Swagger UI page that renders it (Swagger UI's files
+ship in `swagger_ui/`: the page needs no internet)."""
 
 from __future__ import annotations
 
+import functools
+import html
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raystore._private.version import __version__
@@ -61,13 +65,39 @@ def openapi_spec(service: Service, root_path: str = "") -> dict[str, Any]:
     return spec
 
 
-def swagger_page(title: str, spec_url: str) -> str:
-    """The Swagger UI page; `spec_url` is absolute, so the page works at `/docs` and `/docs/` alike."""
+SWAGGER_UI_VERSION = "5.35.0"  # the files in swagger_ui/, from npm's swagger-ui-dist
+SWAGGER_UI_FILES = {  # what /docs/assets/ serves, and nothing else
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+    "LICENSE": "text/plain; charset=utf-8",
+    "NOTICE": "text/plain; charset=utf-8",
+    "swagger-ui-bundle.js.LICENSE.txt": "text/plain; charset=utf-8",
+}
+_SWAGGER_UI_DIR = Path(__file__).with_name("swagger_ui")
+
+
+@functools.cache
+def swagger_asset(name: str) -> tuple[bytes, str] | None:
+    """A Swagger UI file shipped with raystore and its media type, or None for any other name."""
+    media_type = SWAGGER_UI_FILES.get(name)
+    if media_type is None:
+        return None
+    return (_SWAGGER_UI_DIR / name).read_bytes(), media_type
+
+
+def swagger_page(title: str, root_path: str) -> str:
+    """The Swagger UI page. Its URLs are absolute (under the route prefix `root_path`), so the page
+    works at `/docs` and `/docs/` alike; its files come from this service, not from the internet."""
+    assets = f"{root_path}/docs/assets"
+    spec_url = f"{root_path}/docs.json"
+    title = html.escape(title)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{title} - API docs</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<link rel="icon" type="image/png" href="{assets}/favicon-32x32.png">
+<link rel="stylesheet" href="{assets}/swagger-ui.css?v={SWAGGER_UI_VERSION}"></head>
 <body><div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({{url: "{spec_url}", dom_id: "#swagger-ui"}});</script>
+<script src="{assets}/swagger-ui-bundle.js?v={SWAGGER_UI_VERSION}"></script>
+<script>window.ui = SwaggerUIBundle({{url: "{spec_url}", dom_id: "#swagger-ui"}});</script>
 <noscript>The OpenAPI document is at <a href="{spec_url}">{spec_url}</a>.</noscript>
 </body></html>"""

@@ -10,9 +10,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from raystore._private.service.descriptors import IODescriptor
 from raystore._private.service.ingress import service_application
@@ -42,7 +45,20 @@ class Service:
     """A named set of runners and HTTP APIs; served by `raystore serve MODULE:svc` or composed
     with other Serve deployments through `svc.to_app()`."""
 
-    def __init__(self, name: str, runners: Sequence[Any] = (), *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+    def __init__(
+        self,
+        name: str,
+        runners: Sequence[Any] = (),
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        middlewares: Sequence[Any] = (),
+        cors: bool | Mapping[str, Any] = False,
+    ):
+        """`middlewares`: Starlette (ASGI) middleware around the service's routes, the first
+        outermost; each a `starlette.middleware.Middleware(cls, **options)` or a class that needs no
+        options. `cors`: True answers cross-origin requests from any origin, a mapping sets
+        Starlette's `CORSMiddleware` options (`allow_origins`, `allow_headers`, ...); CORS runs
+        before any other middleware, so that preflight requests need no login."""
         self.name = validate_serve_name(name, "service", "the Serve application")
         self.runners = list(runners)
         names = [r.name for r in self.runners]
@@ -52,6 +68,10 @@ class Service:
         if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
             raise InvalidArgument(f"max_body_bytes must be a positive int, got {max_body_bytes!r}")
         self.max_body_bytes = max_body_bytes
+        self.middlewares: list[Middleware] = []
+        for middleware in middlewares:
+            self.add_asgi_middleware(middleware)
+        self.cors = cors_options(cors)
         self.apis: dict[str, API] = {}
         caller = inspect.currentframe().f_back  # type: ignore[union-attr]
         self.module = caller.f_globals.get("__name__", "__main__") if caller else "__main__"
@@ -76,9 +96,16 @@ class Service:
             api_route = route or f"/{api_name}"
             if not api_route.startswith("/"):
                 api_route = "/" + api_route
-            if not _ROUTE_RE.fullmatch(api_route) or api_route in RESERVED_ROUTES:
-                raise InvalidArgument(f"route {api_route!r} is invalid or reserved ({sorted(RESERVED_ROUTES)})")
-            if api_name in self.apis or any(a.route == api_route for a in self.apis.values()):
+            if (
+                not _ROUTE_RE.fullmatch(api_route)
+                or api_route.rstrip("/") in RESERVED_ROUTES
+                or api_route.startswith("/docs/")
+            ):
+                raise InvalidArgument(
+                    f"route {api_route!r} is invalid or reserved: a route is / and letters, digits, _-./, "
+                    f"and these are the service's own: {sorted(RESERVED_ROUTES)} and anything under /docs/"
+                )
+            if api_name in self.apis or any(a.route.rstrip("/") == api_route.rstrip("/") for a in self.apis.values()):
                 raise InvalidArgument(
                     f"API {api_name!r} (route {api_route}) is already defined in service {self.name!r}"
                 )
@@ -86,6 +113,21 @@ class Service:
             return func
 
         return register
+
+    def add_asgi_middleware(self, middleware: Any, **options: Any) -> None:
+        """Add a Starlette (ASGI) middleware inside those added before, as BentoML's method of this
+        name does: a middleware class and its options, or a `starlette.middleware.Middleware`."""
+        if isinstance(middleware, Middleware):
+            if options:
+                raise InvalidArgument("give options inside Middleware(cls, **options), or pass the class with options")
+            self.middlewares.append(middleware)
+        elif inspect.isclass(middleware) or callable(middleware):
+            self.middlewares.append(Middleware(middleware, **options))
+        else:
+            raise InvalidArgument(
+                f"middleware must be an ASGI middleware class or starlette.middleware.Middleware(cls, ...), "
+                f"got {middleware!r}"
+            )
 
     def to_app(self, import_path: str | None = None) -> Any:
         """The Serve application: the ingress deployment bound to every runner's deployments.
@@ -100,6 +142,32 @@ class Service:
 
     def __repr__(self) -> str:
         return f"Service(name={self.name!r}, runners={[r.name for r in self.runners]}, apis={list(self.apis)})"
+
+
+DEFAULT_CORS = {
+    "allow_origins": ["*"],
+    "allow_methods": ["GET", "HEAD", "POST"],
+    "allow_headers": ["*"],
+    "expose_headers": ["X-Request-ID", "Retry-After"],
+    "max_age": 600,
+}
+
+
+def cors_options(cors: bool | Mapping[str, Any]) -> dict[str, Any] | None:
+    """`CORSMiddleware`'s options for `Service(cors=...)`, or None for no CORS. Checked here, where
+    a mistake is the author's, not in the replica."""
+    if cors is False or cors is None:
+        return None
+    if cors is True:
+        return dict(DEFAULT_CORS)
+    if not isinstance(cors, Mapping):
+        raise InvalidArgument(f"cors must be True, False or a mapping of CORSMiddleware options, got {cors!r}")
+    options = {**DEFAULT_CORS, **cors}
+    allowed = set(inspect.signature(CORSMiddleware).parameters) - {"app"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InvalidArgument(f"unknown CORS options {unknown}; CORSMiddleware takes {sorted(allowed)}")
+    return options
 
 
 class ServiceImport:
