@@ -1,8 +1,10 @@
 """The examples run end to end, as the README says."""
 
 import contextlib
+import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -73,9 +75,18 @@ def _train(example: str, env) -> None:
 @pytest.mark.ray
 def test_composition_example(subprocess_env):
     _train("composition", subprocess_env)
-    answer = _serve_and_post("composition", "/classify", [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 5.1, 1.8]], subprocess_env)
-    assert [row["class"] for row in answer] == ["setosa", "virginica"]
+    with _served("composition", subprocess_env) as url:
+        status, answer = _post(f"{url}/classify", [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 5.1, 1.8]])
+        spec = json.loads(urllib.request.urlopen(f"{url}/docs.json", timeout=30).read())
+    assert status == 200, answer
+    assert [row["species"] for row in answer] == ["setosa", "virginica"]
     assert all(0.5 < row["probability"] <= 1.0 for row in answer)
+    # The response schema is the declared model, not `{}`: what the API returns, documented.
+    returned = spec["paths"]["/classify"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert returned["type"] == "array" and returned["items"] == {"$ref": "#/components/schemas/Prediction"}
+    prediction = spec["components"]["schemas"]["Prediction"]
+    assert prediction["properties"]["species"]["enum"] == ["setosa", "versicolor", "virginica"]
+    assert prediction["required"] == ["species", "probability"]
 
 
 @pytest.mark.ray

@@ -65,3 +65,28 @@ def test_numpy_input_parses_what_the_standard_parser_parsed():
         parse(NumpyNdarray(), str([2**70]).encode())
     with pytest.raises(BadInput, match="not valid JSON: Expecting"):
         parse(NumpyNdarray(), b"[[1, 2,")
+
+
+def test_a_json_output_with_a_model_answers_what_its_schema_says():
+    import pydantic
+
+    from raystore.exceptions import InvalidOutput
+    from raystore.io import JSON
+
+    class Score(pydantic.BaseModel):
+        label: str = pydantic.Field(alias="class")
+        score: float = pydantic.Field(ge=0, le=1)
+
+    class Scores(pydantic.RootModel[list[Score]]):
+        pass
+
+    output = JSON(Scores)
+    rendered = output.to_http([{"class": "cat", "score": 0.75}])  # plain values, validated on the way out
+    assert json.loads(rendered.body) == [{"class": "cat", "score": 0.75}]  # by alias, as documented
+    assert json.loads(output.to_http(Scores([Score(**{"class": "dog", "score": 1})])).body)[0]["class"] == "dog"
+    with pytest.raises(
+        InvalidOutput, match=r"does not match Scores: 0\.score: Input should be less than or equal to 1"
+    ):
+        output.to_http([{"class": "cat", "score": 7}])
+    schema = output.openapi_schema()
+    assert schema["type"] == "array" and schema["items"] == {"$ref": "#/components/schemas/Score"}

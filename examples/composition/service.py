@@ -5,7 +5,10 @@ classifier; the scaler's response goes to the classifier without passing through
     raystore serve service:svc --working-dir examples/composition
 """
 
+from typing import Literal
+
 import numpy as np
+import pydantic
 
 import raystore
 from raystore.io import JSON, NumpyNdarray
@@ -19,10 +22,19 @@ svc = raystore.Service("iris_composed", runners=[scaler, classifier])
 NAMES = ["setosa", "versicolor", "virginica"]
 
 
-@svc.api(input=NumpyNdarray(dtype="float64", shape=(-1, 4), enforce_shape=True), output=JSON())
+class Prediction(pydantic.BaseModel):
+    species: Literal["setosa", "versicolor", "virginica"]
+    probability: float = pydantic.Field(ge=0, le=1, description="the classifier's probability of that species")
+
+
+class Predictions(pydantic.RootModel[list[Prediction]]):
+    """One prediction per row, in the rows' order."""
+
+
+@svc.api(input=NumpyNdarray(dtype="float64", shape=(-1, 4), enforce_shape=True), output=JSON(Predictions))
 async def classify(features: np.ndarray) -> list[dict]:
-    """Scale, then classify; answers each row's class and probability."""
+    """Scale, then classify; answers each row's species and its probability."""
     scaled = scaler.transform.remote(features)  # a response, not yet materialised here
     probabilities = await classifier.predict_proba.async_run(scaled)
     best = probabilities.argmax(axis=1)
-    return [{"class": NAMES[i], "probability": round(float(p[i]), 4)} for i, p in zip(best, probabilities)]
+    return [{"species": NAMES[i], "probability": round(float(p[i]), 4)} for i, p in zip(best, probabilities)]

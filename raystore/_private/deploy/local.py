@@ -147,7 +147,7 @@ class HAProxyIngress:
 
 class ConsoleLog:
     """This server's console log: what its ingress replicas send (`service.access_log`), printed on
-    stderr as text or JSON lines: one per API request (method, path, status, duration, request id)
+    stderr as text or JSON lines: one per request (method, path, status, duration, request id)
     unless `access` is off, and the traceback of every failed API with its request id."""
 
     def __init__(self, *, access: bool = True, json_lines: bool = False, stream: Any = None):

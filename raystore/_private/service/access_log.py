@@ -1,11 +1,10 @@
 """Request ids, and the access log of a service's ingress.
 
-Every API response carries `X-Request-ID`: the client's, when it sent a usable one (Serve's proxy
-passes it on, and gives a request without one an id of its own, the one Serve's logs use), else a
-new one. When `raystore serve` asks for it (`RAYSTORE_ACCESS_LOG=HOST:PORT` in the replicas'
-environment), the ingress sends one record per API request, and the traceback of each failed
-API, as a JSON datagram to that address on loopback, where `raystore serve` prints them on its
-console. A datagram costs the replica a few microseconds and never blocks it; a lost one is a
+A request's id is its `X-Request-ID`: the client's, or the one Serve gave a request without one
+(the id Serve's own logs use); Serve returns it in the response. When `raystore serve` asks for it
+(`RAYSTORE_ACCESS_LOG=HOST:PORT` in the replicas' environment), the ingress sends one record per
+request, and the traceback of each failure, as a JSON datagram to that address on loopback, where
+`raystore serve` prints them on its console. A datagram costs the replica a few microseconds and never blocks it; a lost one is a
 lost log line, never a failed request.
 """
 
@@ -19,17 +18,20 @@ import time
 import uuid
 
 ACCESS_LOG_ENV = "RAYSTORE_ACCESS_LOG"
-REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_KEY = "raystore.request_id"  # where the ASGI scope holds the request's id
 _USABLE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 MAX_DATAGRAM = 60_000
 
 
 def request_id(header: str | None) -> str:
-    """The client's request id when it is short, printable and safe to log; else a new one."""
-    if header and _USABLE_ID.fullmatch(header):
+    """The request's id as the log shows it: as sent when it is short and printable, else escaped
+    and cut to 128 characters (a log line stays one line, and still finds the request); a new id
+    when there is none."""
+    if not header:
+        return uuid.uuid4().hex
+    if _USABLE_ID.fullmatch(header):
         return header
-    return uuid.uuid4().hex
+    return header.encode("unicode_escape").decode("ascii")[:128]
 
 
 class AccessLog:

@@ -18,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route, Router, get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
-from raystore._private.service.access_log import REQUEST_ID_HEADER, REQUEST_ID_KEY, AccessLog, request_id
+from raystore._private.service.access_log import REQUEST_ID_KEY, AccessLog, request_id
 from raystore._private.service.openapi import openapi_spec, swagger_asset, swagger_page
 from raystore.exceptions import BadInput, PayloadTooLarge, RaystoreError, ServiceUnavailable
 
@@ -149,9 +150,9 @@ class ServiceApp:
     """A service's HTTP side as an ASGI app: the service's middleware (CORS first, when enabled)
     around a Starlette `Router` that has one `POST` route per API, the docs, health and readiness.
 
-    Around all of it, one layer gives each request its id (`X-Request-ID`, in the response too),
-    counts the API requests and writes the access log, whatever answered them: a route, a 404, or
-    a middleware (CORS preflight, a refused login). Serve reads `routes` and `router` (as it does
+    Around all of it, one layer finds each request's id (`X-Request-ID`, which Serve sets and
+    returns), counts the API requests and writes the access log, whatever answered them: a route,
+    a 404, or a middleware (CORS preflight, a refused login). Serve reads `routes` and `router` (as it does
     for FastAPI and Starlette apps) to label its own logs and metrics with the route's path.
     """
 
@@ -225,18 +226,16 @@ class ServiceApp:
         start = time.perf_counter()
         rid = _request_id_of(scope)
         scope[REQUEST_ID_KEY] = rid
-        id_header = (b"x-request-id", rid.encode())
         status = 0  # no answer yet
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
-            await self._stack(scope, receive, send_with_id)
+            await self._stack(scope, receive, send_with_status)
         except Exception as exc:  # a middleware failed: the client still gets an answer
             logger.error("%s %s failed (request %s)", scope["method"], scope["path"], rid, exc_info=exc)
             if self._access_log is not None:
@@ -245,7 +244,7 @@ class ServiceApp:
             if status != 0:
                 raise  # half an answer went out: Serve ends the connection
             status = 500
-            await error_response(500, f"{type(exc).__name__}: {exc}", {REQUEST_ID_HEADER: rid})(scope, receive, send)
+            await error_response(500, f"{type(exc).__name__}: {exc}")(scope, receive, send)
         finally:
             elapsed = time.perf_counter() - start
             api = getattr(scope.get("route"), "api", None)
@@ -257,8 +256,11 @@ class ServiceApp:
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         """No route matched. With or without a trailing slash, a route is the same route: answered
         here, where Starlette would redirect (a 307 that urllib and curl do not follow for POST)."""
+        if scope["type"] != "http":  # a websocket: this service has none
+            await WebSocketClose()(scope, receive, send)
+            return
         path = get_route_path(scope) or "/"
-        if path != "/" and scope["type"] == "http":
+        if path != "/":
             other = dict(scope, path=scope["path"][:-1] if path.endswith("/") else scope["path"] + "/")
             for route in self.routes:
                 match, child_scope = route.matches(other)

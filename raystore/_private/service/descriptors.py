@@ -210,7 +210,9 @@ def _shape_matches(actual: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
 
 
 class JSON(IODescriptor):
-    """Any JSON document, or one validated by a pydantic model."""
+    """Any JSON document, or one validated by a pydantic model: as an input, the request's body; as
+    an output, the API's result (a model instance, or what the model validates), so that responses
+    match their documented schema."""
 
     media_type = "application/json"
 
@@ -231,8 +233,19 @@ class JSON(IODescriptor):
             raise BadInput(f"the JSON does not match {self.pydantic_model.__name__}: {problems}") from None
 
     def to_http(self, value: Any) -> Response:
+        if self.pydantic_model is not None and not isinstance(value, self.pydantic_model):
+            # As an output, the model is a promise the OpenAPI document makes: keep it.
+            import pydantic
+
+            try:
+                value = self.pydantic_model.model_validate(value)
+            except pydantic.ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'result'}: {e['msg']}" for e in exc.errors())
+                raise InvalidOutput(
+                    f"the API's result does not match {self.pydantic_model.__name__}: {problems}"
+                ) from None
         if hasattr(value, "model_dump"):
-            value = value.model_dump(mode="json")
+            value = value.model_dump(mode="json", by_alias=True)
         elif hasattr(value, "tolist"):
             value = value.tolist()
         return JSONResponse(value)
