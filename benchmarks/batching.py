@@ -313,7 +313,7 @@ async def closed_loop(name: str, app: str, handle, callers: int, warmup_s: float
     body = json.dumps(np.random.default_rng(0).random((1, FEATURES)).round(4).tolist())
     await asyncio.to_thread(wrk, url, body, warmup_s, callers)
     await handle.take_meter.remote()
-    rps, p50, p99 = await asyncio.to_thread(wrk, url, body, duration_s, callers)
+    rps, p50, p99, _ = await asyncio.to_thread(wrk, url, body, duration_s, callers)
     reading = await handle.take_meter.remote()
     return Result(name, rps, p50, p99, percentile(reading.replica_latencies, 99) * 1000, reading.mean_batch)
 

@@ -13,15 +13,17 @@ API_KEY = "s3cret"
 
 
 class RequireApiKey:
-    """Pure ASGI middleware: the APIs (POST) need `Authorization: Bearer KEY`; docs and health don't."""
+    """Pure ASGI middleware guarding paths: the APIs need `Authorization: Bearer KEY`; docs and
+    health don't."""
 
-    def __init__(self, app, key: str):
+    def __init__(self, app, key: str, paths: tuple[str, ...]):
         self.app = app
         self.key = f"Bearer {key}".encode()
+        self.paths = paths
 
     async def __call__(self, scope, receive, send):
-        refused = scope["type"] == "http" and scope["method"] == "POST"
-        if refused and dict(scope["headers"]).get(b"authorization") != self.key:
+        guarded = scope["type"] == "http" and scope["path"] in self.paths
+        if guarded and dict(scope["headers"]).get(b"authorization") != self.key:
             response = JSONResponse({"error": "missing or wrong API key"}, status_code=401)
             await response(scope, receive, send)
             return
@@ -51,7 +53,7 @@ class Broken:
 
 svc = raystore.Service(
     "guarded",
-    middlewares=[Middleware(RequireApiKey, key=API_KEY), ServedBy],
+    middlewares=[Middleware(RequireApiKey, key=API_KEY, paths=("/greet", "/explode")), ServedBy],
     cors={"allow_origins": [ORIGIN]},
 )
 svc.add_asgi_middleware(Broken)

@@ -84,6 +84,15 @@ def test_a_json_output_with_a_model_answers_what_its_schema_says():
     rendered = output.to_http([{"class": "cat", "score": 0.75}])  # plain values, validated on the way out
     assert json.loads(rendered.body) == [{"class": "cat", "score": 0.75}]  # by alias, as documented
     assert json.loads(output.to_http(Scores([Score(**{"class": "dog", "score": 1})])).body)[0]["class"] == "dog"
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Row:
+        label: str
+        score: float
+
+    by_name = output.to_http([{"label": "owl", "score": 0.5}, Row("bat", 0.25)])  # field names, attributes
+    assert json.loads(by_name.body) == [{"class": "owl", "score": 0.5}, {"class": "bat", "score": 0.25}]
     with pytest.raises(
         InvalidOutput, match=r"does not match Scores: 0\.score: Input should be less than or equal to 1"
     ):

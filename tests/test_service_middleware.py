@@ -58,6 +58,9 @@ def test_cors_api_key_and_response_middleware_over_http(subprocess_env):
         assert headers["access-control-allow-origin"] == ORIGIN  # the browser may read the refusal
         refused_id = headers["X-Request-ID"]
 
+        status, _, body = _ask(port, "/greet/")  # the same route: the middleware guards it too
+        assert status == 401 and json.loads(body) == {"error": "missing or wrong API key"}
+
         status, headers, body = _ask(port, "/greet", headers={**key, "Origin": ORIGIN, "X-Request-ID": "greet-1"})
         assert status == 200 and json.loads(body) == {"hello": "Ada"}
         assert headers["X-Served-By"] == "guarded" and headers["X-Request-ID"] == "greet-1"
@@ -92,7 +95,82 @@ def test_middleware_and_cors_mistakes_are_the_authors_and_said_at_once():
         raystore.Service("wrong", cors="https://a.example")
     with pytest.raises(InvalidArgument, match="must be an ASGI middleware class"):
         raystore.Service("number", middlewares=[42])
+    with pytest.raises(InvalidArgument, match="cors needs allow_origins or allow_origin_regex"):
+        raystore.Service("no-origins", cors={"allow_credentials": True})
+    with pytest.raises(InvalidArgument, match="allow_credentials with allow_origins"):
+        raystore.Service("any-origin-cookies", cors={"allow_origins": ["*"], "allow_credentials": True})
+    regex = raystore.Service("regex", cors={"allow_origin_regex": r"https://.*\.example", "allow_credentials": True})
+    assert regex.cors["allow_origins"] == [] and regex.cors["allow_methods"] == ["GET", "HEAD", "POST"]
     svc = raystore.Service("fine", middlewares=[NotMiddleware], cors=True)
     assert svc.cors["allow_origins"] == ["*"] and [m.cls for m in svc.middlewares] == [NotMiddleware]
+    with pytest.raises(InvalidArgument, match="not starting with _"):
+        svc.api(input=raystore.io.Text(), output=raystore.io.Text(), name="_set_asgi_app")(str.upper)
     with pytest.raises(InvalidArgument, match="reserved"):
         svc.api(input=raystore.io.Text(), output=raystore.io.Text(), route="/docs/mine", name="mine")(str.upper)
+
+
+def _asgi_post(app, path: str, body: bytes = b"x") -> tuple[int, bytes]:
+    """One POST through an ASGI app in this process: (status, body)."""
+    import asyncio
+
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"text/plain"), (b"x-request-id", b"line\nbreak")],
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_metrics_see_the_api_behind_a_middleware_that_copies_the_scope():
+    from raystore._private.service.app import ServiceApp
+
+    class CopiesScope:
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            await self.app(dict(scope), receive, send)
+
+    class Recorded:
+        def __init__(self):
+            self.calls = []
+
+        def record(self, api, status, duration_s):
+            self.calls.append((api, status))
+
+    svc = raystore.Service("copies", middlewares=[CopiesScope])
+    svc.api(input=raystore.io.Text(), output=raystore.io.Text(), name="shout")(str.upper)
+    metrics = Recorded()
+
+    async def ready():
+        return True
+
+    app = ServiceApp(svc, ready, metrics)
+    assert _asgi_post(app, "/shout", b"hey") == (200, b"HEY")
+    assert _asgi_post(app, "/shout/", b"hey") == (200, b"HEY")  # the same route
+    assert _asgi_post(app, "/nope")[0] == 404
+    assert metrics.calls == [("shout", 200), ("shout", 200)]  # the 404 reached no API
+
+
+def test_the_console_keeps_a_client_path_on_one_line():
+    from raystore._private.deploy.local import ConsoleLog
+
+    console = ConsoleLog()
+    try:
+        record = {"kind": "request", "method": "GET", "path": "/x\n2030 POST /forged 200", "status": 404}
+        line = console.format({**record, "duration_ms": 1.0, "request_id": "r", "time": 0})
+    finally:
+        console.close()
+    assert "\n" not in line and "/x\\n2030" in line

@@ -186,16 +186,21 @@ class ConsoleLog:
             return json.dumps({"time": when, **record})
         if record["kind"] == "request":
             return (
-                f"{when} {record['method']} {record['path']} {record['status']} "
+                f"{when} {record['method']} {_one_line(record['path'])} {record['status']} "
                 f"{record['duration_ms']:.1f}ms request_id={record['request_id']}"
             )
-        what = f"API {record['api']}" if record.get("api") else record.get("request", "a request")
+        what = f"API {record['api']}" if record.get("api") else _one_line(record.get("request", "a request"))
         return f"{when} {what} failed, request_id={record['request_id']}\n{record['traceback'].rstrip()}"
 
     def close(self) -> None:
         self._closed.set()
         self._thread.join(timeout=2)
         self._socket.close()
+
+
+def _one_line(text: str) -> str:
+    """`text` as it can go on one log line: a client's path may hold a decoded newline."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _quiet_start_up() -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Match, Route, Router, get_route_path
+from starlette.routing import BaseRoute, Route, Router, get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from raystore._private.service.service import API, Service
 
 logger = logging.getLogger("raystore.service")
+API_SLOT = "raystore.api"  # where the ASGI scope holds a one-item list: the API the router found
+CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection before the answer
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -143,6 +145,9 @@ class _Route(Route):
             message = f"{scope['method']} is not allowed on {self.path}; use {allowed}"
             await error_response(405, message, {"Allow": allowed})(scope, receive, send)
         else:
+            slot = scope.get(API_SLOT)
+            if slot is not None:  # the slot, not the scope: a middleware may have passed on a copy
+                slot[0] = self.api
             await self.app(scope, receive, send)
 
 
@@ -226,6 +231,14 @@ class ServiceApp:
         start = time.perf_counter()
         rid = _request_id_of(scope)
         scope[REQUEST_ID_KEY] = rid
+        api_slot: list[API | None] = [None]  # the API the router found, if any
+        scope[API_SLOT] = api_slot
+        path = scope["path"]
+        if path.endswith("/") and len(path) > 1 and path != scope.get("root_path", "") + "/":
+            # With or without a trailing slash a route is the same route, for the middleware too
+            # (routes are declared without one). Starlette would answer a 307 instead, which curl
+            # and urllib do not follow for a POST.
+            scope["path"] = path.rstrip("/") or "/"
         status = 0  # no answer yet
 
         async def send_with_status(message: Message) -> None:
@@ -246,29 +259,21 @@ class ServiceApp:
             status = 500
             await error_response(500, f"{type(exc).__name__}: {exc}")(scope, receive, send)
         finally:
+            if status == 0:
+                status = CLIENT_CLOSED  # cancelled before any answer: the client went away
             elapsed = time.perf_counter() - start
-            api = getattr(scope.get("route"), "api", None)
+            api = api_slot[0]
             if api is not None and self._metrics is not None:
                 self._metrics.record(api.name, status, elapsed)
             if self._access_log is not None and (api is not None or status >= 300 or not _is_probe(scope)):
                 self._access_log.request(scope["method"], scope["path"], status, elapsed, rid)
 
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """No route matched. With or without a trailing slash, a route is the same route: answered
-        here, where Starlette would redirect (a 307 that urllib and curl do not follow for POST)."""
         if scope["type"] != "http":  # a websocket: this service has none
             await WebSocketClose()(scope, receive, send)
             return
-        path = get_route_path(scope) or "/"
-        if path != "/":
-            other = dict(scope, path=scope["path"][:-1] if path.endswith("/") else scope["path"] + "/")
-            for route in self.routes:
-                match, child_scope = route.matches(other)
-                if match is not Match.NONE:
-                    scope.update(other, route=route, **child_scope)
-                    await route.handle(scope, receive, send)
-                    return
         routes = sorted(api.route for api in self._service.apis.values())
+        path = get_route_path(scope) or "/"
         await error_response(404, f"no route {path}; the APIs are {routes}")(scope, receive, send)
 
 

@@ -238,7 +238,9 @@ class JSON(IODescriptor):
             import pydantic
 
             try:
-                value = self.pydantic_model.model_validate(value)
+                # Objects with the fields as attributes (another model, a dataclass) and dicts by
+                # field name or alias all do.
+                value = self.pydantic_model.model_validate(value, from_attributes=True, by_alias=True, by_name=True)
             except pydantic.ValidationError as exc:
                 problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'result'}: {e['msg']}" for e in exc.errors())
                 raise InvalidOutput(

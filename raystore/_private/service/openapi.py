@@ -77,13 +77,17 @@ SWAGGER_UI_FILES = {  # what /docs/assets/ serves, and nothing else
 _SWAGGER_UI_DIR = Path(__file__).with_name("swagger_ui")
 
 
-@functools.cache
 def swagger_asset(name: str) -> tuple[bytes, str] | None:
     """A Swagger UI file shipped with raystore and its media type, or None for any other name."""
     media_type = SWAGGER_UI_FILES.get(name)
     if media_type is None:
-        return None
-    return (_SWAGGER_UI_DIR / name).read_bytes(), media_type
+        return None  # checked before the cache: a client asking for made-up names grows nothing
+    return _read_asset(name), media_type
+
+
+@functools.cache
+def _read_asset(name: str) -> bytes:
+    return (_SWAGGER_UI_DIR / name).read_bytes()
 
 
 def swagger_page(title: str, root_path: str) -> str:

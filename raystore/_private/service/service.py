@@ -91,11 +91,16 @@ class Service:
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             api_name = name or func.__name__
-            if not api_name.isidentifier():
-                raise InvalidArgument(f"API name {api_name!r} must be a Python identifier (it names a handle method)")
+            if not api_name.isidentifier() or api_name.startswith("_"):
+                raise InvalidArgument(
+                    f"API name {api_name!r} must be a Python identifier not starting with _ (it names a handle "
+                    "method; names with _ are the ingress's own)"
+                )
             api_route = route or f"/{api_name}"
             if not api_route.startswith("/"):
                 api_route = "/" + api_route
+            if len(api_route) > 1:
+                api_route = api_route.rstrip("/")  # a trailing slash is the same route (see ServiceApp)
             if (
                 not _ROUTE_RE.fullmatch(api_route)
                 or api_route.rstrip("/") in RESERVED_ROUTES
@@ -162,12 +167,19 @@ def cors_options(cors: bool | Mapping[str, Any]) -> dict[str, Any] | None:
         return dict(DEFAULT_CORS)
     if not isinstance(cors, Mapping):
         raise InvalidArgument(f"cors must be True, False or a mapping of CORSMiddleware options, got {cors!r}")
-    options = {**DEFAULT_CORS, **cors}
     allowed = set(inspect.signature(CORSMiddleware).parameters) - {"app"}
-    unknown = sorted(set(options) - allowed)
+    unknown = sorted(set(cors) - allowed)
     if unknown:
         raise InvalidArgument(f"unknown CORS options {unknown}; CORSMiddleware takes {sorted(allowed)}")
-    return options
+    if not cors.get("allow_origins") and not cors.get("allow_origin_regex"):
+        raise InvalidArgument("cors needs allow_origins or allow_origin_regex (cors=True allows any origin)")
+    if cors.get("allow_credentials") and "*" in cors.get("allow_origins", ()):
+        raise InvalidArgument(
+            "cors: allow_credentials with allow_origins ['*'] would let any site send requests with your "
+            "users' cookies; list the origins"
+        )
+    # Given options replace the defaults; the origins are never inherited from cors=True's "*".
+    return {**DEFAULT_CORS, "allow_origins": [], **cors}
 
 
 class ServiceImport:
