@@ -1,4 +1,4 @@
-"""Public `raystore.models`: the configured store's get, list, delete, export, import, push, pull.
+"""Public `raystore.models`: the configured store's get, list, delete, export, import, push, pull, gc.
 
 Transfers print one line saying what they did (to stderr, `quiet=True` silences it) and show a
 progress bar for large models when stderr is a terminal.
@@ -12,7 +12,9 @@ import sys
 from raystore._private.runner.model import Model
 from raystore._private.store import Outcome, archive, default_store, remote_store
 from raystore._private.store.fs import open_filesystem
+from raystore._private.store.gc import local_temp_leftovers, store_leftovers, sweep
 from raystore._private.store.progress import progress_bar
+from raystore.exceptions import InvalidArgument
 from raystore.tag import Tag
 
 
@@ -82,6 +84,22 @@ def pull(tag: str | Tag, *, force: bool = False, remote: str | None = None, quie
     pulled = Model.of(pulled)
     _say(quiet, _outcome_line(pulled, outcome, f"pulled from {src.url}", dst.url))
     return pulled
+
+
+def gc(*, remote: bool = False, older_than_s: float = 3600, dry_run: bool = False) -> builtins.list[dict]:
+    """Find, and unless `dry_run` remove, what interrupted work left in the store (the remote's
+    with `remote=True`): staging of processes that died or untouched for `older_than_s`, version
+    folders that never committed, files of replaced generations, incomplete multipart uploads.
+    None of it is visible to readers. Returns what was found: `what`, `where`, `size` each."""
+    if older_than_s < 0:
+        raise InvalidArgument(f"older_than_s must be >= 0, got {older_than_s}")
+    store = remote_store() if remote else default_store()
+    found = store_leftovers(store, older_than_s)
+    if not remote:
+        found += local_temp_leftovers()  # staging copies of writes to remote stores, on this host
+    if not dry_run:
+        sweep(found)
+    return [{"what": f.what, "where": f.where, "size": f.size} for f in found]
 
 
 def _bar(quiet: bool, description: str, total_bytes: int):

@@ -28,11 +28,11 @@ def load(tag: str) -> None:
     print(json.dumps({"path": str(path), "downloaded": downloaded, "sum": float(obj["weights"].sum())}))
 
 
-def push_forever(tag: str) -> None:
+def push_forever(tag: str, force: str = "") -> None:
     import raystore
 
     print("start", flush=True)
-    raystore.models.push(tag, quiet=True)
+    raystore.models.push(tag, quiet=True, force=force == "force")
     print("done", flush=True)
 
 

@@ -1,6 +1,7 @@
 """The `raystore` console script, run as users run it: a real process through its entry point."""
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -139,3 +140,24 @@ def test_version_completion_and_export_refusals(three_models, tmp_path):
     assert target.read_text() == "keep me"
     assert run("models", "export", "iris_clf", str(target), "--force").returncode == 0
     assert target.stat().st_size > 1024
+
+
+def test_gc_lists_then_removes_a_dead_process_staging(store_home):
+    import socket
+    import subprocess
+    import sys
+    import uuid
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = store_home / ".tmp" / f"stage-{socket.gethostname().replace('-', '_')}-{gone.pid}-{uuid.uuid4().hex}"
+    stale.mkdir(parents=True)
+    (stale / "part.bin").write_bytes(b"x" * 2048)
+    out = run("models", "gc", "--dry-run")
+    assert out.returncode == 0 and "staging of a process that died" in out.stdout and str(stale) in out.stdout
+    assert re.search(r"Would remove \d+ leftovers? \(", out.stdout) and stale.exists()
+    out = run("models", "gc")
+    assert out.returncode == 0 and "Removed " in out.stdout and not stale.exists()
+    assert "Nothing to clean" in run("models", "gc").stdout
+    out = run("models", "gc", "--older-than", "soon")
+    assert out.returncode == 2 and "'soon' is not a duration" in out.stderr

@@ -156,3 +156,41 @@ def pull_model(
 ) -> None:
     """Copy a model version from the remote (RAYSTORE_REMOTE) into the local store."""
     models.pull(tag, force=force)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str) -> float:
+    """`90`, `30s`, `15m`, `1h`, `2d` -> seconds."""
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in _DURATION_UNITS else text
+    try:
+        value = float(number) * _DURATION_UNITS.get(unit, 1)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration; use e.g. 30m, 1h or 2d") from None
+    if value < 0:
+        raise typer.BadParameter(f"{text!r} is negative")
+    return value
+
+
+@app.command("gc")
+def gc_store(
+    remote: bool = typer.Option(False, "--remote", help="Clean the remote (RAYSTORE_REMOTE) instead."),
+    older_than: str = typer.Option(
+        "1h",
+        "--older-than",
+        help="Only what nobody wrote to for this long (30m, 1h, 2d); staging of dead processes always.",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only list what would be removed."),
+) -> None:
+    """Remove what interrupted saves, imports, pushes and pulls left behind (never a committed version)."""
+    found = models.gc(remote=remote, older_than_s=_seconds(older_than), dry_run=dry_run)
+    where = remote_store().url if remote else default_store().url
+    if not found:
+        typer.echo(f"Nothing to clean in {where}")
+        return
+    emit_table(["What", "Where", "Size"], [[f["what"], f["where"], human_size(f["size"])] for f in found])
+    total = human_size(sum(f["size"] for f in found))
+    count = f"{len(found)} leftover{'' if len(found) == 1 else 's'}"
+    typer.echo(f"{'Would remove' if dry_run else 'Removed'} {count} ({total}) from {where}")

@@ -67,8 +67,9 @@ def export_model(
         with _open_for_write(fs, path) as raw, _compressor(raw, compression) as out:
             writer = _TarWriter(out, kernel_copy=compression is None and is_local(fs))
             writer.add_bytes(f"{prefix}/{manifest.MANIFEST_FILE}", manifest_data, mtime)
+            base = model.store.files_dir(model.tag)
             for rel in [manifest.INFO_FILE, *sorted(set(entries) - {manifest.INFO_FILE})]:
-                with model.store.open_file(model.tag, rel) as src:
+                with model.store.open_file(model.tag, rel, base=base) as src:
                     writer.add_stream(f"{prefix}/{rel}", src, entries[rel].size, mtime, on_bytes)
             writer.close()
     return path if is_local(fs) else fs.unstrip_protocol(path)

@@ -34,14 +34,14 @@ class NodeCache:
     def fetch(self, remote: ModelStore, tag: Tag) -> tuple[Path, bool]:
         """The local folder of `tag`, and whether this call downloaded it."""
         local = self._store_for(remote)
-        wanted = remote.manifest_bytes(tag)
-        if wanted is not None and local.manifest_bytes(tag) == wanted:
+        wanted = remote.content_key(tag)
+        if wanted is not None and local.content_key(tag) == wanted:
             return local.local_copy(tag), False  # fast path: no lock needed, folders appear whole
         lock_path = Path(local.root) / ".locks" / f"{tag.name}-{tag.version}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(lock_path)):
-            wanted = remote.manifest_bytes(tag)
-            if wanted is not None and local.manifest_bytes(tag) == wanted:
+            wanted = remote.content_key(tag)
+            if wanted is not None and local.content_key(tag) == wanted:
                 return local.local_copy(tag), False  # another process downloaded it meanwhile
             local.copy_from(remote, tag, force=True)
             return local.local_copy(tag), True

@@ -1,10 +1,17 @@
-"""`manifest.json`: every file of a version with its size and sha256, and checking files against it."""
+"""`manifest.json`: every file of a version with its size and sha256, and checking files against it.
+
+In a store on object storage the manifest also names the version's generation: the folder
+`.g-<generation>/` inside the version's folder that holds its files. A forced replace uploads a
+new generation beside the old one and switches by rewriting the manifest, so the old files stay
+readable until the new ones are complete. Local stores, and versions written before generations,
+keep their files in the version's folder itself (no generation)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +22,8 @@ from raystore.exceptions import StoreError
 MANIFEST_FILE = "manifest.json"
 INFO_FILE = "model.yaml"
 CHUNK = 1 << 20
+GENERATION_PREFIX = ".g-"
+_GENERATION_RE = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ def scan_dir(root: Path, extra: Iterable[tuple[str, bytes]] = ()) -> list[FileEn
             rel = full.relative_to(root).as_posix()
             if rel == MANIFEST_FILE:
                 continue
+            check_relpath(rel, str(root))
             if full.is_symlink() or not full.is_file():
                 raise StoreError(f"{full} is not a regular file; a model version may hold only regular files")
             with open(full, "rb") as f:
@@ -54,8 +64,22 @@ def scan_dir(root: Path, extra: Iterable[tuple[str, bytes]] = ()) -> list[FileEn
     return sorted(entries, key=lambda e: e.path)
 
 
-def dumps(entries: list[FileEntry]) -> str:
-    return json.dumps({"files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries]}, indent=1)
+def dumps(entries: list[FileEntry], generation: str | None = None) -> str:
+    document: dict = {"files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries]}
+    if generation is not None:
+        document["generation"] = generation
+    return json.dumps(document, indent=1)
+
+
+def generation_of(text: str | bytes, where: str) -> str | None:
+    """The generation a manifest names (None: the files are in the version's folder itself)."""
+    try:
+        generation = json.loads(text).get("generation")
+    except (ValueError, AttributeError) as exc:
+        raise StoreError(f"{where} is corrupt ({exc}); delete or re-import that version") from None
+    if generation is not None and not (isinstance(generation, str) and _GENERATION_RE.fullmatch(generation)):
+        raise StoreError(f"{where} is corrupt: bad generation {generation!r}")
+    return generation
 
 
 def loads(text: str | bytes, where: str) -> list[FileEntry]:
@@ -85,6 +109,7 @@ def check_relpath(path: str, where: str) -> str:
         or "\0" in path
         or any(part in ("", ".", "..") for part in parts)
         or path == MANIFEST_FILE
+        or parts[0].startswith(GENERATION_PREFIX)  # a store's generation folders
     ):
         raise StoreError(f"{where}: unsafe or reserved file path {path!r}")
     return path

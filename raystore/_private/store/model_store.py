@@ -3,28 +3,32 @@
 Rules that keep every reader safe without locks:
 - a version exists when its folder holds `model.yaml`, written last (locally the whole folder is
   built under `<root>/.tmp/` and renamed into place in one step; remotely every other file is
-  uploaded first);
+  uploaded first, into a generation folder of the writer's own, which the manifest then names);
+- a forced replace never hides the version it replaces: locally the new folder is swapped in with
+  one atomic rename; remotely the new generation is complete before the manifest switches to it,
+  and the old generation is removed only after;
 - deleting removes `model.yaml` first (locally: renames the folder away), then the files;
 - `latest` is computed from committed versions every time, never stored.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import hashlib
 import io
 import logging
 import os
 import shutil
-import tempfile
+import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from raystore._private.store import manifest
+from raystore._private.store import gc, manifest
 from raystore._private.store.cache import NodeCache
 from raystore._private.store.fs import is_local, open_filesystem, remote_errors
 from raystore._private.store.info import ModelInfo
@@ -39,9 +43,13 @@ logger = logging.getLogger("raystore.store")
 
 MODELS_DIR = "models"
 TMP_DIR = ".tmp"
-STALE_TMP_SECONDS = 24 * 3600
 MAX_INFO_BYTES = 1 << 20  # model.yaml is small; a huge one is a hostile archive
 RANGE_READ_MIN = 32 * 1024 * 1024  # smaller files come in one request
+# A remote write removes what earlier, interrupted writes of its version left once nobody has
+# written to it for this long (a write in progress keeps writing), and their multipart uploads
+# (whose parts show no progress from outside) after longer.
+SWEEP_AFTER_S = 3600
+SWEEP_UPLOADS_AFTER_S = 6 * 3600
 
 Presence = Literal["absent", "identical", "different"]
 Outcome = Literal["copied", "identical"]  # what putting a version into a store did
@@ -74,9 +82,34 @@ class ModelStore:
             return Path(self._version_dir(tag))
         return NodeCache.default().fetch(self, tag)[0]
 
-    def open_file(self, tag: Tag, relpath: str, size: int | None = None) -> BinaryIO:
-        """A reader for one file of a version; large remote files are fetched with parallel ranges."""
-        path = f"{self._version_dir(tag)}/{relpath}"
+    def files_dir(self, tag: Tag) -> str:
+        """The folder that holds the files of a committed version: its own folder, or (on object
+        storage) the generation folder its manifest names."""
+        if self.is_local:
+            return self._version_dir(tag)
+        committed = self._committed(tag)
+        if committed is None:
+            raise NotFound(f"model {tag} was deleted, or its manifest is missing, in {self.url}")
+        return self._generation_dir(tag, committed[1])
+
+    def _generation_dir(self, tag: Tag, generation: str | None) -> str:
+        base = self._version_dir(tag)
+        return base if generation is None else f"{base}/{manifest.GENERATION_PREFIX}{generation}"
+
+    def _committed(self, tag: Tag) -> tuple[list[FileEntry], str | None] | None:
+        """A committed version's manifest entries and generation, or None when it is not committed."""
+        if self._cat(self._join(MODELS_DIR, tag.name, tag.version, manifest.INFO_FILE)) is None:
+            return None
+        where = self._join(MODELS_DIR, tag.name, tag.version, manifest.MANIFEST_FILE)
+        data = self._cat(where)
+        if data is None:
+            raise StoreError(f"{where} is missing; delete or re-import that version")
+        return manifest.loads(data, where), manifest.generation_of(data, where)
+
+    def open_file(self, tag: Tag, relpath: str, size: int | None = None, *, base: str | None = None) -> BinaryIO:
+        """A reader for one file of a version (in `base`, its `files_dir`, when the caller knows it);
+        large remote files are fetched with parallel ranges."""
+        path = f"{base or self.files_dir(tag)}/{relpath}"
         if not self.is_local and size is not None and size > RANGE_READ_MIN:
             return RangeReader(self.fs, path, size)
         return self.fs.open(path, "rb")
@@ -187,11 +220,14 @@ class ModelStore:
     def get(self, tag: str | Tag) -> StoredModel:
         return StoredModel(self, self.resolve(tag))
 
-    def manifest_bytes(self, tag: Tag) -> bytes | None:
-        """The raw manifest of a committed version, or None when the version does not exist."""
-        if self._cat(self._join(MODELS_DIR, tag.name, tag.version, manifest.INFO_FILE)) is None:
-            return None
-        return self._cat(self._join(MODELS_DIR, tag.name, tag.version, manifest.MANIFEST_FILE))
+    def content_key(self, tag: Tag) -> str | None:
+        """What a committed version holds (its files, sizes and hashes, wherever they are kept),
+        as a string to compare across stores; None when the version does not exist."""
+        try:
+            committed = self._committed(tag)
+        except StoreError:
+            return None  # a corrupt copy matches nothing
+        return None if committed is None else manifest.dumps(sorted(committed[0], key=lambda e: e.path))
 
     def read_manifest(self, tag: Tag) -> list[FileEntry]:
         where = self._join(MODELS_DIR, tag.name, tag.version, manifest.MANIFEST_FILE)
@@ -214,12 +250,17 @@ class ModelStore:
     def verify(self, tag: str | Tag) -> StoredModel:
         """Re-check every file of a version against its manifest; raise `StoreError` listing what differs."""
         model = self.get(tag)
-        base = self._version_dir(model.tag)
+        base = self.files_dir(model.tag)
         expected = {entry.path: entry for entry in model.manifest}
         problems = []
         with remote_errors(self.url):
             found = self.fs.find(base)
-        present = {p[len(base) + 1 :] for p in found if p[len(base) + 1 :] != manifest.MANIFEST_FILE}
+        present = {p[len(base) + 1 :] for p in found}
+        present = {p for p in present if p != manifest.MANIFEST_FILE and not p.startswith(manifest.GENERATION_PREFIX)}
+        if base != self._version_dir(model.tag):  # the model.yaml that makes the version visible must match too
+            root_info = self._cat(f"{self._version_dir(model.tag)}/{manifest.INFO_FILE}") or b""
+            if hashlib.sha256(root_info).hexdigest() != expected[manifest.INFO_FILE].sha256:
+                problems.append(f"{manifest.INFO_FILE} of the version differs from its generation's")
         for rel in sorted(present - set(expected)):
             problems.append(f"{rel}: not in the manifest")
         for rel, entry in expected.items():
@@ -293,11 +334,14 @@ class ModelStore:
         model = src.get(tag)
         entries = model.manifest
         sizes = {entry.path: entry.size for entry in entries}
+        base = src.files_dir(model.tag)
         with remote_errors(src.url if self.is_local else self.url):  # the side that can fail in interesting ways
             return self.put(
                 model.tag,
                 entries,
-                lambda writer: writer.write_all(lambda rel: src.open_file(model.tag, rel, sizes[rel]), on_bytes),
+                lambda writer: writer.write_all(
+                    lambda rel: src.open_file(model.tag, rel, sizes[rel], base=base), on_bytes
+                ),
                 force=force,
             )
 
@@ -310,35 +354,29 @@ class ModelStore:
         return Path(self._join(TMP_DIR))
 
     def _new_staging_dir(self, kind: str) -> Path:
-        if not self.is_local:
-            return Path(tempfile.mkdtemp(prefix=f"raystore-{kind}-"))
-        tmp = self._tmp_root()
+        """A new, empty staging folder, named for the process that owns it; first the staging of
+        processes that died (or of any, after a day) is removed."""
         try:
+            if not self.is_local:
+                return gc.local_temp_folder(kind)
+            tmp = self._tmp_root()
             tmp.mkdir(parents=True, exist_ok=True)
-            self._collect_garbage(tmp)
-            path = tmp / f"{kind}-{uuid.uuid4().hex}"
+            gc.sweep(gc.local_staging(tmp, gc.STALE_SECONDS))
+            path = tmp / gc.owned_name(kind)
             path.mkdir()
         except OSError as exc:
             raise StoreError(f"cannot write to the store at {self.url}: {exc.strerror}: {exc.filename}") from None
         return path
-
-    @staticmethod
-    def _collect_garbage(tmp: Path) -> None:
-        """Remove leftovers of saves and deletes whose process died long ago."""
-        cutoff = time.time() - STALE_TMP_SECONDS
-        for entry in tmp.iterdir():
-            try:
-                if entry.stat().st_mtime < cutoff:
-                    shutil.rmtree(entry, ignore_errors=True)
-            except FileNotFoundError:
-                pass
 
     def _install(self, staging: Path, tag: Tag, *, force: bool) -> None:
         """Rename a complete local staging folder into place (replacing an existing version if `force`)."""
         target = self._version_dir(tag)
         name_dir = Path(target).parent
         if force and os.path.exists(target):
-            self._remove_version(tag, missing_ok=True)
+            if _exchange(staging, target):  # one atomic step: readers see the old version or the new
+                shutil.rmtree(staging, ignore_errors=True)  # now the old one
+                return
+            self._remove_version(tag, missing_ok=True)  # no atomic swap on this system: a brief gap
         for _ in range(100):  # a concurrent delete may remove the (empty) name folder under us
             name_dir.mkdir(parents=True, exist_ok=True)
             try:
@@ -385,6 +423,7 @@ class ModelStore:
                     if not missing_ok:
                         raise NotFound(f"model {tag} was already deleted") from None
                 try:
+                    self.fs.invalidate_cache(target)  # list what is there now, not what was
                     self.fs.rm(target, recursive=True)
                 except FileNotFoundError:
                     pass
@@ -404,6 +443,25 @@ class ModelStore:
             os.rmdir(Path(target).parent)  # only succeeds when no version is left
         except OSError:
             pass
+
+
+def _exchange(a: Path, b: str) -> bool:
+    """Swap two paths in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`); False where the
+    system or file system cannot."""
+    if sys.platform != "linux":
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.ENOENT):
+        return False  # unsupported here, or the old version went meanwhile: the plain path follows
+    raise StoreError(f"could not swap {a} into {b}: {os.strerror(error)}")
 
 
 class VersionWriter:
@@ -505,28 +563,70 @@ class LocalVersionWriter(VersionWriter):
 
 
 class RemoteVersionWriter(VersionWriter):
+    """Writes a version to object storage without ever hiding or destroying a committed one.
+
+    The files go to a generation folder of this writer's own (`.g-<uuid>/` in the version's
+    folder). `commit` switches the version to it by writing the manifest, then `model.yaml`, and
+    only then removes the files of the generation it replaced. `abort` removes this writer's
+    generation and nothing else, so an interrupted push never touches what another committed.
+    """
+
     def __init__(self, store: ModelStore, tag: Tag, entries: list[FileEntry], force: bool):
         super().__init__(store, tag, entries, force)
-        self.target = store._version_dir(tag)
         if store._read_info(tag.name, tag.version) is not None and not force:
             raise StoreError(f"model {tag} already exists in {store.url}")
-        # Leftovers of an earlier, interrupted write (or the version being replaced) go first.
-        store._remove_version(tag, missing_ok=True)
+        self.generation = uuid.uuid4().hex
+        self.files = store._generation_dir(tag, self.generation)
 
     def _write_file(self, relpath, src, entry, on_bytes):
-        with remote_errors(self.store.url), self.store.fs.open(f"{self.target}/{relpath}", "wb") as dst:
+        with remote_errors(self.store.url), self.store.fs.open(f"{self.files}/{relpath}", "wb") as dst:
             copy_verified(src, dst, entry, on_bytes)
 
     def commit(self) -> StoredModel:
         info = self._check_complete()
-        fs = self.store.fs
+        fs, version_dir = self.store.fs, self.store._version_dir(self.tag)
         with remote_errors(self.store.url):
-            fs.pipe_file(f"{self.target}/{manifest.MANIFEST_FILE}", self._manifest_text().encode())
-            fs.pipe_file(f"{self.target}/{manifest.INFO_FILE}", self.info_bytes)  # now it exists
+            fs.pipe_file(f"{self.files}/{manifest.INFO_FILE}", self.info_bytes)
+            previous = self.store._committed(self.tag)  # again: another writer may have committed meanwhile
+            if previous is not None and not self.force:
+                self.abort()
+                if sorted(previous[0], key=lambda e: e.path) == sorted(self.entries.values(), key=lambda e: e.path):
+                    return StoredModel(self.store, info)  # the same content: theirs will do
+                raise StoreError(f"model {self.tag} was written to {self.store.url} by someone else meanwhile")
+            manifest_text = manifest.dumps(sorted(self.entries.values(), key=lambda e: e.path), self.generation)
+            fs.pipe_file(f"{version_dir}/{manifest.MANIFEST_FILE}", manifest_text.encode())
+            fs.pipe_file(f"{version_dir}/{manifest.INFO_FILE}", self.info_bytes)  # now it exists, or is replaced
+        if previous is not None:
+            self._remove_replaced(*previous)
+        self._sweep()
         return StoredModel(self.store, info)
+
+    def _sweep(self) -> None:
+        """Leftovers of earlier interrupted writes of this version (bounded: one listing of its
+        folder, one of the multipart uploads under it); the rest is for `raystore models gc`."""
+        try:
+            version_dir = self.store._version_dir(self.tag)
+            leftovers = gc.version_leftovers(self.store, self.tag, SWEEP_AFTER_S, keep=self.generation)
+            leftovers += gc.multipart_leftovers(self.store, version_dir, SWEEP_UPLOADS_AFTER_S)
+            gc.sweep(leftovers)
+        except Exception as exc:
+            logger.debug("sweeping %s after a write failed: %s", self.tag, exc)
+
+    def _remove_replaced(self, entries: list[FileEntry], generation: str | None) -> None:
+        """Best effort: what is left is invisible, and `raystore models gc` finds it."""
+        fs, version_dir = self.store.fs, self.store._version_dir(self.tag)
+        try:
+            if generation is not None and generation != self.generation:
+                fs.invalidate_cache(version_dir)
+                fs.rm(self.store._generation_dir(self.tag, generation), recursive=True)
+            elif generation is None:  # written before generations: its files sit beside model.yaml
+                fs.rm([f"{version_dir}/{e.path}" for e in entries if e.path != manifest.INFO_FILE])
+        except Exception as exc:
+            logger.warning("could not remove the replaced files of %s (raystore models gc will): %s", self.tag, exc)
 
     def abort(self) -> None:
         try:
-            self.store.fs.rm(self.target, recursive=True)
-        except Exception:  # best effort: an invisible leftover is harmless and is replaced by the next write
+            self.store.fs.invalidate_cache(self.files)  # a listing from before our last upload misses files
+            self.store.fs.rm(self.files, recursive=True)
+        except Exception:  # best effort: an invisible leftover that `raystore models gc` removes
             pass
