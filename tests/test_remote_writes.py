@@ -226,3 +226,17 @@ def test_staging_of_a_dead_process_is_removed_by_the_next_write(iris_clf, store_
     assert [f["where"] for f in found if f["where"].startswith(str(store_home))] == [str(stale)]
     raystore.sklearn.save_model("iris_clf", iris_clf)
     assert not stale.exists() and alive.exists()  # another live process's staging is left alone
+
+
+def test_an_export_killed_earlier_leaves_no_part_file_after_the_next(iris_clf, tmp_path):
+    saved = raystore.sklearn.save_model("iris_clf", iris_clf)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname().replace("-", "_")
+    target = tmp_path / "iris.raymodel"
+    killed = tmp_path / f"iris.raymodel.part-export-{host}-{gone.pid}-{uuid.uuid4().hex}"
+    killed.write_bytes(b"half an archive")
+    other = tmp_path / f"other.raymodel.part-export-{host}-{gone.pid}-{uuid.uuid4().hex}"
+    other.write_bytes(b"not ours to judge")
+    raystore.models.export_model(saved.tag, str(target), quiet=True)
+    assert target.exists() and not killed.exists() and other.exists()

@@ -12,12 +12,12 @@ import io
 import os
 import sys
 import tarfile
-import uuid
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
-from raystore._private.store import manifest
+from raystore._private.store import gc, manifest
 from raystore._private.store.fs import is_local, open_filesystem, remote_errors
 from raystore._private.store.manifest import FileEntry
 from raystore._private.store.model_store import ModelStore, Outcome, VersionWriter
@@ -240,7 +240,9 @@ def _open_for_write(fs, path: str) -> Iterator[BinaryIO]:
     """A file that exists at `path` only if everything was written: temp + rename locally,
     a discarded upload remotely."""
     if is_local(fs):
-        tmp = f"{path}.part-{uuid.uuid4().hex[:8]}"
+        # What an export killed earlier left beside the same archive goes first.
+        gc.sweep(gc.local_staging(Path(path).parent, None, f"{Path(path).name}.part-"))
+        tmp = f"{path}.part-{gc.owned_name('export')}"
         try:
             # unbuffered: writes are large, and fd copies must not race a buffer
             with open(tmp, "wb", buffering=0) as f:
