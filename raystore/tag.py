@@ -45,6 +45,14 @@ def validate_part(value: object, what: str) -> str:
     return value
 
 
+def validate_version(value: object) -> str:
+    """Check the version of a stored model: a tag part that is not `latest`, which names the newest."""
+    version = validate_part(value, "version")
+    if version == LATEST:
+        raise InvalidTag(f"a stored version may not be named {LATEST!r}: that word means the newest version")
+    return version
+
+
 _SERVE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
 
 

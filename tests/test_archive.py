@@ -196,3 +196,52 @@ def test_cli_export_import_verify(saved, tmp_path, store_home):
     out = subprocess.run([raystore_cli, "models", "verify", "iris_clf"], capture_output=True, text=True)
     assert out.returncode == 1
     assert "custom_objects.pkl" in out.stderr and "failed verification" in out.stderr
+
+
+def _with_info(files: dict, replace: dict[str, str] | None = None, append: str = "") -> dict:
+    text = files["model.yaml"].decode()
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return {**files, "model.yaml": (text + append).encode()}
+
+
+def test_model_yaml_arriving_in_an_archive_is_checked_as_a_save_would(saved, tmp_path, store_home):
+    """An alias bomb, labels that are not str to str, a version named `latest`, a date in the
+    future: each refused with what was wrong, and the store left as it was."""
+    import time
+
+    dest = tmp_path / "a.raymodel"
+    raystore.models.export_model(saved.tag, str(dest), quiet=True)
+    prefix, files = read_archive(dest)
+    raystore.models.delete(saved.tag)
+    name, version = prefix.split("/")
+    bomb = "bomb: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"b{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]\n"
+        for i in range(1, 9)
+    )
+    cases = {
+        "alias bomb in the metadata": (
+            prefix,
+            _with_info(files, {"metadata: {}": "metadata:\n  " + bomb.replace("\n", "\n  ")}),
+            "anchors and aliases",
+        ),
+        "labels that are not text": (prefix, _with_info(files, {"a: b": "a: [1, 2]"}), "labels are str to str"),
+        "a version named latest": (
+            f"{name}/latest",
+            _with_info(files, {f"version: {version}": "version: latest"}),
+            "may not be named 'latest'",
+        ),
+        "a date in the future": (
+            prefix,
+            _with_info(files, {"creation_time: ": "creation_time: '2999-01-01T00:00:00+00:00'\nold_time: "}),
+            "in the future",
+        ),
+    }
+    for case, (case_prefix, case_files, words) in cases.items():
+        archive = write_archive(tmp_path / f"{case.replace(' ', '-')}.raymodel", case_prefix, case_files)
+        start = time.monotonic()
+        with pytest.raises(StoreError, match=words):
+            raystore.models.import_model(str(archive), quiet=True)
+        assert time.monotonic() - start < 5, case
+        _assert_store_untouched(store_home, [])

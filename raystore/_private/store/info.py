@@ -12,7 +12,7 @@ import yaml
 
 from raystore._private.batch_config import validate_batch_dim
 from raystore.exceptions import InvalidArgument, StoreError
-from raystore.tag import Tag, validate_part
+from raystore.tag import Tag, validate_part, validate_version
 
 API_VERSION = "v1"
 _SIGNATURE_KEYS = {"batchable", "batch_dim", "input_spec", "output_spec"}
@@ -195,26 +195,47 @@ class ModelInfo:
 
     @classmethod
     def from_yaml(cls, text: str, where: str) -> ModelInfo:
+        """Parse and check a `model.yaml`, written here or arriving in an archive: without YAML
+        anchors and aliases (an alias bomb), every field as a save would have checked it."""
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_PlainYamlLoader)  # a SafeLoader, minus aliases
             if not isinstance(data, dict):
                 raise ValueError("not a mapping")
             return cls(
                 name=validate_part(data["name"], "name"),
-                version=validate_part(data["version"], "version"),
+                version=validate_version(data["version"]),
                 module=str(data["module"]),
-                labels=dict(data.get("labels") or {}),
-                options=dict(data.get("options") or {}),
-                metadata=dict(data.get("metadata") or {}),
-                context=dict(data.get("context") or {}),
+                labels=validate_labels(data.get("labels") or {}),
+                options=_plain_dict(data.get("options"), "options"),
+                metadata=validate_metadata(data.get("metadata") or {}),
+                context=_plain_dict(data.get("context"), "context"),
                 signatures=validate_signatures(data.get("signatures") or {}),
                 api_version=str(data.get("api_version", API_VERSION)),
                 creation_time=_parse_time(data["creation_time"]),
             )
-        except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        except (KeyError, TypeError, ValueError, yaml.YAMLError, InvalidArgument) as exc:
             raise StoreError(
                 f"{where} is corrupt ({type(exc).__name__}: {exc}); delete or re-import that version"
             ) from None
+
+
+class _PlainYamlLoader(yaml.SafeLoader):
+    """YAML's safe subset without anchors and aliases: `model.yaml` never needs them, and a few
+    nested aliases in a small file expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.YAMLError(f"YAML anchors and aliases are not allowed here ({event.start_mark})")
+        return super().compose_node(parent, index)
+
+
+def _plain_dict(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"{where} must be a mapping, got {type(value).__name__}")
+    return _plain(value, where)
 
 
 def _parse_time(value: Any) -> dt.datetime:

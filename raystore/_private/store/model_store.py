@@ -14,6 +14,7 @@ Rules that keep every reader safe without locks:
 from __future__ import annotations
 
 import ctypes
+import datetime
 import errno
 import hashlib
 import io
@@ -37,7 +38,7 @@ from raystore._private.store.stored_model import StoredModel
 from raystore._private.store.transfer import OnBytes, RangeReader, copy_verified, run_parallel
 from raystore.config import settings
 from raystore.exceptions import AmbiguousTag, InvalidTag, NotFound, StoreError
-from raystore.tag import Tag, validate_part
+from raystore.tag import Tag, validate_part, validate_version
 
 logger = logging.getLogger("raystore.store")
 
@@ -50,6 +51,8 @@ RANGE_READ_MIN = 32 * 1024 * 1024  # smaller files come in one request
 # (whose parts show no progress from outside) after longer.
 SWEEP_AFTER_S = 3600
 SWEEP_UPLOADS_AFTER_S = 6 * 3600
+# `latest` is the newest creation time: a version dated later than this is refused on arrival.
+MAX_CLOCK_SKEW = datetime.timedelta(hours=1)
 
 Presence = Literal["absent", "identical", "different"]
 Outcome = Literal["copied", "identical"]  # what putting a version into a store did
@@ -145,7 +148,7 @@ class ModelStore:
         out = []
         for version in self._ls_names(self._join(MODELS_DIR, name)):
             try:
-                out.append(validate_part(version, "version"))
+                out.append(validate_version(version))
             except InvalidTag:
                 continue  # not ours
         return out
@@ -516,6 +519,11 @@ class VersionWriter:
         info = ModelInfo.from_yaml(self.info_bytes.decode("utf-8", errors="replace"), f"{self.tag}/model.yaml")
         if info.tag != self.tag:
             raise StoreError(f"model.yaml describes {info.tag}, not {self.tag}")
+        if info.creation_time > datetime.datetime.now(datetime.UTC) + MAX_CLOCK_SKEW:
+            raise StoreError(
+                f"model.yaml of {self.tag} is dated {info.creation_time.isoformat()}, in the future: refused, "
+                "since `latest` would mean it until then (is a clock wrong?)"
+            )
         return info
 
     def _manifest_text(self) -> str:
