@@ -27,6 +27,8 @@ class Settings:
     cache_dir: str  # node-local cache of models read from a remote store
     s3_endpoint_url: str | None
     pins: dict[str, str]  # model name -> version that `latest` means (set by deployment configs)
+    s3_connect_timeout: float = 5.0  # seconds to open a connection to S3
+    s3_read_timeout: float = 6.0  # seconds S3 may stay silent mid-request before a retry, then an error
 
 
 def config_file() -> Path:
@@ -62,7 +64,19 @@ def settings() -> Settings:
         cache_dir=_expand(cache),
         s3_endpoint_url=pick("RAYSTORE_S3_ENDPOINT_URL", "s3_endpoint_url", None),
         pins=_pins(os.environ.get("RAYSTORE_PINS", "")),
+        s3_connect_timeout=_seconds(pick("RAYSTORE_S3_CONNECT_TIMEOUT", "s3_connect_timeout", "5")),
+        s3_read_timeout=_seconds(pick("RAYSTORE_S3_READ_TIMEOUT", "s3_read_timeout", "6")),
     )
+
+
+def _seconds(text: str | None) -> float:
+    try:
+        value = float(text or "")
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"an S3 timeout must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def _pins(text: str) -> dict[str, str]:

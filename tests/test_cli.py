@@ -110,6 +110,8 @@ def test_bad_config_and_bad_root_are_one_line(tmp_path, store_home):
     a_file.write_text("x")
     out = run("models", "list", env={**os.environ, "RAYSTORE_HOME": str(a_file)})
     assert out.returncode == 1 and out.stderr.startswith("Error: ") and "Traceback" not in out.stderr
+    out = run("models", "list", env={**os.environ, "RAYSTORE_S3_READ_TIMEOUT": "soon"})
+    assert out.returncode == 1 and "S3 timeout must be a positive number of seconds, got 'soon'" in out.stderr
 
 
 def test_help_and_version():

@@ -240,3 +240,56 @@ def test_an_export_killed_earlier_leaves_no_part_file_after_the_next(iris_clf, t
     other.write_bytes(b"not ours to judge")
     raystore.models.export_model(saved.tag, str(target), quiet=True)
     assert target.exists() and not killed.exists() and other.exists()
+
+
+def test_a_silent_endpoint_is_a_clear_error_in_seconds(monkeypatch, store_home):
+    """A server that accepts connections and never answers: the error names it, and comes after
+    two read timeouts, not after minutes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held = []
+    stop = threading.Event()
+
+    def accept_and_say_nothing():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    monkeypatch.setenv("RAYSTORE_S3_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("RAYSTORE_S3_READ_TIMEOUT", "1.5")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("RAYSTORE_REMOTE", "s3://silent-bucket/store")
+    try:
+        for attempt in (
+            lambda: raystore.models.list(remote=True),
+            lambda: raystore.models.import_model("s3://silent-bucket/a.raymodel", quiet=True),
+        ):
+            start = time.monotonic()
+            with pytest.raises(
+                StoreError, match=rf"silent-bucket.*\(endpoint {endpoint}\) did not answer within 1.5 s"
+            ):
+                attempt()
+            assert time.monotonic() - start < 15  # two requests of two attempts at most
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
+def test_importing_from_s3_with_bad_credentials_says_so(s3_env, s3_bucket, monkeypatch, iris_clf):
+    saved = raystore.sklearn.save_model("iris_clf", iris_clf)
+    where = raystore.models.export_model(saved.tag, f"{s3_bucket}/exports/", quiet=True)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    with pytest.raises(StoreError, match="access denied") as err:
+        raystore.models.import_model(where, quiet=True)
+    assert "no archive" not in str(err.value)

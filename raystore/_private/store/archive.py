@@ -158,7 +158,13 @@ def import_model(
     """
     fs, path = open_filesystem(src)
     with remote_errors(src):
-        if not fs.isfile(path):
+        try:
+            kind = fs.info(path).get("type")  # not isfile(): it answers False for any failure
+        except FileNotFoundError as exc:
+            if "bucket" in str(exc).lower():
+                raise  # a missing bucket, which remote_errors explains
+            kind = None
+        if kind != "file":
             raise NotFound(f"no archive at {src}")
         with fs.open(path, "rb", block_size=_IO_BUFFER * 16) as raw, _decompressor(raw) as stream:
             try:

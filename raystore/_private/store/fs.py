@@ -14,8 +14,12 @@ from fsspec.implementations.local import LocalFileSystem
 from raystore.config import settings
 from raystore.exceptions import MissingDependency, StoreError
 
-# Fail in seconds, not minutes, when an endpoint is down; retry the transient errors S3 is known for.
-_S3_CONFIG = {"connect_timeout": 5, "read_timeout": 120, "retries": {"max_attempts": 3, "mode": "standard"}}
+# Fail in seconds, not minutes, when an endpoint is down or silent: botocore retries a request once
+# (its standard mode retries throttling, 5xx and timeouts) and s3fs adds no retries of its own, so
+# a silent endpoint fails a request after two read timeouts (12 s by default), where botocore's and
+# s3fs's defaults let one listing run for minutes. Some operations make two requests (s3fs's
+# `info` lists when a HEAD fails): still under 30 s.
+S3_RETRIES = 1
 UPLOAD_BLOCK_SIZE = 16 * 1024 * 1024  # bytes buffered per file being written: keeps memory flat
 
 
@@ -28,9 +32,14 @@ def open_filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
             import s3fs  # noqa: F401
         except ImportError:
             raise MissingDependency(f"{url} needs the s3fs package: pip install 'raystore[s3]'") from None
-        options["config_kwargs"] = _S3_CONFIG
+        current = settings()
+        options["config_kwargs"] = {
+            "connect_timeout": current.s3_connect_timeout,
+            "read_timeout": current.s3_read_timeout,
+            "retries": {"max_attempts": S3_RETRIES, "mode": "standard"},  # retries, not attempts
+        }
         options["default_block_size"] = UPLOAD_BLOCK_SIZE
-        endpoint = settings().s3_endpoint_url
+        endpoint = current.s3_endpoint_url
         if endpoint:
             options["client_kwargs"] = {"endpoint_url": endpoint}
         # Explicit credentials also key fsspec's instance cache, so changed variables take effect.
@@ -42,9 +51,12 @@ def open_filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
             if os.environ.get(variable):
                 options[option] = os.environ[variable]
     try:
-        return fsspec.core.url_to_fs(url, **options)
+        fs, root = fsspec.core.url_to_fs(url, **options)
     except (ImportError, ValueError) as exc:
         raise StoreError(f"cannot open {url}: {exc}") from None
+    if protocol in ("s3", "s3a"):
+        fs.retries = 1  # s3fs's own retry loop, around botocore's: one attempt (see S3_RETRIES)
+    return fs, root
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -75,6 +87,11 @@ def remote_errors(url: str) -> Iterator[None]:
         ) from None
     except Exception as exc:  # botocore/aiohttp errors have no common base we can import cheaply
         name = type(exc).__name__
+        if name in ("ReadTimeoutError", "FSTimeoutError", "ServerTimeoutError") or isinstance(exc, TimeoutError):
+            raise StoreError(
+                f"{describe(url)} did not answer within {settings().s3_read_timeout:g} s, twice: "
+                f"{_first_line(exc)}; check the endpoint, or raise s3_read_timeout (RAYSTORE_S3_READ_TIMEOUT)"
+            ) from None
         if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError") or (
             isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ETIMEDOUT)
         ):
@@ -87,7 +104,21 @@ def remote_errors(url: str) -> Iterator[None]:
             ) from None
         if name == "ClientError" or name.endswith("ClientError"):
             raise StoreError(f"{describe(url)} refused the request: {_first_line(exc)}") from None
+        if _is_remote_failure(exc):  # whatever else the server or the network did: say where
+            raise StoreError(f"{describe(url)} failed: {name}: {_first_line(exc)}") from None
         raise
+
+
+_REMOTE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "urllib3")
+_LOCAL_OS_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+
+
+def _is_remote_failure(exc: BaseException) -> bool:
+    """An error of the remote's client libraries, or an OS error of the connection (not a local
+    file's: those the callers handle)."""
+    if type(exc).__module__.split(".")[0] in _REMOTE_MODULES:
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, _LOCAL_OS_ERRORS) and exc.errno is None
 
 
 def _first_line(exc: BaseException) -> str:
