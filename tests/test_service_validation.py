@@ -163,3 +163,16 @@ def test_json_keeps_integers_beyond_64_bits_exact():
         JSON().from_http(_request(b"[18446744073709551617]", "application/json"), b"[18446744073709551617]")
     )
     assert parsed == [18446744073709551617] and isinstance(parsed[0], int)
+
+
+def test_a_client_that_leaves_mid_body_is_a_499_not_a_failure(caplog):
+    svc = _service("leaver", Text())
+
+    async def receive():
+        return {"type": "http.disconnect"}  # gone before sending the body
+
+    scope = {"type": "http", "method": "POST", "path": "/accept", "headers": [], "query_string": b""}
+    with caplog.at_level("ERROR", logger="raystore.service"):
+        response = asyncio.run(api_endpoint(svc, svc.apis["accept"])(Request(scope, receive)))
+    assert response.status_code == 499 and "closed the connection" in json.loads(response.body)["error"]
+    assert caplog.records == []  # no traceback for a client that went away

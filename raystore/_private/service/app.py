@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route, Router, get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -96,6 +96,8 @@ def exception_response(api: API, exc: Exception, rid: str = "-", access_log: Acc
     answer with the error's own status. Anything else raised on the way is the API's failure:
     logged with its traceback and answered 500, or the 5xx status a raystore error carries."""
     cause = _unwrap(exc)
+    if isinstance(cause, ClientDisconnect):  # nobody to answer: one access-log line (499), no traceback
+        return error_response(CLIENT_CLOSED, "the client closed the connection before the answer")
     if isinstance(cause, ServiceUnavailable):
         message = f"overloaded, retry in {cause.retry_after_header} s: {cause}"
         return error_response(cause.http_status, message, cause.http_headers())
