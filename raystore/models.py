@@ -55,10 +55,13 @@ def export_model(
     return where
 
 
-def import_model(path: str, *, force: bool = False, quiet: bool = False) -> Model:
-    """Import an archive from a file or URL into the store; identical content already there is a no-op."""
+def import_model(
+    path: str, *, force: bool = False, quiet: bool = False, max_size: int = archive.DEFAULT_MAX_SIZE
+) -> Model:
+    """Import an archive from a file or URL into the store; identical content already there is a
+    no-op. An archive declaring more than `max_size` bytes of files (200 GiB) is refused."""
     with _bar(quiet, f"Importing {path}", _size_of(path)) as on_bytes:
-        model, outcome = archive.import_model(default_store(), path, force=force, on_bytes=on_bytes)
+        model, outcome = archive.import_model(default_store(), path, force=force, on_bytes=on_bytes, max_size=max_size)
     model = Model.of(model)
     _say(quiet, _outcome_line(model, outcome, f"imported from {path}", default_store().url))
     return model

@@ -245,3 +245,55 @@ def test_model_yaml_arriving_in_an_archive_is_checked_as_a_save_would(saved, tmp
             raystore.models.import_model(str(archive), quiet=True)
         assert time.monotonic() - start < 5, case
         _assert_store_untouched(store_home, [])
+
+
+def _archive_with_huge_header(path, kind: bytes) -> None:
+    """A gzip'd tar whose first member is an extended header (pax or GNU long name) declaring
+    256 MiB: 256 KiB on disk."""
+    header = tarfile.TarInfo("././@PaxHeader" if kind == tarfile.XHDTYPE else "././@LongLink")
+    header.type, header.size = kind, 256 << 20
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(header.tobuf(format=tarfile.USTAR_FORMAT))
+        zeros = b"0" * (1 << 20)
+        for _ in range(256):
+            out.write(zeros)
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME])
+def test_an_oversized_tar_header_is_refused_before_it_is_read(tmp_path, store_home, kind):
+    archive = tmp_path / "bomb.raymodel.gz"
+    _archive_with_huge_header(archive, kind)
+    assert archive.stat().st_size < 2 << 20
+    script = (
+        "import resource, sys, raystore\n"
+        "try:\n"
+        "    raystore.models.import_model(sys.argv[1], quiet=True)\n"
+        "except raystore.exceptions.StoreError as exc:\n"
+        "    print(exc)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", script, str(archive)], capture_output=True, text=True, timeout=120
+    )
+    message, peak_mib = out.stdout.strip().splitlines()
+    assert "extended tar header of 268435456 bytes" in message, out.stderr
+    assert int(peak_mib) < 200  # the 256 MiB header was never read (it was, whole, before)
+    _assert_store_untouched(store_home, [])
+
+
+def test_an_archive_declaring_more_than_the_limit_is_refused_before_unpacking(saved, tmp_path, store_home):
+    dest = tmp_path / "a.raymodel"
+    raystore.models.export_model(saved.tag, str(dest), quiet=True)
+    raystore.models.delete(saved.tag)
+    with pytest.raises(StoreError, match=r"declares \d+ bytes of files, over the 1000 an import takes"):
+        raystore.models.import_model(str(dest), quiet=True, max_size=1000)
+    prefix, files = read_archive(dest)
+    huge = manifest_for(files).replace(b'"size": %d' % len(files["saved_model.pkl"]), b'"size": %d' % (1 << 50))
+    archive = write_archive(tmp_path / "huge.raymodel", prefix, files, manifest=huge)
+    with pytest.raises(StoreError, match=r"has only \d+ bytes free"):
+        raystore.models.import_model(str(archive), quiet=True, max_size=1 << 60)
+    _assert_store_untouched(store_home, [])
+    out = subprocess.run(
+        [str(VENV_BIN / "raystore"), "models", "import", str(dest), "--max-size", "1K"], capture_output=True, text=True
+    )
+    assert out.returncode == 1 and "over the 1024 an import takes" in out.stderr

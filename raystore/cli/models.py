@@ -124,13 +124,27 @@ def export_model(
     models.export_model(tag, dest, compression=compression.value if compression else None, force=force)
 
 
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _bytes(text: str) -> int:
+    """`500M`, `200G`, `1T`, `1048576` -> bytes."""
+    unit = text[-1:].lower() if text[-1:].isalpha() else ""
+    try:
+        value = float(text[: len(text) - len(unit)]) * _SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise typer.BadParameter(f"{text!r} is not a size; use e.g. 500M, 200G or 1T") from None
+    return int(value)
+
+
 @app.command("import")
 def import_model(
     src: str = typer.Argument(..., help="An archive file or URL."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing version with different content."),
+    max_size: str = typer.Option("200G", "--max-size", help="Refuse an archive declaring more (500M, 200G, 1T)."),
 ) -> None:
     """Import a model archive into the store."""
-    models.import_model(src, force=force)
+    models.import_model(src, force=force, max_size=_bytes(max_size))
 
 
 @app.command("verify")

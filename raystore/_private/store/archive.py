@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import io
 import os
+import shutil
 import sys
 import tarfile
 import zlib
@@ -32,6 +33,27 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _IO_BUFFER = 1 << 20
 MAX_MANIFEST_BYTES = 16 << 20
+MAX_HEADER_BYTES = 1 << 20  # a pax header or GNU long name; real ones are a few hundred bytes
+DEFAULT_MAX_SIZE = 200 << 30  # the most an import unpacks unless told otherwise
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header that refuses an oversized extended header (pax, GNU long name) before it is
+    read: tarfile reads one whole, so a 256 KiB gzip holding a 256 MiB pax header cost 800 MB."""
+
+    def _proc_pax(self, tarfile):  # tarfile's own hooks
+        self._check_size()
+        return super()._proc_pax(tarfile)
+
+    def _proc_gnulong(self, tarfile):
+        self._check_size()
+        return super()._proc_gnulong(tarfile)
+
+    def _check_size(self) -> None:
+        if self.size > MAX_HEADER_BYTES:
+            raise StoreError(
+                f"an extended tar header of {self.size} bytes (over {MAX_HEADER_BYTES}); refusing the archive"
+            )
 
 
 def archive_name(tag: Tag, compression: str | None) -> str:
@@ -149,12 +171,19 @@ def _copy_in_kernel(src: BinaryIO, dst: BinaryIO, size: int, on_bytes: OnBytes |
 
 
 def import_model(
-    store: ModelStore, src: str, *, force: bool = False, on_bytes: OnBytes | None = None
+    store: ModelStore,
+    src: str,
+    *,
+    force: bool = False,
+    on_bytes: OnBytes | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
 ) -> tuple[StoredModel, Outcome]:
     """Stream an archive into `store`, checking every file against the manifest before committing.
 
-    Unsafe members (absolute paths, `..`, links, devices), unlisted or missing files, and corrupt or
-    truncated archives are errors that leave the store unchanged.
+    Unsafe members (absolute paths, `..`, links, devices), unlisted or missing files, oversized
+    headers, a manifest declaring more than `max_size` bytes (or more than a local store has
+    free), and corrupt or truncated archives are errors that leave the store unchanged. No file
+    unpacks beyond the size its manifest entry declares.
     """
     fs, path = open_filesystem(src)
     with remote_errors(src):
@@ -170,7 +199,7 @@ def import_model(
             try:
                 # Plain archives are read in place (large direct reads); compressed ones as a stream.
                 mode = "r:" if stream is raw else "r|"
-                return _import_stream(store, stream, mode, src, force, on_bytes)
+                return _import_stream(store, stream, mode, src, force, on_bytes, max_size)
             except StoreError as exc:
                 if src in str(exc):
                     raise
@@ -184,12 +213,13 @@ def import_model(
                 raise
 
 
-def _import_stream(store, stream, mode, src, force, on_bytes) -> tuple[StoredModel, Outcome]:
-    with tarfile.open(fileobj=stream, mode=mode, bufsize=_IO_BUFFER) as tar:
+def _import_stream(store, stream, mode, src, force, on_bytes, max_size) -> tuple[StoredModel, Outcome]:
+    with tarfile.open(fileobj=stream, mode=mode, bufsize=_IO_BUFFER, tarinfo=_BoundedTarInfo) as tar:
         first = tar.next()
         if first is None:
             raise StoreError(f"{src} is an empty archive")
         tag, entries = _read_manifest(tar, first, src)
+        _check_room(store, sum(entry.size for entry in entries), max_size, src)
         prefix = f"{tag.name}/{tag.version}/"
 
         def fill(writer: VersionWriter) -> None:
@@ -199,6 +229,23 @@ def _import_stream(store, stream, mode, src, force, on_bytes) -> tuple[StoredMod
                     writer.write(rel, tar.extractfile(member), on_bytes)
 
         return store.put(tag, entries, fill, force=force)
+
+
+def _check_room(store: ModelStore, declared: int, max_size: int, src: str) -> None:
+    """Refuse, before unpacking anything, a version larger than `max_size` or than the free space
+    of a local store."""
+    if declared > max_size:
+        raise StoreError(
+            f"{src} declares {declared} bytes of files, over the {max_size} an import takes; "
+            "pass a larger max_size (--max-size) if that is what you expect"
+        )
+    if store.is_local:
+        root = store.root
+        while not os.path.exists(root):
+            root = os.path.dirname(root) or "."
+        free = shutil.disk_usage(root).free
+        if declared > free:
+            raise StoreError(f"{src} declares {declared} bytes of files; {root} has only {free} bytes free")
 
 
 def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, src: str) -> tuple[Tag, list[FileEntry]]:
