@@ -145,14 +145,15 @@ def test_version_completion_and_export_refusals(three_models, tmp_path):
 
 
 def test_gc_lists_then_removes_a_dead_process_staging(store_home):
-    import socket
     import subprocess
     import sys
     import uuid
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    stale = store_home / ".tmp" / f"stage-{socket.gethostname().replace('-', '_')}-{gone.pid}-{uuid.uuid4().hex}"
+    from raystore._private.store.gc import _host
+
+    stale = store_home / ".tmp" / f"stage-{_host()}-{gone.pid}-{uuid.uuid4().hex}"
     stale.mkdir(parents=True)
     (stale / "part.bin").write_bytes(b"x" * 2048)
     out = run("models", "gc", "--dry-run")

@@ -22,17 +22,18 @@ from archives import read_archive, write_archive
 
 import raystore
 from raystore._private.store import default_store, manifest, remote_store
+from raystore._private.store.gc import _host
 from raystore.exceptions import NotFound, StoreError
 
-pytestmark = pytest.mark.s3
 
-
-def _replace_locally(tag, tmp_path: Path, custom: dict) -> None:
+def _replace_locally(tag, tmp_path: Path, custom: dict, label: str | None = None) -> None:
     """The same tag with different content in the local store (as an import --force makes it)."""
     archive = tmp_path / f"{uuid.uuid4().hex}.raymodel"
     raystore.models.export_model(tag, str(archive), quiet=True)
     prefix, files = read_archive(archive)
     files["custom_objects.pkl"] = cloudpickle.dumps(custom)
+    if label is not None:
+        files["model.yaml"] = files["model.yaml"].replace(b"labels: {}", f"labels:\n  replaced: {label}".encode())
     raystore.models.import_model(
         str(write_archive(tmp_path / "changed.raymodel", prefix, files)), force=True, quiet=True
     )
@@ -60,6 +61,7 @@ def remote(s3_bucket, monkeypatch) -> str:
     return f"{s3_bucket}/remote"
 
 
+@pytest.mark.s3
 def test_a_forced_push_that_fails_leaves_the_remote_version_as_it_was(remote, iris_clf, tmp_path):
     saved = raystore.sklearn.save_model("iris_clf", iris_clf, custom_objects={"v": 1})
     raystore.models.push(saved.tag, quiet=True)
@@ -72,6 +74,7 @@ def test_a_forced_push_that_fails_leaves_the_remote_version_as_it_was(remote, ir
     assert raystore.models.gc(remote=True, older_than_s=0) == []  # and the failed push left nothing
 
 
+@pytest.mark.s3
 def test_a_killed_forced_push_leaves_one_complete_version(remote, subprocess_env, tmp_path):
     big = raystore.picklable_model.save_model(
         "big", np.random.default_rng(0).random(12_000_000), signatures={"sum": {}}, custom_objects={"v": 1}
@@ -95,6 +98,7 @@ def test_a_killed_forced_push_leaves_one_complete_version(remote, subprocess_env
     assert _remote_custom_objects(big.tag) == {"v": 2}  # gc never touches the committed generation
 
 
+@pytest.mark.s3
 def test_an_interrupted_push_removes_only_what_it_wrote(remote, iris_clf):
     saved = raystore.sklearn.save_model("iris_clf", iris_clf)
     src, dst = default_store(), remote_store()
@@ -111,7 +115,10 @@ def test_an_interrupted_push_removes_only_what_it_wrote(remote, iris_clf):
     third = dst.writer(saved.tag, entries, force=True)
     third.write_all(lambda rel: src.open_file(saved.tag, rel, base=base))
     third.commit()
-    assert _generations(dst, saved.tag) == {third.generation}  # the replaced one went after the switch
+    # The replaced generation stays for readers still copying it, until a sweep an hour later.
+    assert _generations(dst, saved.tag) == {first.generation, third.generation}
+    assert [f["where"].endswith(first.generation) for f in raystore.models.gc(remote=True, older_than_s=0)] == [True]
+    assert _generations(dst, saved.tag) == {third.generation}
     dst.verify(saved.tag)
     # Two pushes of a new version racing: the second to commit finds the first's identical content
     # and keeps it, removing only its own upload.
@@ -127,6 +134,7 @@ def test_an_interrupted_push_removes_only_what_it_wrote(remote, iris_clf):
     dst.verify(fresh.tag)
 
 
+@pytest.mark.s3
 def test_gc_finds_interrupted_writes_and_multipart_uploads(remote, iris_clf):
     saved = raystore.sklearn.save_model("iris_clf", iris_clf)
     raystore.models.push(saved.tag, quiet=True)
@@ -147,7 +155,7 @@ def test_gc_finds_interrupted_writes_and_multipart_uploads(remote, iris_clf):
     kinds = sorted(f["what"] for f in found)
     assert kinds == [
         "an incomplete multipart upload",
-        "an interrupted write (never committed)",
+        "files of a replaced or interrupted write",
         "files of a replaced or interrupted write",
     ], found
     assert any(stray.generation in f["where"] for f in found)
@@ -160,6 +168,7 @@ def test_gc_finds_interrupted_writes_and_multipart_uploads(remote, iris_clf):
         dst.get(never.tag)
 
 
+@pytest.mark.s3
 def test_versions_written_before_generations_stay_readable_and_replaceable(remote, iris_clf, tmp_path):
     saved = raystore.sklearn.save_model("iris_clf", iris_clf, custom_objects={"v": 1})
     src, dst = default_store(), remote_store()
@@ -176,9 +185,12 @@ def test_versions_written_before_generations_stay_readable_and_replaceable(remot
     _replace_locally(saved.tag, tmp_path, {"v": 2})
     raystore.models.push(saved.tag, force=True, quiet=True)
     assert _remote_custom_objects(saved.tag) == {"v": 2}
+    (old_layout,) = raystore.models.gc(remote=True, older_than_s=0)  # kept for readers, then swept
+    assert old_layout["what"] == "files of a replaced write (the layout before generations)"
     dst.fs.invalidate_cache()
     left = {p.rsplit("/", 1)[-1] for p in dst.fs.find(folder, maxdepth=1)}
-    assert left == {manifest.INFO_FILE, manifest.MANIFEST_FILE}  # the old layout's files went with it
+    assert left == {manifest.INFO_FILE, manifest.MANIFEST_FILE}
+    assert _remote_custom_objects(saved.tag) == {"v": 2}
 
 
 def test_a_local_forced_replace_never_hides_the_version(iris_clf, tmp_path):
@@ -216,7 +228,7 @@ def test_a_local_forced_replace_never_hides_the_version(iris_clf, tmp_path):
 def test_staging_of_a_dead_process_is_removed_by_the_next_write(iris_clf, store_home):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    host = socket.gethostname().replace("-", "_")
+    host = _host()
     stale = store_home / ".tmp" / f"stage-{host}-{gone.pid}-{uuid.uuid4().hex}"
     stale.mkdir(parents=True)
     (stale / "half-written.bin").write_bytes(b"x" * 1000)
@@ -232,7 +244,7 @@ def test_an_export_killed_earlier_leaves_no_part_file_after_the_next(iris_clf, t
     saved = raystore.sklearn.save_model("iris_clf", iris_clf)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    host = socket.gethostname().replace("-", "_")
+    host = _host()
     target = tmp_path / "iris.raymodel"
     killed = tmp_path / f"iris.raymodel.part-export-{host}-{gone.pid}-{uuid.uuid4().hex}"
     killed.write_bytes(b"half an archive")
@@ -286,6 +298,7 @@ def test_a_silent_endpoint_is_a_clear_error_in_seconds(monkeypatch, store_home):
         listener.close()
 
 
+@pytest.mark.s3
 def test_importing_from_s3_with_bad_credentials_says_so(s3_env, s3_bucket, monkeypatch, iris_clf):
     saved = raystore.sklearn.save_model("iris_clf", iris_clf)
     where = raystore.models.export_model(saved.tag, f"{s3_bucket}/exports/", quiet=True)
@@ -293,3 +306,49 @@ def test_importing_from_s3_with_bad_credentials_says_so(s3_env, s3_bucket, monke
     with pytest.raises(StoreError, match="access denied") as err:
         raystore.models.import_model(where, quiet=True)
     assert "no archive" not in str(err.value)
+
+
+@pytest.mark.s3
+def test_a_failed_model_yaml_upload_after_the_switch_keeps_the_new_version(remote, iris_clf, tmp_path):
+    """The manifest is the commit point: when the model.yaml beside it then fails to upload, the
+    version is the new generation, complete, and the writer's abort leaves it in place."""
+    saved = raystore.sklearn.save_model("iris_clf", iris_clf, custom_objects={"v": 1})
+    raystore.models.push(saved.tag, quiet=True)
+    _replace_locally(saved.tag, tmp_path, {"v": 2}, label="second")
+    dst = remote_store()
+    real_pipe = type(dst.fs).pipe_file
+    root_info = f"{dst._version_dir(saved.tag)}/{manifest.INFO_FILE}"
+
+    def failing_pipe(fs, path, *args, **kwargs):
+        if path == root_info:
+            raise ConnectionResetError("the network went away")
+        return real_pipe(fs, path, *args, **kwargs)
+
+    src = default_store()
+    entries, base = src.snapshot(saved.tag)
+    writer = dst.writer(saved.tag, entries, force=True)
+    writer.write_all(lambda rel: src.open_file(saved.tag, rel, base=base))
+    dst.fs.pipe_file = failing_pipe.__get__(dst.fs)
+    try:
+        with pytest.raises(Exception, match="network went away"):
+            writer.commit()
+        writer.abort()  # what put() does after a failed commit
+    finally:
+        del dst.fs.pipe_file
+    assert remote_store().get(saved.tag).info.tag == saved.tag
+    assert _remote_custom_objects(saved.tag) == {"v": 2}  # the new generation, whole
+    # A reader sees the generation's own model.yaml, not the older one beside the manifest.
+    assert src.get(saved.tag).info.labels == {"replaced": "second"}
+    assert remote_store().get(saved.tag).info.labels == {"replaced": "second"}
+    remote_store().verify(saved.tag)
+
+
+def test_gc_never_takes_a_live_process_staging_however_old(store_home):
+    alive = store_home / ".tmp" / f"stage-{_host()}-{os.getpid()}-{uuid.uuid4().hex}"
+    alive.mkdir(parents=True)
+    os.utime(alive, (time.time() - 10 * 86400, time.time() - 10 * 86400))  # ten days untouched
+    assert raystore.models.gc(older_than_s=0, dry_run=True) == [] or all(
+        f["where"] != str(alive) for f in raystore.models.gc(older_than_s=0, dry_run=True)
+    )
+    raystore.models.gc(older_than_s=0)
+    assert alive.exists()

@@ -49,6 +49,9 @@ class _BoundedTarInfo(tarfile.TarInfo):
         self._check_size()
         return super()._proc_gnulong(tarfile)
 
+    def _proc_sparse(self, tarfile):
+        raise StoreError("a GNU sparse file (whose maps tarfile reads whole); archives hold only regular files")
+
     def _check_size(self) -> None:
         if self.size > MAX_HEADER_BYTES:
             raise StoreError(
@@ -82,14 +85,14 @@ def export_model(
         if dest.endswith("/") or fs.isdir(path):
             path = f"{path.rstrip('/')}/{archive_name(model.tag, compression)}"
         _check_destination(fs, path, dest, force)
-        entries = {e.path: e for e in model.manifest}
+        listed, base = model.store.snapshot(model.tag)  # files and folder from one manifest reading
+        entries = {e.path: e for e in listed}
         manifest_data = manifest.dumps(sorted(entries.values(), key=lambda e: e.path)).encode()
         prefix = f"{model.tag.name}/{model.tag.version}"
         mtime = int(model.info.creation_time.timestamp())
         with _open_for_write(fs, path) as raw, _compressor(raw, compression) as out:
             writer = _TarWriter(out, kernel_copy=compression is None and is_local(fs))
             writer.add_bytes(f"{prefix}/{manifest.MANIFEST_FILE}", manifest_data, mtime)
-            base = model.store.files_dir(model.tag)
             for rel in [manifest.INFO_FILE, *sorted(set(entries) - {manifest.INFO_FILE})]:
                 with model.store.open_file(model.tag, rel, base=base) as src:
                     writer.add_stream(f"{prefix}/{rel}", src, entries[rel].size, mtime, on_bytes)
@@ -204,7 +207,7 @@ def import_model(
                 if src in str(exc):
                     raise
                 raise StoreError(f"cannot import {src}: {exc}") from None
-            except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError) as exc:
+            except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError, IndexError) as exc:
                 raise StoreError(f"{src} is not a valid raystore archive, or it is truncated ({exc})") from None
             except Exception as exc:
                 zstandard = sys.modules.get("zstandard")  # loaded if the archive was zstd at all

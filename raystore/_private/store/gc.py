@@ -2,8 +2,10 @@
 version folders that never committed, generations a replace left behind, and incomplete S3
 multipart uploads.
 
-Nothing here is visible to readers (a version exists only with its `model.yaml`), so leftovers
-cost space, never correctness. Each write sweeps what it can cheaply (its own staging area, its
+Nothing here is visible to readers (a version is what its manifest names), so leftovers cost
+space, never correctness; a sweep that guesses wrong could, so it never takes a live process's
+staging, an object without a date, or a generation a manifest names (checked again right before
+each removal). Each write sweeps what it can cheaply (its own staging area, its
 own version's folder); `raystore models gc` sweeps a whole store.
 """
 
@@ -44,28 +46,35 @@ class Leftover:
 # ---- who owns a staging folder ----------------------------------------------------------------
 
 
+def _host() -> str:
+    """This host, and this PID namespace (containers sharing a hostname do not share pids)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname().replace('-', '_') or 'host'}_{namespace}"
+
+
 def owned_name(kind: str) -> str:
     """A staging folder's name that says which process made it: `KIND-HOST-PID-RANDOM`."""
-    host = socket.gethostname().replace("-", "_") or "host"
-    return f"{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex}"
+    return f"{kind}-{_host()}-{os.getpid()}-{uuid.uuid4().hex}"
 
 
-def owner_is_dead(name: str) -> bool:
-    """Whether the process that made staging folder `name` (see `owned_name`) is known to be
-    gone: it ran on this host and no process has its pid. Unknown owners count as alive."""
+def owner(name: str) -> str:
+    """'dead', 'alive' or 'unknown' (another host or namespace, or not one of our names): the
+    process that made staging folder `name` (see `owned_name`)."""
     parts = name.rsplit("-", 3)
     if len(parts) != 4 or not parts[2].isdigit():
-        return False
-    host, pid = parts[1], int(parts[2])
-    if host != (socket.gethostname().replace("-", "_") or "host"):
-        return False
+        return "unknown"
+    if parts[1] != _host():
+        return "unknown"
     try:
-        os.kill(pid, 0)
+        os.kill(int(parts[2]), 0)
     except ProcessLookupError:
-        return True
+        return "dead"
     except PermissionError:
-        return False  # someone else's live process
-    return False
+        return "alive"  # someone else's live process
+    return "alive"
 
 
 def _age_s(path: Path) -> float:
@@ -79,8 +88,9 @@ def _folder_size(path: Path) -> int:
 
 
 def local_staging(folder: Path, older_than_s: float | None, prefix: str = "") -> list[Leftover]:
-    """Entries of a staging folder (named by `owned_name`, after `prefix`) whose process died, or
-    that nobody touched for `older_than_s` (None: only those of dead processes)."""
+    """Entries of a staging folder (named by `owned_name`, after `prefix`) whose process died, or,
+    when it cannot be told, that nobody touched for `older_than_s` (None: only those of dead
+    processes). A live process's staging is never taken, however old."""
     found = []
     try:
         entries = list(folder.iterdir())
@@ -90,9 +100,10 @@ def local_staging(folder: Path, older_than_s: float | None, prefix: str = "") ->
         if not entry.name.startswith(prefix):
             continue
         try:
-            dead = owner_is_dead(entry.name[len(prefix) :])
-            if dead or (older_than_s is not None and _age_s(entry) >= older_than_s):
-                why = "staging of a process that died" if dead else "old staging"
+            who = owner(entry.name[len(prefix) :])
+            old = older_than_s is not None and who == "unknown" and _age_s(entry) >= older_than_s
+            if who == "dead" or old:
+                why = "staging of a process that died" if who == "dead" else "old staging"
                 found.append(Leftover(why, str(entry), _folder_size(entry), _remover(entry)))
         except FileNotFoundError:
             continue  # removed meanwhile
@@ -143,13 +154,14 @@ def _modified_age_s(info: dict[str, Any]) -> float:
         return (datetime.datetime.now(datetime.UTC) - when).total_seconds()
     if isinstance(when, (int, float)):
         return time.time() - when
-    return float("inf")  # no date: old as far as anyone can tell
+    return 0.0  # no date: young, as far as anyone can tell (never swept on a guess)
 
 
 def version_leftovers(store: ModelStore, tag: Tag, older_than_s: float, keep: str | None = None) -> list[Leftover]:
-    """In one version's folder: everything, when the version never committed; else the
-    generations it does not use. Only what nobody wrote to for `older_than_s` (a write in
-    progress keeps writing). `keep` is a generation to spare (the caller's own)."""
+    """The generation folders of one version that its manifest does not name (those of replaced
+    or interrupted writes), untouched for `older_than_s` (a write in progress keeps writing).
+    `manifest.json` and `model.yaml` are never leftovers; `keep` is a generation to spare (the
+    caller's own). Each removal checks the manifest again first."""
     fs = store.fs
     folder = store._version_dir(tag)
     with remote_errors(store.url):
@@ -158,59 +170,87 @@ def version_leftovers(store: ModelStore, tag: Tag, older_than_s: float, keep: st
             found_objects: dict[str, dict] = fs.find(folder, detail=True)
         except FileNotFoundError:
             return []
-    objects = {path: info for path, info in found_objects.items() if info.get("type") != "directory"}
-    if not objects:
-        return []
-    try:
-        committed = store._committed(tag)
-    except StoreError:
-        return []  # a corrupt version is for `verify` and `delete`, not for the sweeper
+    named = _named_generation(store, tag)
+    in_use = {keep, named}
     groups: dict[str, list[dict]] = {}
-    if committed is None:
-        groups[folder] = list(objects.values())
-        what = "an interrupted write (never committed)"
-    else:
-        in_use = {committed[1], keep}
-        for path, info in objects.items():
-            child = path[len(folder) + 1 :].split("/", 1)[0]
-            generation = child[len(manifest.GENERATION_PREFIX) :]
-            if child.startswith(manifest.GENERATION_PREFIX) and generation not in in_use:
-                groups.setdefault(f"{folder}/{child}", []).append(info)
-        what = "files of a replaced or interrupted write"
+    old_layout: dict[str, dict] = {}  # files beside model.yaml, left by a replace of an older layout
+    for path, info in found_objects.items():
+        if info.get("type") == "directory":
+            continue
+        child = path[len(folder) + 1 :].split("/", 1)[0]
+        if child.startswith(manifest.GENERATION_PREFIX):
+            if child[len(manifest.GENERATION_PREFIX) :] not in in_use:
+                groups.setdefault(child[len(manifest.GENERATION_PREFIX) :], []).append(info)
+        elif named is not None and child not in (manifest.MANIFEST_FILE, manifest.INFO_FILE):
+            old_layout[path] = info
     found = []
-    for where, infos in groups.items():
-        if infos and min(_modified_age_s(i) for i in infos) >= older_than_s:
-            size = sum(int(i.get("size") or 0) for i in infos)
+    if old_layout and min(_modified_age_s(i) for i in old_layout.values()) >= older_than_s:
 
-            def remove(where: str = where) -> None:
-                with remote_errors(store.url):
-                    fs.invalidate_cache(where)
-                    fs.rm(where, recursive=True)
+        def remove_old_layout(paths: list[str] = sorted(old_layout)) -> None:
+            if _named_generation(store, tag) is None:
+                return  # the version went back to the older layout since we looked
+            with remote_errors(store.url):
+                fs.rm(paths)
 
-            found.append(Leftover(what, fs.unstrip_protocol(where), size, remove))
+        size = sum(int(i.get("size") or 0) for i in old_layout.values())
+        what = "files of a replaced write (the layout before generations)"
+        found.append(Leftover(what, fs.unstrip_protocol(folder), size, remove_old_layout))
+    for generation, infos in groups.items():
+        if min(_modified_age_s(i) for i in infos) < older_than_s:
+            continue
+        where = store._generation_dir(tag, generation)
+
+        def remove(where: str = where, generation: str = generation) -> None:
+            if _named_generation(store, tag) == generation:
+                return  # a write switched the version to it since we looked
+            with remote_errors(store.url):
+                fs.invalidate_cache(where)
+                fs.rm(where, recursive=True)
+
+        size = sum(int(i.get("size") or 0) for i in infos)
+        found.append(Leftover("files of a replaced or interrupted write", fs.unstrip_protocol(where), size, remove))
     return found
+
+
+def _named_generation(store: ModelStore, tag: Tag) -> str | None:
+    """The generation the version's manifest names, committed or not (a manifest written just
+    before its model.yaml names the version's files too)."""
+    where = f"{store._version_dir(tag)}/{manifest.MANIFEST_FILE}"
+    data = store._cat(where)
+    if data is None:
+        return None
+    try:
+        return manifest.generation_of(data, where)
+    except StoreError:
+        return None
 
 
 def multipart_leftovers(store: ModelStore, prefix: str, older_than_s: float) -> list[Leftover]:
-    """Incomplete S3 multipart uploads under `prefix` (of a store on S3), started `older_than_s`
-    ago or more: the parts of a killed upload, kept (and billed) until someone aborts them."""
-    if "s3" not in (store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)):
+    """Incomplete S3 multipart uploads under `prefix` (a folder of a store on S3, ending in '/'),
+    started `older_than_s` ago or more: the parts of a killed upload, kept (and billed) until
+    someone aborts them."""
+    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
+    if "s3" not in protocols:
         return []
     bucket, _, key_prefix = prefix.partition("/")
-    with remote_errors(store.url):
-        listing = store.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key_prefix)
     found = []
-    for upload in listing.get("Uploads", []):
-        if _modified_age_s({"LastModified": upload.get("Initiated")}) < older_than_s:
-            continue
-        key, upload_id = upload["Key"], upload["UploadId"]
+    markers: dict[str, str] = {}
+    while True:  # a page holds at most 1000 uploads
+        with remote_errors(store.url):
+            listing = store.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key_prefix, **markers)
+        for upload in listing.get("Uploads", []):
+            if _modified_age_s({"LastModified": upload.get("Initiated")}) < older_than_s:
+                continue
+            key, upload_id = upload["Key"], upload["UploadId"]
 
-        def remove(key: str = key, upload_id: str = upload_id) -> None:
-            with remote_errors(store.url):
-                store.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+            def remove(key: str = key, upload_id: str = upload_id) -> None:
+                with remote_errors(store.url):
+                    store.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
 
-        found.append(Leftover("an incomplete multipart upload", f"s3://{bucket}/{key}", 0, remove))
-    return found
+            found.append(Leftover("an incomplete multipart upload", f"s3://{bucket}/{key}", 0, remove))
+        if not listing.get("IsTruncated"):
+            return found
+        markers = {"KeyMarker": listing["NextKeyMarker"], "UploadIdMarker": listing["NextUploadIdMarker"]}
 
 
 def store_leftovers(store: ModelStore, older_than_s: float) -> list[Leftover]:
@@ -221,5 +261,5 @@ def store_leftovers(store: ModelStore, older_than_s: float) -> list[Leftover]:
     for name in store.names():
         for version in store._version_names(name):
             found += version_leftovers(store, Tag(name, version), older_than_s)
-    found += multipart_leftovers(store, store.root, older_than_s)
+    found += multipart_leftovers(store, f"{store.root.rstrip('/')}/models/", older_than_s)  # ours only
     return found

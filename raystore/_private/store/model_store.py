@@ -109,13 +109,24 @@ class ModelStore:
             raise StoreError(f"{where} is missing; delete or re-import that version")
         return manifest.loads(data, where), manifest.generation_of(data, where)
 
+    def snapshot(self, tag: Tag) -> tuple[list[FileEntry], str]:
+        """A committed version's files and the folder that holds them, from one reading of its
+        manifest: what a reader copies, consistent even if a replace lands meanwhile."""
+        committed = self._committed(tag)
+        if committed is None:
+            raise NotFound(f"model {tag} was deleted, or its manifest is missing, in {self.url}")
+        return committed[0], self._generation_dir(tag, committed[1])
+
     def open_file(self, tag: Tag, relpath: str, size: int | None = None, *, base: str | None = None) -> BinaryIO:
         """A reader for one file of a version (in `base`, its `files_dir`, when the caller knows it);
         large remote files are fetched with parallel ranges."""
         path = f"{base or self.files_dir(tag)}/{relpath}"
         if not self.is_local and size is not None and size > RANGE_READ_MIN:
             return RangeReader(self.fs, path, size)
-        return self.fs.open(path, "rb")
+        try:
+            return self.fs.open(path, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"model {tag} was deleted or replaced while being read ({relpath}); try again") from None
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -139,10 +150,30 @@ class ModelStore:
         text = self._cat(where)
         if text is None:
             return None  # not committed, or deleted since it was listed
+        if not self.is_local:
+            text, where = self._current_info(name, version, text, where)
         info = ModelInfo.from_yaml(text.decode("utf-8", errors="replace"), where)
         if (info.name, info.version) != (name, version):
             raise StoreError(f"{where} describes {info.tag}, not {name}:{version}; the store was edited by hand")
         return info
+
+    def _current_info(self, name: str, version: str, text: bytes, where: str) -> tuple[bytes, str]:
+        """On object storage the manifest decides which generation a version is: when the
+        `model.yaml` beside it is another generation's (a replace caught between its two writes,
+        or two racing), the generation's own copy is the version's info."""
+        manifest_where = self._join(MODELS_DIR, name, version, manifest.MANIFEST_FILE)
+        data = self._cat(manifest_where)
+        if data is None:
+            return text, where
+        generation = manifest.generation_of(data, manifest_where)
+        wanted = {e.path: e.sha256 for e in manifest.loads(data, manifest_where)}[manifest.INFO_FILE]
+        if generation is None or hashlib.sha256(text).hexdigest() == wanted:
+            return text, where
+        own = f"{self._generation_dir(Tag(name, version), generation)}/{manifest.INFO_FILE}"
+        own_text = self._cat(own)
+        if own_text is None or hashlib.sha256(own_text).hexdigest() != wanted:
+            raise StoreError(f"{where}: its generation {generation} is incomplete; the store was edited by hand")
+        return own_text, own
 
     def _version_names(self, name: str) -> list[str]:
         out = []
@@ -253,17 +284,13 @@ class ModelStore:
     def verify(self, tag: str | Tag) -> StoredModel:
         """Re-check every file of a version against its manifest; raise `StoreError` listing what differs."""
         model = self.get(tag)
-        base = self.files_dir(model.tag)
-        expected = {entry.path: entry for entry in model.manifest}
+        listed, base = self.snapshot(model.tag)
+        expected = {entry.path: entry for entry in listed}
         problems = []
         with remote_errors(self.url):
             found = self.fs.find(base)
         present = {p[len(base) + 1 :] for p in found}
         present = {p for p in present if p != manifest.MANIFEST_FILE and not p.startswith(manifest.GENERATION_PREFIX)}
-        if base != self._version_dir(model.tag):  # the model.yaml that makes the version visible must match too
-            root_info = self._cat(f"{self._version_dir(model.tag)}/{manifest.INFO_FILE}") or b""
-            if hashlib.sha256(root_info).hexdigest() != expected[manifest.INFO_FILE].sha256:
-                problems.append(f"{manifest.INFO_FILE} of the version differs from its generation's")
         for rel in sorted(present - set(expected)):
             problems.append(f"{rel}: not in the manifest")
         for rel, entry in expected.items():
@@ -335,9 +362,8 @@ class ModelStore:
         """Copy version `tag` (resolved in `src`) into this store, several files at a time, each
         checked against the source's manifest on the way (push, pull and the node cache)."""
         model = src.get(tag)
-        entries = model.manifest
+        entries, base = src.snapshot(model.tag)
         sizes = {entry.path: entry.size for entry in entries}
-        base = src.files_dir(model.tag)
         with remote_errors(src.url if self.is_local else self.url):  # the side that can fail in interesting ways
             return self.put(
                 model.tag,
@@ -462,7 +488,7 @@ def _exchange(a: Path, b: str) -> bool:
     if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
         return True
     error = ctypes.get_errno()
-    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.ENOENT):
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.ENOENT, errno.EXDEV):
         return False  # unsupported here, or the old version went meanwhile: the plain path follows
     raise StoreError(f"could not swap {a} into {b}: {os.strerror(error)}")
 
@@ -560,6 +586,10 @@ class LocalVersionWriter(VersionWriter):
     def commit(self) -> StoredModel:
         try:
             info = self._check_complete()
+            for entry in self.entries.values():  # still there: nothing removed the staging meanwhile
+                path = self.staging / entry.path
+                if not path.is_file() or path.stat().st_size != entry.size:
+                    raise StoreError(f"{self.tag}: {entry.path} vanished from the staging folder before the commit")
             (self.staging / manifest.MANIFEST_FILE).write_text(self._manifest_text())
             self.store._install(self.staging, self.tag, force=self.force)
             return StoredModel(self.store, info)
@@ -574,9 +604,10 @@ class RemoteVersionWriter(VersionWriter):
     """Writes a version to object storage without ever hiding or destroying a committed one.
 
     The files go to a generation folder of this writer's own (`.g-<uuid>/` in the version's
-    folder). `commit` switches the version to it by writing the manifest, then `model.yaml`, and
-    only then removes the files of the generation it replaced. `abort` removes this writer's
-    generation and nothing else, so an interrupted push never touches what another committed.
+    folder). `commit` switches the version to it by writing the manifest (the commit point:
+    readers follow it), then `model.yaml`. The generation it replaced stays for readers still
+    copying it, until a sweep an hour later. `abort` removes this writer's generation and nothing
+    else, so an interrupted push never touches what another committed.
     """
 
     def __init__(self, store: ModelStore, tag: Tag, entries: list[FileEntry], force: bool):
@@ -585,6 +616,7 @@ class RemoteVersionWriter(VersionWriter):
             raise StoreError(f"model {tag} already exists in {store.url}")
         self.generation = uuid.uuid4().hex
         self.files = store._generation_dir(tag, self.generation)
+        self._switching = False
 
     def _write_file(self, relpath, src, entry, on_bytes):
         with remote_errors(self.store.url), self.store.fs.open(f"{self.files}/{relpath}", "wb") as dst:
@@ -602,10 +634,12 @@ class RemoteVersionWriter(VersionWriter):
                     return StoredModel(self.store, info)  # the same content: theirs will do
                 raise StoreError(f"model {self.tag} was written to {self.store.url} by someone else meanwhile")
             manifest_text = manifest.dumps(sorted(self.entries.values(), key=lambda e: e.path), self.generation)
+            self._switching = True  # from here on the manifest may name this generation: abort keeps it
             fs.pipe_file(f"{version_dir}/{manifest.MANIFEST_FILE}", manifest_text.encode())
-            fs.pipe_file(f"{version_dir}/{manifest.INFO_FILE}", self.info_bytes)  # now it exists, or is replaced
-        if previous is not None:
-            self._remove_replaced(*previous)
+            # The version is this generation now (readers follow the manifest); the model.yaml
+            # beside it makes a new version visible and lets readers skip a second request.
+            fs.pipe_file(f"{version_dir}/{manifest.INFO_FILE}", self.info_bytes)
+        # What this replaced stays for readers still copying it; sweeps remove it after an hour.
         self._sweep()
         return StoredModel(self.store, info)
 
@@ -615,25 +649,19 @@ class RemoteVersionWriter(VersionWriter):
         try:
             version_dir = self.store._version_dir(self.tag)
             leftovers = gc.version_leftovers(self.store, self.tag, SWEEP_AFTER_S, keep=self.generation)
-            leftovers += gc.multipart_leftovers(self.store, version_dir, SWEEP_UPLOADS_AFTER_S)
+            leftovers += gc.multipart_leftovers(self.store, f"{version_dir}/", SWEEP_UPLOADS_AFTER_S)
             gc.sweep(leftovers)
         except Exception as exc:
             logger.debug("sweeping %s after a write failed: %s", self.tag, exc)
 
-    def _remove_replaced(self, entries: list[FileEntry], generation: str | None) -> None:
-        """Best effort: what is left is invisible, and `raystore models gc` finds it."""
-        fs, version_dir = self.store.fs, self.store._version_dir(self.tag)
-        try:
-            if generation is not None and generation != self.generation:
-                fs.invalidate_cache(version_dir)
-                fs.rm(self.store._generation_dir(self.tag, generation), recursive=True)
-            elif generation is None:  # written before generations: its files sit beside model.yaml
-                fs.rm([f"{version_dir}/{e.path}" for e in entries if e.path != manifest.INFO_FILE])
-        except Exception as exc:
-            logger.warning("could not remove the replaced files of %s (raystore models gc will): %s", self.tag, exc)
-
     def abort(self) -> None:
+        """Remove this writer's generation, unless the manifest already names it (a commit that
+        failed after switching: then it is the version, and stays)."""
         try:
+            if self._switching:
+                committed = self.store._committed(self.tag)
+                if committed is not None and committed[1] == self.generation:
+                    return
             self.store.fs.invalidate_cache(self.files)  # a listing from before our last upload misses files
             self.store.fs.rm(self.files, recursive=True)
         except Exception:  # best effort: an invisible leftover that `raystore models gc` removes
