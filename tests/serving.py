@@ -24,8 +24,32 @@ def raystore_serve(
 ) -> Iterator[tuple[subprocess.Popen, int]]:
     """`raystore serve TARGET` until the block ends; yields (process, port) once /readyz answers.
     A server still running at the end gets a Ctrl-C (a second one if it lingers: in-flight
-    requests are not waited for), and SIGKILL only as the last resort."""
+    requests are not waited for), and SIGKILL only as the last resort.
+
+    A free port can be taken by another process between being picked and being bound (Ray's own
+    workers bind ports all the time): a start that fails for that reason is retried on new ports.
+    """
+    for _ in range(3):
+        server, port = _start(env, target, working_dir, options, metrics_port)
+        try:
+            if _wait_ready(server, port, target):
+                break
+        except BaseException:
+            _stop(server)
+            raise
+    else:
+        raise AssertionError(f"{target}: the ports were taken three times in a row")
+    try:
+        yield server, port
+    finally:
+        _stop(server)
+
+
+def _start(env, target, working_dir, options, metrics_port) -> tuple[subprocess.Popen, int]:
     port = free_port()
+    metrics_port = metrics_port or free_port()
+    while metrics_port == port:
+        metrics_port = free_port()
     command = [
         str(Path(sys.executable).with_name("raystore")),
         "serve",
@@ -35,30 +59,39 @@ def raystore_serve(
         "--port",
         str(port),
         "--metrics-port",
-        str(metrics_port or free_port()),
+        str(metrics_port),
         *options,
     ]
     server = subprocess.Popen(
         command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.stderr.read().decode()[-3000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"{target} never became ready"
-                time.sleep(0.5)
-        yield server, port
-    finally:
-        for wait_s in (45, 15):
-            if server.poll() is not None:
-                break
-            server.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.wait(timeout=wait_s)
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    return server, port
+
+
+def _wait_ready(server: subprocess.Popen, port: int, target: str) -> bool:
+    """True once /readyz answers; False when the server died because a port was taken."""
+    deadline = time.monotonic() + 180
+    while True:
+        if server.poll() is not None:
+            errors = server.stderr.read().decode()
+            if "Failed to bind" in errors or "Address already in use" in errors:
+                return False
+            raise AssertionError(errors[-3000:])
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
+            return True
+        except OSError:
+            assert time.monotonic() < deadline, f"{target} never became ready"
+            time.sleep(0.5)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    for wait_s in (45, 15):
+        if server.poll() is not None:
+            break
+        server.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=wait_s)
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
