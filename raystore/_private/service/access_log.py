@@ -4,8 +4,8 @@ A request's id is its `X-Request-ID`: the client's, or the one Serve gave a requ
 (the id Serve's own logs use); Serve returns it in the response. When `raystore serve` asks for it
 (`RAYSTORE_ACCESS_LOG=HOST:PORT` in the replicas' environment), the ingress sends one record per
 request, and the traceback of each failure, as a JSON datagram to that address on loopback, where
-`raystore serve` prints them on its console. A datagram costs the replica a few microseconds and never blocks it; a lost one is a
-lost log line, never a failed request.
+`raystore serve` prints them on its console. A datagram costs the replica a few microseconds and
+never blocks it; a lost one is a lost log line, never a failed request.
 """
 
 from __future__ import annotations

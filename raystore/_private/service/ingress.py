@@ -74,7 +74,7 @@ def service_application(service: Service, source: ServiceSource) -> Any:
 
     if not service.apis:
         raise InvalidArgument(f"service {service.name!r} has no APIs; add one with @svc.api(...)")
-    reserved = {"__init__", "__call__", "_ready", "_call_api", "_app", "_asgi_app", "app", "service", "docs_path"}
+    reserved = {"app", "service", "docs_path"}  # the ingress's own; names starting with _ never reach here
     clash = reserved & set(service.apis)
     if clash:
         raise InvalidArgument(f"API names {sorted(clash)} are reserved")

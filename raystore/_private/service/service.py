@@ -101,16 +101,12 @@ class Service:
                 api_route = "/" + api_route
             if len(api_route) > 1:
                 api_route = api_route.rstrip("/")  # a trailing slash is the same route (see ServiceApp)
-            if (
-                not _ROUTE_RE.fullmatch(api_route)
-                or api_route.rstrip("/") in RESERVED_ROUTES
-                or api_route.startswith("/docs/")
-            ):
+            if not _ROUTE_RE.fullmatch(api_route) or api_route in RESERVED_ROUTES or api_route.startswith("/docs/"):
                 raise InvalidArgument(
                     f"route {api_route!r} is invalid or reserved: a route is / and letters, digits, _-./, "
                     f"and these are the service's own: {sorted(RESERVED_ROUTES)} and anything under /docs/"
                 )
-            if api_name in self.apis or any(a.route.rstrip("/") == api_route.rstrip("/") for a in self.apis.values()):
+            if api_name in self.apis or any(a.route == api_route for a in self.apis.values()):
                 raise InvalidArgument(
                     f"API {api_name!r} (route {api_route}) is already defined in service {self.name!r}"
                 )
@@ -126,7 +122,7 @@ class Service:
             if options:
                 raise InvalidArgument("give options inside Middleware(cls, **options), or pass the class with options")
             self.middlewares.append(middleware)
-        elif inspect.isclass(middleware) or callable(middleware):
+        elif callable(middleware):  # a class, or a factory taking the app
             self.middlewares.append(Middleware(middleware, **options))
         else:
             raise InvalidArgument(

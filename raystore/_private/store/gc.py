@@ -12,6 +12,7 @@ own version's folder); `raystore models gc` sweeps a whole store.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import shutil
 import socket
@@ -46,6 +47,7 @@ class Leftover:
 # ---- who owns a staging folder ----------------------------------------------------------------
 
 
+@functools.cache  # asked for every staging folder a sweep looks at; a process never moves
 def _host() -> str:
     """This host, and this PID namespace (containers sharing a hostname do not share pids)."""
     try:

@@ -64,6 +64,11 @@ def scan_dir(root: Path, extra: Iterable[tuple[str, bytes]] = ()) -> list[FileEn
     return sorted(entries, key=lambda e: e.path)
 
 
+def same_files(a: Iterable[FileEntry], b: Iterable[FileEntry]) -> bool:
+    """Whether two manifests list the same files, with the same sizes and hashes, in any order."""
+    return sorted(a, key=lambda e: e.path) == sorted(b, key=lambda e: e.path)
+
+
 def dumps(entries: list[FileEntry], generation: str | None = None) -> str:
     document: dict = {"files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries]}
     if generation is not None:

@@ -6,7 +6,7 @@ Rules that keep every reader safe without locks:
   uploaded first, into a generation folder of the writer's own, which the manifest then names);
 - a forced replace never hides the version it replaces: locally the new folder is swapped in with
   one atomic rename; remotely the new generation is complete before the manifest switches to it,
-  and the old generation is removed only after;
+  and the old generation stays for readers still copying it until a sweep an hour later;
 - deleting removes `model.yaml` first (locally: renames the folder away), then the files;
 - `latest` is computed from committed versions every time, never stored.
 """
@@ -88,12 +88,7 @@ class ModelStore:
     def files_dir(self, tag: Tag) -> str:
         """The folder that holds the files of a committed version: its own folder, or (on object
         storage) the generation folder its manifest names."""
-        if self.is_local:
-            return self._version_dir(tag)
-        committed = self._committed(tag)
-        if committed is None:
-            raise NotFound(f"model {tag} was deleted, or its manifest is missing, in {self.url}")
-        return self._generation_dir(tag, committed[1])
+        return self._version_dir(tag) if self.is_local else self.snapshot(tag)[1]
 
     def _generation_dir(self, tag: Tag, generation: str | None) -> str:
         base = self._version_dir(tag)
@@ -278,8 +273,7 @@ class ModelStore:
             existing = self.read_manifest(tag)
         except (NotFound, StoreError):
             return "different"
-        key = lambda e: e.path
-        return "identical" if sorted(existing, key=key) == sorted(entries, key=key) else "different"
+        return "identical" if manifest.same_files(existing, entries) else "different"
 
     def verify(self, tag: str | Tag) -> StoredModel:
         """Re-check every file of a version against its manifest; raise `StoreError` listing what differs."""
@@ -384,7 +378,8 @@ class ModelStore:
 
     def _new_staging_dir(self, kind: str) -> Path:
         """A new, empty staging folder, named for the process that owns it; first the staging of
-        processes that died (or of any, after a day) is removed."""
+        processes that died (and, when the owner cannot be told, of any untouched for a day) is
+        removed."""
         try:
             if not self.is_local:
                 return gc.local_temp_folder(kind)
@@ -552,8 +547,8 @@ class VersionWriter:
             )
         return info
 
-    def _manifest_text(self) -> str:
-        return manifest.dumps(sorted(self.entries.values(), key=lambda e: e.path))
+    def _manifest_text(self, generation: str | None = None) -> str:
+        return manifest.dumps(sorted(self.entries.values(), key=lambda e: e.path), generation)
 
     # subclass hooks
     def _write_file(self, relpath: str, src: BinaryIO, entry: FileEntry, on_bytes: OnBytes | None) -> None:
@@ -630,12 +625,11 @@ class RemoteVersionWriter(VersionWriter):
             previous = self.store._committed(self.tag)  # again: another writer may have committed meanwhile
             if previous is not None and not self.force:
                 self.abort()
-                if sorted(previous[0], key=lambda e: e.path) == sorted(self.entries.values(), key=lambda e: e.path):
+                if manifest.same_files(previous[0], self.entries.values()):
                     return StoredModel(self.store, info)  # the same content: theirs will do
                 raise StoreError(f"model {self.tag} was written to {self.store.url} by someone else meanwhile")
-            manifest_text = manifest.dumps(sorted(self.entries.values(), key=lambda e: e.path), self.generation)
             self._switching = True  # from here on the manifest may name this generation: abort keeps it
-            fs.pipe_file(f"{version_dir}/{manifest.MANIFEST_FILE}", manifest_text.encode())
+            fs.pipe_file(f"{version_dir}/{manifest.MANIFEST_FILE}", self._manifest_text(self.generation).encode())
             # The version is this generation now (readers follow the manifest); the model.yaml
             # beside it makes a new version visible and lets readers skip a second request.
             fs.pipe_file(f"{version_dir}/{manifest.INFO_FILE}", self.info_bytes)
