@@ -15,11 +15,15 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def _cuda_available() -> bool:
+    return _cuda_device_count() > 0
+
+
+def _cuda_device_count() -> int:
     try:
         import torch
     except ImportError:
-        return False
-    return torch.cuda.is_available()
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def pytest_collection_modifyitems(config, items):
@@ -64,7 +68,9 @@ def iris_clf(iris):
 
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
-    """One local Ray for the whole test session, with two logical GPUs for placement tests.
+    """One local Ray for the whole test session, with two logical GPUs for placement tests (the
+    real ones where CUDA is usable: a logical GPU beyond them would hand a replica a device that
+    does not exist).
 
     Workers get the tests folder on PYTHONPATH so that classes defined in test modules unpickle.
     Serve and Ray are shut down at the end of the session.
@@ -76,7 +82,7 @@ def ray_session(tmp_path_factory):
     ray.init(
         address="local",  # a fresh instance, even when a `ray start` cluster runs on this machine
         num_cpus=2,
-        num_gpus=2,
+        num_gpus=_cuda_device_count() or 2,
         include_dashboard=False,
         object_store_memory=100 * 1024 * 1024,
         runtime_env={
@@ -94,7 +100,9 @@ def ray_session(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    session = types.SimpleNamespace(ray=ray, serve_http_url=f"http://127.0.0.1:{port}")
+    session = types.SimpleNamespace(
+        ray=ray, serve_http_url=f"http://127.0.0.1:{port}", gpus=ray.cluster_resources().get("GPU", 0)
+    )
     try:
         yield session
     finally:

@@ -1,4 +1,4 @@
-"""Runners served by a real local Ray (two logical GPUs): one deployment per signature with its
+"""Runners served by a real local Ray (two logical GPUs, or the real ones): one deployment per signature with its
 resources, fractional GPUs packed onto one device, and calls through handles from another deployment."""
 
 import asyncio
@@ -107,7 +107,7 @@ def test_colocated_runner_is_one_deployment(ray_session):
 
 def test_impossible_gpu_request_fails_at_bind_not_hang(ray_session):
     runner = raystore.Runner(Placement, name="greedy", resources={"num_gpus": 4})
-    with pytest.raises(InvalidArgument, match="ask for 4 GPU.*cluster has 2"):
+    with pytest.raises(InvalidArgument, match=f"ask for 4 GPU.*cluster has {ray_session.gpus:g}"):
         runner.bind()
 
 
@@ -134,12 +134,15 @@ def test_pytorch_runner_served_on_a_real_gpu(ray_session):
     from modeldefs import TinyNet
 
     net = TinyNet().eval()
-    m = raystore.pytorch.save_model("tiny_cuda", net)
-    runner = m.to_runner(resources={"num_cpus": 0.05, "num_gpus": 1})
+    m = raystore.pytorch.save_model("tiny_cuda", net, signatures={"__call__": {}, "on_cuda": {}})
+    # one replica for both signatures: the probe must run where the model does
+    runner = m.to_runner(resources={"num_cpus": 0.05, "num_gpus": 1}, colocate=True)
     handle = serve.run(Caller.bind(runner.bind()), name="torch_cuda", route_prefix=None)
     try:
         x = torch.ones(3, 4)
         torch.testing.assert_close(handle.remote("__call__", x).result(), net(x))
+        # the replica moved the input to its GPU, not to a CPU fallback
+        assert handle.remote("on_cuda", x).result().tolist() == [1.0, 1.0, 1.0]
     finally:
         serve.delete("torch_cuda")
 
