@@ -132,6 +132,15 @@ class UnsupportedMediaType(BadInput):
     http_status = 415
 
 
+class RequestTimeout(BadInput):
+    """The request body did not arrive in time (a slow or stalled client); the connection closes."""
+
+    http_status = 408
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # the rest of the body is never read: the connection is unusable
+
+
 class InvalidOutput(RaystoreError, TypeError):
     """An API returned a value its output descriptor cannot render (a bug in the API: 500)."""
 

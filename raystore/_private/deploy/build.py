@@ -10,7 +10,7 @@ from typing import Any
 
 from raystore._private.deploy.local import resolve_service
 from raystore._private.runner.served import deployment_groups, deployment_options
-from raystore._private.service.ingress import INGRESS_OPTIONS
+from raystore._private.service.ingress import INGRESS_ACTOR_OPTIONS
 from raystore._private.service.service import load_service
 from raystore.config import settings
 from raystore.exceptions import InvalidArgument
@@ -45,7 +45,12 @@ def build_config(
     service, import_path = resolve_service(target, working_dir)
     pins = {m.tag.name: m.tag.version for runner in service.runners for m in runner.models}
     folder = str(Path(working_dir or os.getcwd()).resolve())
-    deployments: list[dict[str, Any]] = [{"name": f"{service.name}-ingress", **INGRESS_OPTIONS}]
+    ingress = {
+        "name": f"{service.name}-ingress",
+        "ray_actor_options": dict(INGRESS_ACTOR_OPTIONS),
+        "max_ongoing_requests": service.max_ongoing_requests,
+    }
+    deployments: list[dict[str, Any]] = [ingress]
     for runner in service.runners:
         if runner.embedded:
             continue

@@ -21,8 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
 from raystore._private.service.access_log import REQUEST_ID_KEY, AccessLog, request_id
+from raystore._private.service.admission import Admission
 from raystore._private.service.openapi import openapi_spec, swagger_asset, swagger_page
-from raystore.exceptions import BadInput, PayloadTooLarge, RaystoreError, ServiceUnavailable
+from raystore.exceptions import BadInput, RaystoreError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from raystore._private.service.service import API, Service
@@ -36,39 +37,30 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it grows past `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit():
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"the body is {declared} bytes; this service accepts at most {limit}")
-        return await request.body()  # the HTTP server reads no more than the declared length
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body is over {limit} bytes, the most this service accepts")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body  # lets request.form() (multipart) parse what was already read
-    return body
-
-
 def api_endpoint(
-    service: Service, api: API, access_log: AccessLog | None = None
+    service: Service, api: API, access_log: AccessLog | None = None, admission: Admission | None = None
 ) -> Callable[[Request], Awaitable[Response]]:
-    """The function that answers one API request: body (within the service's limit), input
-    descriptor, the API function, output descriptor, and any error as its JSON response."""
+    """The function that answers one API request: body (admitted by the replica's `Admission`),
+    input descriptor, the API function, output descriptor, and any error as its JSON response."""
+    gate = admission if admission is not None else Admission(service.body_limits)
 
     async def endpoint(request: Request) -> Response:
+        reserved = -1  # no body admitted yet
         try:
-            body = await read_body(request, service.max_body_bytes)
+            body, reserved = await gate.read(request, api.name)
             value = await api.input.from_http(request, body)
             result = await call_api(api, value)
             return api.output.to_http(result)
         except Exception as exc:  # every failure becomes a JSON error; the server keeps serving
+            if reserved >= 0:
+                cause = _unwrap(exc)
+                if isinstance(cause, ServiceUnavailable):  # a runner's queue is full: shed before parsing
+                    gate.note_overloaded(api.name, cause.retry_after_s)
             rid = request.scope.get(REQUEST_ID_KEY, "-")
             return exception_response(api, exc, rid, access_log)
+        finally:
+            if reserved > 0:
+                gate.release(reserved)
 
     return endpoint
 
@@ -204,9 +196,10 @@ class ServiceApp:
                 return JSONResponse({"status": "ready"})
             return error_response(503, "runners are not ready yet")
 
+        admission = Admission(service.body_limits)  # one per replica: the bytes it holds are its own
         # The APIs first: the router tries routes in order, and they get the traffic.
         routes: list[BaseRoute] = [
-            _Route(api.route, _Endpoint(api_endpoint(service, api, access_log)), methods=["POST"], api=api)
+            _Route(api.route, _Endpoint(api_endpoint(service, api, access_log, admission)), methods=["POST"], api=api)
             for api in service.apis.values()
         ]
         for path, handler in (

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from raystore._private.runner.runner import Runner
     from raystore._private.service.service import Service
 
-INGRESS_OPTIONS = {"ray_actor_options": {"num_cpus": 0.25}, "max_ongoing_requests": 1000}
+INGRESS_ACTOR_OPTIONS = {"num_cpus": 0.25}
 
 
 class ServiceSource(Protocol):
@@ -39,7 +39,7 @@ class ServiceIngress:
         if any(runner.embedded for runner in self.service.runners):
             # Embedded models share this replica's CPU slice with the HTTP work: size their math
             # threads to it, or idle OpenMP threads spinning for work starve the event loop.
-            limit_threads(INGRESS_OPTIONS["ray_actor_options"]["num_cpus"])
+            limit_threads(INGRESS_ACTOR_OPTIONS["num_cpus"])
         for runner in self.service.runners:
             runner.adopt(bound_runners[runner.name])
             if runner.embedded:
@@ -92,5 +92,10 @@ def service_application(service: Service, source: ServiceSource) -> Any:
         await self._asgi_app(scope, receive, send)
 
     ingress_class = type(class_name, (asgi_class,), {"__call__": __call__})
-    deployment = serve.deployment(ingress_class, name=f"{service.name}-ingress", **INGRESS_OPTIONS)
+    deployment = serve.deployment(
+        ingress_class,
+        name=f"{service.name}-ingress",
+        ray_actor_options=dict(INGRESS_ACTOR_OPTIONS),
+        max_ongoing_requests=service.max_ongoing_requests,
+    )
     return deployment.bind(source, {runner.name: runner.bind() for runner in service.runners})

@@ -17,6 +17,12 @@ from typing import Any
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from raystore._private.service.admission import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MIN_BODY_RATE,
+    BodyLimits,
+)
 from raystore._private.service.descriptors import IODescriptor
 from raystore._private.service.ingress import service_application
 from raystore.exceptions import InvalidArgument
@@ -24,7 +30,7 @@ from raystore.tag import validate_serve_name
 
 _ROUTE_RE = re.compile(r"^/[A-Za-z0-9_\-./]*$")
 RESERVED_ROUTES = {"/docs", "/docs.json", "/healthz", "/readyz", "/metrics"}
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_ONGOING_REQUESTS = 1000
 
 
 @dataclass(frozen=True)
@@ -51,23 +57,40 @@ class Service:
         runners: Sequence[Any] = (),
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        min_body_rate: float = DEFAULT_MIN_BODY_RATE,
+        max_body_bytes_in_flight: int | None = None,
+        max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS,
         middlewares: Sequence[Any] = (),
         cors: bool | Mapping[str, Any] = False,
     ):
-        """`middlewares`: Starlette (ASGI) middleware around the service's routes, the first
-        outermost; each a `starlette.middleware.Middleware(cls, **options)` or a class that needs no
-        options. `cors`: True answers cross-origin requests from any origin, a mapping sets
-        Starlette's `CORSMiddleware` options (`allow_origins`, `allow_headers`, ...); CORS runs
-        before any other middleware, so that preflight requests need no login."""
+        """`max_body_bytes`: the largest request body (413 beyond). `body_timeout_s` and
+        `min_body_rate` (bytes/s): a body must arrive within `body_timeout_s`, plus 1 s per
+        `min_body_rate` bytes received, else 408, so that slow clients cannot hold the ingress's
+        slots. `max_body_bytes_in_flight`: the request bytes one ingress replica holds at once
+        (default 64 MiB, or `max_body_bytes` if larger); a request that would pass it is answered
+        503 before its body is read. `max_ongoing_requests`: requests one ingress replica takes at
+        once (Serve's deployment option). `middlewares`: Starlette (ASGI) middleware around the
+        service's routes, the first outermost; each a `starlette.middleware.Middleware(cls,
+        **options)` or a class that needs no options. `cors`: True answers cross-origin requests
+        from any origin, a mapping sets Starlette's `CORSMiddleware` options (`allow_origins`,
+        `allow_headers`, ...); CORS runs before any other middleware, so that preflight requests
+        need no login."""
         self.name = validate_serve_name(name, "service", "the Serve application")
         self.runners = list(runners)
         names = [r.name for r in self.runners]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise InvalidArgument(f"runner names must be unique in a service; repeated: {duplicates}")
-        if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
-            raise InvalidArgument(f"max_body_bytes must be a positive int, got {max_body_bytes!r}")
+        self.body_limits = BodyLimits(max_body_bytes, body_timeout_s, min_body_rate, max_body_bytes_in_flight)
         self.max_body_bytes = max_body_bytes
+        if (
+            isinstance(max_ongoing_requests, bool)
+            or not isinstance(max_ongoing_requests, int)
+            or max_ongoing_requests < 1
+        ):
+            raise InvalidArgument(f"max_ongoing_requests must be a positive int, got {max_ongoing_requests!r}")
+        self.max_ongoing_requests = max_ongoing_requests
         self.middlewares: list[Middleware] = []
         for middleware in middlewares:
             self.add_asgi_middleware(middleware)
