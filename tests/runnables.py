@@ -46,3 +46,15 @@ class Caller:
         # a response passed along without materialising it in this replica
         first = self.runner.transpose_plus.remote(x)
         return await first
+
+
+class Slow(raystore.Runnable):
+    """Answers after a pause, with the pid of the replica that answered: calls are in flight when
+    a replica is killed."""
+
+    @raystore.Runnable.method
+    def echo(self, x: int) -> tuple[int, int]:
+        import time
+
+        time.sleep(0.05)
+        return x, os.getpid()

@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 from ray import serve
-from runnables import Caller, Placement
+from runnables import Caller, Placement, Slow
 
 import raystore
 from raystore.exceptions import InvalidArgument
@@ -161,3 +161,39 @@ def test_replica_loads_from_a_store_on_s3_through_the_node_cache(
         np.testing.assert_array_equal(handle.remote("predict", X[:9]).result(), iris_clf.predict(X[:9]))
     finally:
         serve.delete("from_s3")
+
+
+def test_calls_on_a_replica_killed_under_load_are_answered_by_another(ray_session):
+    import ray
+
+    runner = raystore.Runner(Slow, name="sturdy", resources={"num_cpus": 0.05}, num_replicas=2)
+    handle = serve.run(Caller.bind(runner.bind()), name="sturdy", route_prefix=None)
+    try:
+        replicas = [
+            a
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith("SERVE_REPLICA::sturdy#sturdy-echo#")
+        ]
+        assert len(replicas) == 2
+        results, failures = [], []
+
+        async def caller(first: int) -> None:
+            for x in range(first, first + 40):
+                try:
+                    results.append((x, await handle.remote("echo", x)))
+                except Exception as exc:  # counted: the test says which
+                    failures.append(repr(exc)[:200])
+
+        async def load_and_kill() -> None:
+            callers = [asyncio.create_task(caller(1000 * i)) for i in range(8)]
+            await asyncio.sleep(0.7)  # calls in flight on both replicas
+            victim = replicas[0]
+            ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+            await asyncio.gather(*callers)
+
+        asyncio.run(load_and_kill())
+        assert failures == []
+        assert sorted(x for x, _ in results) == sorted(x for i in range(8) for x in range(1000 * i, 1000 * i + 40))
+        assert all(answer[0] == x for x, answer in results)
+    finally:
+        serve.delete("sturdy")

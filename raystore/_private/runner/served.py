@@ -4,7 +4,9 @@ a caller reaches them through handles."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +22,11 @@ logger = logging.getLogger("raystore.runner")
 
 # Serve's own per-replica cap on requests in flight; batching needs far more than Serve's default.
 MIN_ONGOING_REQUESTS = 64
+# A call whose replica died or became unreachable before answering is sent again: Serve routes it
+# to another replica, or queues it until the replacement is up. A model call is idempotent, so
+# running it twice is safe, and it spares the caller an error for a fault that was not its own.
+REPLICA_LOST_RETRIES = 2
+_RETRY_PAUSES_S = (0.05, 0.5)  # the second lets Serve notice the dead replica, if the first did not
 
 
 class RunnerReplica:
@@ -79,13 +86,49 @@ class ServedBackend:
         return {"spec": self.spec, "targets": self.targets, "_handles": {}}
 
     async def call_async(self, name: str, args: tuple, kwargs: dict) -> Any:
-        return await self.remote(name, args, kwargs)
+        for attempt in range(REPLICA_LOST_RETRIES + 1):
+            try:
+                return await self.remote(name, args, kwargs)
+            except Exception as exc:
+                if attempt == REPLICA_LOST_RETRIES or not _replica_lost(exc):
+                    raise
+                self._log_retry(name, exc, attempt)
+                await asyncio.sleep(_RETRY_PAUSES_S[attempt])
+        raise AssertionError("unreachable")
 
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
-        return self.remote(name, args, kwargs).result()
+        for attempt in range(REPLICA_LOST_RETRIES + 1):
+            try:
+                return self.remote(name, args, kwargs).result()
+            except Exception as exc:
+                if attempt == REPLICA_LOST_RETRIES or not _replica_lost(exc):
+                    raise
+                self._log_retry(name, exc, attempt)
+                time.sleep(_RETRY_PAUSES_S[attempt])
+        raise AssertionError("unreachable")
+
+    def _log_retry(self, name: str, exc: Exception, attempt: int) -> None:
+        logger.warning(
+            "runner %r: the replica serving a %s call was lost (%s); trying again (%d of %d)",
+            self.spec.name,
+            name,
+            type(exc).__name__,
+            attempt + 1,
+            REPLICA_LOST_RETRIES,
+        )
 
     def stats(self, name: str) -> BatchStats | None:
         return None  # the queues live in the runner's replicas (their Ray metrics tell)
+
+
+def _replica_lost(exc: BaseException) -> bool:
+    """Whether a call failed because its replica died or could not be reached (Ray's
+    `RayActorError`), as opposed to the model raising: only the first is worth sending again."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    if isinstance(exc, RayTaskError):  # an error raised inside the replica, even one about another actor
+        return False
+    return isinstance(exc, RayActorError)
 
 
 def deployment_name(spec: RunnerSpec, methods: tuple[str, ...]) -> str:
