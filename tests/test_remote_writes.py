@@ -135,6 +135,34 @@ def test_an_interrupted_push_removes_only_what_it_wrote(remote, iris_clf):
 
 
 @pytest.mark.s3
+def test_two_pushes_of_different_content_racing_end_with_one_and_an_error_for_the_other(
+    remote, iris_clf, tmp_path, monkeypatch
+):
+    saved = raystore.sklearn.save_model("racing", iris_clf, custom_objects={"who": "first"})
+    src, dst = default_store(), remote_store()
+    first = dst.writer(saved.tag, src.get(saved.tag).manifest, force=False)
+    first.write_all(lambda rel: src.open_file(saved.tag, rel, base=src.files_dir(saved.tag)))
+    _replace_locally(saved.tag, tmp_path, {"who": "second"})  # the same tag, other content
+    second = dst.writer(saved.tag, src.get(saved.tag).manifest, force=False)
+    second.write_all(lambda rel: src.open_file(saved.tag, rel, base=src.files_dir(saved.tag)))
+    first.commit()
+    # The second checked for a committed version just before the first committed: only the
+    # write of the manifest itself (a conditional create) can tell it now.
+    real_committed, checks = dst._committed, []
+
+    def committed_as_the_second_saw_it(tag):
+        checks.append(tag)
+        return None if len(checks) == 1 else real_committed(tag)
+
+    monkeypatch.setattr(dst, "_committed", committed_as_the_second_saw_it)
+    with pytest.raises(StoreError, match="was written to .* by someone else meanwhile"):
+        second.commit()
+    monkeypatch.setattr(dst, "_committed", real_committed)
+    assert _remote_custom_objects(saved.tag) == {"who": "first"}  # complete, and the first's
+    assert _generations(dst, saved.tag) == {first.generation}  # the second removed its upload
+
+
+@pytest.mark.s3
 def test_gc_finds_interrupted_writes_and_multipart_uploads(remote, iris_clf):
     saved = raystore.sklearn.save_model("iris_clf", iris_clf)
     raystore.models.push(saved.tag, quiet=True)

@@ -63,6 +63,33 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
+def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write `path` only if it does not exist yet, in one request (S3's conditional write,
+    `If-None-Match: *`): True if this call created it, False if the object was there already or
+    another writer's create won. A store that does not know conditional writes gets a plain write
+    (True): there, the last of two racing writers wins, as before S3 had them."""
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except TypeError:  # a filesystem whose pipe_file takes no mode
+        fs.pipe_file(path, data)
+    except (FileExistsError, OSError) as exc:
+        code = _s3_error_code(exc)
+        if isinstance(exc, FileExistsError) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+            return False
+        if code == "NotImplemented":
+            fs.pipe_file(path, data)
+        else:
+            raise
+    return True
+
+
+def _s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an error s3fs translated (botocore's, on the chained cause)."""
+    cause = exc.__cause__ or exc.__context__
+    response = getattr(cause, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+
+
 def describe(url: str) -> str:
     """`url`, plus the S3 endpoint when one is configured (the first thing to check when it fails)."""
     endpoint = settings().s3_endpoint_url

@@ -31,7 +31,7 @@ from typing import BinaryIO, Literal
 
 from raystore._private.store import gc, manifest
 from raystore._private.store.cache import NodeCache
-from raystore._private.store.fs import is_local, open_filesystem, remote_errors
+from raystore._private.store.fs import create_exclusive, is_local, open_filesystem, remote_errors
 from raystore._private.store.info import ModelInfo
 from raystore._private.store.manifest import FileEntry
 from raystore._private.store.stored_model import StoredModel
@@ -629,7 +629,16 @@ class RemoteVersionWriter(VersionWriter):
                     return StoredModel(self.store, info)  # the same content: theirs will do
                 raise StoreError(f"model {self.tag} was written to {self.store.url} by someone else meanwhile")
             self._switching = True  # from here on the manifest may name this generation: abort keeps it
-            fs.pipe_file(f"{version_dir}/{manifest.MANIFEST_FILE}", self._manifest_text(self.generation).encode())
+            manifest_path, text = f"{version_dir}/{manifest.MANIFEST_FILE}", self._manifest_text(self.generation)
+            if self.force:
+                fs.pipe_file(manifest_path, text.encode())
+            elif not create_exclusive(fs, manifest_path, text.encode()):
+                # Another writer committed between the check above and this write: theirs stands.
+                self.abort()
+                theirs = self.store._committed(self.tag)
+                if theirs is not None and manifest.same_files(theirs[0], self.entries.values()):
+                    return StoredModel(self.store, info)
+                raise StoreError(f"model {self.tag} was written to {self.store.url} by someone else meanwhile")
             # The version is this generation now (readers follow the manifest); the model.yaml
             # beside it makes a new version visible and lets readers skip a second request.
             fs.pipe_file(f"{version_dir}/{manifest.INFO_FILE}", self.info_bytes)
