@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 import urllib.request
 
@@ -16,8 +17,9 @@ from serving import raystore_serve
 from starlette.requests import Request
 
 import raystore
+from raystore._private.service.admission import Admission
 from raystore._private.service.app import api_endpoint
-from raystore.exceptions import InvalidArgument, ServiceUnavailable
+from raystore.exceptions import InvalidArgument, QueueFull, ServiceUnavailable
 from raystore.io import JSON, Text
 
 pytestmark = pytest.mark.timeout(120)
@@ -162,7 +164,7 @@ def test_an_api_whose_runner_sheds_load_sheds_before_reading_the_next_bodies():
     async def predict(body):
         calls.append(body)
         if len(calls) == 1:
-            raise ServiceUnavailable("__call__: overloaded", retry_after_s=0.4)
+            raise QueueFull("__call__: overloaded", retry_after_s=0.4)  # what a runner's batch queue raises
         return body
 
     @svc.api(input=JSON(), output=JSON())
@@ -187,6 +189,73 @@ def test_an_api_whose_runner_sheds_load_sheds_before_reading_the_next_bodies():
     assert _answer(later)[:2] == (200, 4) and calls == [1, 4]
 
 
+def test_an_api_that_raises_service_unavailable_itself_is_not_held_back():
+    svc = raystore.Service("own-503")
+    calls = []
+
+    @svc.api(input=JSON(), output=JSON())
+    async def predict(body):
+        calls.append(body)
+        if len(calls) == 1:
+            raise ServiceUnavailable("a downstream service is busy", retry_after_s=30)
+        return body
+
+    async def run():
+        endpoint = api_endpoint(svc, svc.apis["predict"])
+        return [await endpoint(Client([(0, str(i).encode())]).request()) for i in (1, 2)]
+
+    first, second = asyncio.run(run())
+    assert _answer(first)[0] == 503 and _answer(second)[:2] == (200, 2) and calls == [1, 2]
+
+
+def test_a_stalled_upload_holds_only_the_bytes_it_sent_not_the_length_it_declared():
+    svc, release = _held_service("stalled", max_body_bytes=1000, max_body_bytes_in_flight=1000, body_timeout_s=5)
+
+    async def run():
+        endpoint = api_endpoint(svc, svc.apis["hold"])
+        stalled = asyncio.create_task(
+            endpoint(Client([(0, b"a" * 10), (None, b"")], declared=900, text=True).request())
+        )
+        await asyncio.sleep(0.05)
+        honest = asyncio.create_task(endpoint(Client([(0, b"b" * 600)], text=True).request()))  # 10 + 600 fit
+        await asyncio.sleep(0.05)
+        release.set()
+        answer = await honest
+        stalled.cancel()
+        return answer
+
+    assert _answer(asyncio.run(run()))[:2] == (200, 600)
+
+
+def test_bytes_stay_counted_while_a_plain_function_still_works_for_a_client_that_left():
+    svc = raystore.Service("sync-held")
+    go_on = threading.Event()
+
+    @svc.api(input=Text(), output=JSON())
+    def slow(text):
+        go_on.wait(10)
+        return len(text)
+
+    gate = Admission(svc.body_limits)
+
+    async def run():
+        task = asyncio.create_task(
+            api_endpoint(svc, svc.apis["slow"], admission=gate)(Client([(0, b"x" * 600)], text=True).request())
+        )
+        await asyncio.sleep(0.1)
+        task.cancel()  # the client went away; the thread goes on with the parsed value
+        await asyncio.gather(task, return_exceptions=True)
+        held = gate.bytes_in_flight
+        go_on.set()
+        for _ in range(100):
+            if gate.bytes_in_flight == 0:
+                break
+            await asyncio.sleep(0.02)
+        return held, gate.bytes_in_flight
+
+    assert asyncio.run(run()) == (600, 0)
+
+
 def test_a_content_length_that_is_no_number_is_a_400():
     svc = raystore.Service("badlength")
 
@@ -194,10 +263,11 @@ def test_a_content_length_that_is_no_number_is_a_400():
     async def echo(body):
         return body
 
-    client = Client([(0, b"1")])
-    client.scope["headers"] = [(b"content-type", b"application/json"), (b"content-length", b"12abc")]
-    status, body, _ = _answer(asyncio.run(api_endpoint(svc, svc.apis["echo"])(client.request())))
-    assert status == 400 and "Content-Length '12abc' is not a number" in body["error"]
+    for length in ("12abc", "\u00b2", "-1", ""):  # a superscript two is a digit to str.isdigit
+        client = Client([(0, b"1")])
+        client.scope["headers"] = [(b"content-type", b"application/json"), (b"content-length", length.encode())]
+        status, body, _ = _answer(asyncio.run(api_endpoint(svc, svc.apis["echo"])(client.request())))
+        assert status == 400 and "is not a number of bytes" in body["error"], (length, body)
 
 
 @pytest.mark.parametrize(

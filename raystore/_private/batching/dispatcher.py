@@ -24,7 +24,7 @@ from raystore._private.batch_config import BatchConfig
 from raystore._private.batching.containers import concat, describe_members, slice_rows, split
 from raystore._private.batching.policy import BatchPolicy, Wait
 from raystore._private.batching.stats import BatchObserver
-from raystore.exceptions import ServiceUnavailable
+from raystore.exceptions import QueueFull
 
 _EVENTS = ("request_admitted", "request_rejected", "request_cancelled", "request_started", "batch_finished")
 
@@ -176,7 +176,7 @@ class Dispatcher:
         if retry_after is not None:
             self._notify("request_rejected", rows, "admission")
             backlog = self.policy.backlog_time(now, self._queued_rows, slot_free_at)
-            raise ServiceUnavailable(
+            raise QueueFull(
                 f"{self._name}: overloaded, rejected a request of {rows} row(s): the work ahead of it "
                 f"({self._queued_rows} queued rows, about {backlog * 1000:.0f} ms) would make it finish after "
                 f"max_latency_ms={config.max_latency_ms:g}; retry in {retry_after:.3f} s or add replicas",
@@ -312,7 +312,7 @@ class Dispatcher:
         retry_after = self.policy.backlog_time(now, self._queued_rows, self._slot_free_at(now))
         self._notify("request_rejected", request.rows, "queue")
         request.future.set_exception(
-            ServiceUnavailable(
+            QueueFull(
                 f"{self._name}: overloaded, dropped a request of {request.rows} row(s) after {waited_ms:.0f} ms "
                 f"in the queue: it could no longer finish within max_latency_ms={self._config.max_latency_ms:g}; "
                 f"retry later or add replicas",

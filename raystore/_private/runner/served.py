@@ -22,11 +22,11 @@ logger = logging.getLogger("raystore.runner")
 
 # Serve's own per-replica cap on requests in flight; batching needs far more than Serve's default.
 MIN_ONGOING_REQUESTS = 64
-# A call whose replica died or became unreachable before answering is sent again: Serve routes it
-# to another replica, or queues it until the replacement is up. A model call is idempotent, so
-# running it twice is safe, and it spares the caller an error for a fault that was not its own.
-REPLICA_LOST_RETRIES = 2
-_RETRY_PAUSES_S = (0.05, 0.5)  # the second lets Serve notice the dead replica, if the first did not
+# A call whose replica died or became unreachable before answering is sent once more: Serve
+# routes it to another replica (its router drops a replica whose call failed so), or holds it
+# until the replacement is up. A model call is idempotent, so running it twice is harmless; once,
+# not more: an input that crashes its replica must not take down the next ones too.
+_RETRY_PAUSE_S = 0.05
 
 
 class RunnerReplica:
@@ -86,35 +86,31 @@ class ServedBackend:
         return {"spec": self.spec, "targets": self.targets, "_handles": {}}
 
     async def call_async(self, name: str, args: tuple, kwargs: dict) -> Any:
-        for attempt in range(REPLICA_LOST_RETRIES + 1):
-            try:
-                return await self.remote(name, args, kwargs)
-            except Exception as exc:
-                if attempt == REPLICA_LOST_RETRIES or not _replica_lost(exc):
-                    raise
-                self._log_retry(name, exc, attempt)
-                await asyncio.sleep(_RETRY_PAUSES_S[attempt])
-        raise AssertionError("unreachable")
+        try:
+            return await self.remote(name, args, kwargs)
+        except Exception as exc:
+            if not _replica_lost(exc):
+                raise
+            self._log_retry(name, exc)
+        await asyncio.sleep(_RETRY_PAUSE_S)
+        return await self.remote(name, args, kwargs)
 
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
-        for attempt in range(REPLICA_LOST_RETRIES + 1):
-            try:
-                return self.remote(name, args, kwargs).result()
-            except Exception as exc:
-                if attempt == REPLICA_LOST_RETRIES or not _replica_lost(exc):
-                    raise
-                self._log_retry(name, exc, attempt)
-                time.sleep(_RETRY_PAUSES_S[attempt])
-        raise AssertionError("unreachable")
+        try:
+            return self.remote(name, args, kwargs).result()
+        except Exception as exc:
+            if not _replica_lost(exc):
+                raise
+            self._log_retry(name, exc)
+        time.sleep(_RETRY_PAUSE_S)
+        return self.remote(name, args, kwargs).result()
 
-    def _log_retry(self, name: str, exc: Exception, attempt: int) -> None:
+    def _log_retry(self, name: str, exc: Exception) -> None:
         logger.warning(
-            "runner %r: the replica serving a %s call was lost (%s); trying again (%d of %d)",
+            "runner %r: the replica serving a %s call was lost (%s); sending it once more",
             self.spec.name,
             name,
             type(exc).__name__,
-            attempt + 1,
-            REPLICA_LOST_RETRIES,
         )
 
     def stats(self, name: str) -> BatchStats | None:

@@ -5,11 +5,14 @@ the replica holds at once, and which APIs shed load before reading a body.
   extends by `1 / min_body_rate` seconds (the rule of Apache's mod_reqtimeout). A client that
   dribbles a few bytes every few seconds loses its slot after `body_timeout_s` with a 408 instead
   of holding it for as long as it likes, while a slow but steady upload of a large file goes on.
-- **Bytes in flight.** A request's body counts against `max_body_bytes_in_flight` from before it
-  is read until its answer is ready, since the parsed value (several times the body's size) lives
-  that long. A request whose declared body would not fit is answered 503 before a byte is read; a
-  body alone always fits (up to `max_body_bytes`, which the service enforces first).
-- **Backpressure.** When a runner turns a request of an API away (its batch queue is full: 503
+- **Bytes in flight.** A request's body counts against `max_body_bytes_in_flight` as it arrives
+  and until its answer is ready, since the parsed value (several times the body's size) lives that
+  long. A request whose declared body would not fit beside what is held is answered 503 before
+  its body is read (Serve's proxy may already have sent the replica some of it: what is bounded is
+  what the service reads and parses); a body alone always fits (up to `max_body_bytes`, which the
+  service enforces first), and a body that stops fitting while it arrives (others came in
+  meanwhile, or it declared no length) is cut with a 503 there.
+- **Backpressure.** When a runner's batch queue turns a request of an API away (`QueueFull`: 503
   with a retry hint), the API answers 503 to new requests before reading their bodies until the
   hint has passed: parsing them would cost memory and CPU only to be turned away by the same
   queue. Which runner a request will reach is known only once the API function runs, so the
@@ -86,19 +89,13 @@ class Admission:
                 )
             del self._shed_until[api_name]
         declared = _declared_length(request)
-        if declared is None:
-            return await self._read(request, None)
-        if declared > self.limits.max_body_bytes:
-            raise PayloadTooLarge(
-                f"the body is {declared} bytes; this service accepts at most {self.limits.max_body_bytes}"
-            )
-        self._reserve(declared)
-        try:
-            body, _ = await self._read(request, declared)
-        except BaseException:
-            self.release(declared)
-            raise
-        return body, declared
+        if declared is not None:
+            if declared > self.limits.max_body_bytes:
+                raise PayloadTooLarge(
+                    f"the body is {declared} bytes; this service accepts at most {self.limits.max_body_bytes}"
+                )
+            self._check_fits(declared)  # before a byte is read
+        return await self._read(request, declared)
 
     def release(self, reserved: int) -> None:
         self.bytes_in_flight -= reserved
@@ -107,7 +104,7 @@ class Admission:
         """A runner turned a request of this API away: shed its next ones until the hint has passed."""
         self._shed_until[api_name] = time.monotonic() + min(max(retry_after_s, 0.0), MAX_SHED_S)
 
-    def _reserve(self, size: int) -> None:
+    def _check_fits(self, size: int) -> None:
         limit = self.limits.max_body_bytes_in_flight
         if self.bytes_in_flight and self.bytes_in_flight + size > limit:
             raise ServiceUnavailable(
@@ -116,11 +113,14 @@ class Admission:
                 "requests",
                 retry_after_s=1.0,
             )
+
+    def _reserve(self, size: int) -> None:
+        self._check_fits(size)
         self.bytes_in_flight += size
 
     async def _read(self, request: Request, declared: int | None) -> tuple[bytes, int]:
-        """(body, bytes reserved for it here): read before the deadline. A body of unknown length
-        is reserved chunk by chunk as it arrives, and given back here if it fails part-way."""
+        """(body, bytes reserved for it here): read before the deadline, reserved chunk by chunk as
+        it arrives, and given back here if it fails part-way."""
         limits = self.limits
         most = declared if declared is not None else limits.max_body_bytes
         chunks: list[bytes] = []
@@ -138,9 +138,9 @@ class Admission:
                     if received > most:
                         what = "its Content-Length" if declared is not None else "the most this service accepts"
                         raise PayloadTooLarge(f"the body is over {most} bytes, {what}")
-                    if declared is None:
-                        self._reserve(len(chunk))
-                        reserved += len(chunk)
+                    # Counted as they arrive, not as declared: a slow upload holds only what it sent.
+                    self._reserve(len(chunk))
+                    reserved += len(chunk)
                     chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
@@ -164,9 +164,9 @@ class Admission:
 
 class _Deadlines:
     """The deadlines of the bodies being read in one replica, enforced by one watchdog task that
-    looks every `TICK_S` and cancels the reads past theirs. A timer per request (`asyncio.timeout`)
-    would cost about 5 us on every request; this costs a dict entry, and a deadline is kept to
-    within a tick."""
+    looks every `TICK_S` while reads are going on and cancels those past theirs. A timer per
+    request (`asyncio.timeout`) would cost about 5 us on every request; this costs a dict entry,
+    and a deadline is kept to within a tick."""
 
     TICK_S = 0.25
 
@@ -181,7 +181,7 @@ class _Deadlines:
         self._due[task] = deadline
         watchdog = self._watchdog
         if watchdog is None or watchdog.done() or watchdog.get_loop() is not task.get_loop():
-            self._watchdog = task.get_loop().create_task(self._watch())
+            self._watchdog = task.get_loop().create_task(self._watch())  # one replica, one loop
         return task
 
     def extend(self, task: asyncio.Task, deadline: float) -> None:
@@ -203,10 +203,16 @@ class _Deadlines:
         return False
 
     async def _watch(self) -> None:
+        """Until no body is being read: then it ends, and the next read starts another."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.TICK_S)
             now = time.monotonic()
-            for task, deadline in list(self._due.items()):
+            mine = [(t, d) for t, d in self._due.items() if t.get_loop() is loop]  # a task is its loop's
+            if not mine:
+                self._watchdog = None
+                return
+            for task, deadline in mine:
                 if deadline < now and task not in self._expired:
                     self._expired.add(task)
                     task.cancel()
@@ -217,6 +223,6 @@ def _declared_length(request: Request) -> int | None:
     if declared is None:
         return None
     declared = declared.strip()
-    if not declared.isdigit():
+    if not (declared.isascii() and declared.isdigit()):
         raise BadInput(f"Content-Length {declared!r} is not a number of bytes")
     return int(declared)

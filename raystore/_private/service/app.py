@@ -5,6 +5,7 @@ status that says what went wrong. Requests, responses, routing and middleware ar
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -23,7 +24,7 @@ from starlette.websockets import WebSocketClose
 from raystore._private.service.access_log import REQUEST_ID_KEY, AccessLog, request_id
 from raystore._private.service.admission import Admission
 from raystore._private.service.openapi import openapi_spec, swagger_asset, swagger_page
-from raystore.exceptions import BadInput, RaystoreError, ServiceUnavailable
+from raystore.exceptions import BadInput, QueueFull, RaystoreError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from raystore._private.service.service import API, Service
@@ -49,12 +50,23 @@ def api_endpoint(
         try:
             body, reserved = await gate.read(request, api.name)
             value = await api.input.from_http(request, body)
-            result = await call_api(api, value)
+            if api.is_async:
+                result = await api.func(value)
+            else:
+                work = asyncio.ensure_future(_in_thread(api.func, value))
+                try:
+                    result = await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    if reserved > 0 and not work.done():
+                        # The thread goes on with the parsed value: its bytes stay counted until it ends.
+                        work.add_done_callback(functools.partial(_release_when_done, gate, reserved))
+                        reserved = 0
+                    raise
             return api.output.to_http(result)
         except Exception as exc:  # every failure becomes a JSON error; the server keeps serving
             if reserved >= 0:
                 cause = _unwrap(exc)
-                if isinstance(cause, ServiceUnavailable):  # a runner's queue is full: shed before parsing
+                if isinstance(cause, QueueFull):  # a runner's batch queue is full: shed before parsing
                     gate.note_overloaded(api.name, cause.retry_after_s)
             rid = request.scope.get(REQUEST_ID_KEY, "-")
             return exception_response(api, exc, rid, access_log)
@@ -63,6 +75,12 @@ def api_endpoint(
                 gate.release(reserved)
 
     return endpoint
+
+
+def _release_when_done(gate: Admission, reserved: int, work: asyncio.Future) -> None:
+    gate.release(reserved)
+    if not work.cancelled():
+        work.exception()  # retrieved: the client that wanted it is gone, nothing to log
 
 
 def call_api(api: API, value: Any) -> Awaitable[Any]:
