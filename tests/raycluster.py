@@ -58,7 +58,8 @@ class RayNode:
 
 def start_head(temp_dir: Path, env: dict, num_cpus: float, num_gpus: int = 0) -> tuple[RayNode, str, str]:
     """A head node with the dashboard on loopback; returns (node, GCS address, dashboard URL).
-    The cluster's session files go under `temp_dir`, away from any other Ray on this machine."""
+    The cluster's session files go under `temp_dir` (keep it short: Ray's socket paths must fit
+    in 107 characters), away from any other Ray on this machine."""
     gcs_port, dashboard_port = free_port(), free_port()
     node = _start(
         temp_dir,
@@ -71,7 +72,7 @@ def start_head(temp_dir: Path, env: dict, num_cpus: float, num_gpus: int = 0) ->
             "--dashboard-host=127.0.0.1",
             f"--num-cpus={num_cpus}",
             f"--num-gpus={num_gpus}",
-            f"--temp-dir={temp_dir / 'ray'}",
+            f"--temp-dir={temp_dir}",
         ],
     )
     dashboard = f"http://127.0.0.1:{dashboard_port}"
@@ -92,7 +93,7 @@ def start_head(temp_dir: Path, env: dict, num_cpus: float, num_gpus: int = 0) ->
 
 def start_worker(temp_dir: Path, env: dict, gcs: str, num_cpus: float, num_gpus: int = 0) -> RayNode:
     """A node joining the cluster at `gcs`, with the head's `temp_dir`."""
-    options = [f"--address={gcs}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", f"--temp-dir={temp_dir / 'ray'}"]
+    options = [f"--address={gcs}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", f"--temp-dir={temp_dir}"]
     return _start(temp_dir, env, options)
 
 

@@ -3,73 +3,28 @@ Serve REST API with Ray's auth token."""
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import VENV_BIN
+from raycluster import free_port, start_head
 
 pytestmark = pytest.mark.ray
 IRIS = Path(__file__).resolve().parents[1] / "examples" / "iris"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def head_cluster(tmp_path_factory):
     """A one-node cluster from `ray start --head --block`, stopped by signalling its process group
     (not `ray stop`, which would also end this test session's own Ray)."""
-    temp_dir = tmp_path_factory.mktemp("ray-head")
-    gcs_port, dashboard_port = _free_port(), _free_port()
-    log = open(temp_dir / "ray-start.log", "wb")
-    proc = subprocess.Popen(
-        [
-            str(VENV_BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            f"--port={gcs_port}",
-            "--num-cpus=2",
-            "--include-dashboard=true",
-            f"--dashboard-port={dashboard_port}",
-            "--dashboard-host=127.0.0.1",
-            f"--temp-dir={temp_dir}",
-            "--disable-usage-stats",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{dashboard_port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{address}/api/version", timeout=2)
-            break
-        except urllib.error.HTTPError:
-            break  # answering (perhaps 401): up
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, (temp_dir / "ray-start.log").read_text()[-2000:]
-            time.sleep(0.5)
+    node, _, dashboard = start_head(tmp_path_factory.mktemp("ray-head"), dict(os.environ), num_cpus=2)
     try:
-        yield address
+        yield dashboard
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        node.stop()
 
 
 def raystore_cli(*args, env=None, timeout=300):
@@ -94,7 +49,7 @@ def test_deploy_status_delete(head_cluster, tmp_path, subprocess_env):
     out = raystore_cli("build", "service:svc", "--working-dir", str(IRIS), "-o", str(config_file), env=env)
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(config_file.read_text())
-    http_port = _free_port()
+    http_port = free_port()
     config["http_options"] = {"host": "127.0.0.1", "port": http_port}
     config_file.write_text(yaml.safe_dump(config))
 
@@ -126,5 +81,5 @@ def test_missing_token_and_unreachable_cluster_are_explained(head_cluster, subpr
     token_required = out.returncode == 1
     if token_required:  # clusters started with token auth (Ray 2.60's default here)
         assert "wants a Ray auth token" in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    out = raystore_cli("status", "--address", f"http://127.0.0.1:{_free_port()}", env=env)
+    out = raystore_cli("status", "--address", f"http://127.0.0.1:{free_port()}", env=env)
     assert out.returncode == 1 and "cannot reach the Ray dashboard" in out.stderr
