@@ -146,7 +146,7 @@ class Load:
         }
 
 
-def model_replica_pids(dashboard: str, deployment: str) -> list[tuple[int, str]]:
+def replica_pids(dashboard: str, deployment: str) -> list[tuple[int, str]]:
     """(pid, node id) of the live replicas of `deployment`, from Ray's state API."""
     from ray.util.state import list_actors
 
@@ -270,15 +270,14 @@ def main() -> None:
                     print(app_name, dep_name, dep.get("status"), dep.get("message"), file=sys.stderr)
             raise
         deploy_s = time.monotonic() - deploy_s
-        worker_node = None
         placements = {}
         for name, deployment in (("raystore", "tiny-call"), ("raw Serve", "RawModel")):
-            replicas = model_replica_pids(dashboard, deployment)
+            replicas = replica_pids(dashboard, deployment)
             placements[name] = replicas
         head_ids = {n.node_id for n in alive_nodes() if n.is_head_node}
         worker_node = {n.node_id for n in alive_nodes() if not n.is_head_node}
         ingress_on = {
-            name: ["worker" if node in worker_node else "head" for _, node in model_replica_pids(dashboard, deployment)]
+            name: ["worker" if node in worker_node else "head" for _, node in replica_pids(dashboard, deployment)]
             for name, deployment in (("raystore", "faults-ingress"), ("raw Serve", "RawIngress"))
         }
         for name, replicas in placements.items():

@@ -76,13 +76,14 @@ def _dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-@serve.deployment(max_ongoing_requests=512)
-class RawUnbatched:
+class _RawModel:
+    """The model on this replica's device, as a hand-written Serve deployment holds it."""
+
     def __init__(self, width: int, depth: int) -> None:
         self.device = _device()
         self.model = DeepMLP(width, depth, _dtype(self.device)).to(self.device).eval()
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def infer(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return self.model(torch.from_numpy(x).to(self.device)).cpu().numpy()
 
@@ -91,20 +92,17 @@ class RawUnbatched:
 
 
 @serve.deployment(max_ongoing_requests=512)
-class RawServeBatch:
-    def __init__(self, width: int, depth: int) -> None:
-        self.device = _device()
-        self.model = DeepMLP(width, depth, _dtype(self.device)).to(self.device).eval()
+class RawUnbatched(_RawModel):
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.infer(x)
 
+
+@serve.deployment(max_ongoing_requests=512)
+class RawServeBatch(_RawModel):
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=0.005)
     async def __call__(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        sizes = [len(x) for x in xs]
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(np.concatenate(xs)).to(self.device)).cpu().numpy()
-        return np.split(out, np.cumsum(sizes)[:-1])
-
-    def device_type(self) -> str:
-        return self.device.type
+        out = self.infer(np.concatenate(xs))
+        return np.split(out, np.cumsum([len(x) for x in xs])[:-1])
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=512)

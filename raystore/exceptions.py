@@ -93,25 +93,21 @@ class ServiceUnavailable(RaystoreError):
         return {"Retry-After": self.retry_after_header}
 
     def __reduce__(self):
-        # Keep `retry_after_s` when the error crosses a process boundary (Ray pickles exceptions).
-        return (_rebuild_service_unavailable, (str(self), self.retry_after_s))
+        # Keep `retry_after_s` (and the subclass) when the error crosses a process boundary (Ray
+        # pickles exceptions).
+        return (_rebuild_service_unavailable, (type(self), str(self), self.retry_after_s))
 
 
-def _rebuild_service_unavailable(message: str, retry_after_s: float) -> ServiceUnavailable:
-    return ServiceUnavailable(message, retry_after_s=retry_after_s)
+def _rebuild_service_unavailable(
+    cls: type[ServiceUnavailable], message: str, retry_after_s: float
+) -> ServiceUnavailable:
+    return cls(message, retry_after_s=retry_after_s)
 
 
 class QueueFull(ServiceUnavailable):
     """A batch queue turned the request away: the work ahead of it would not finish within
     `max_latency_ms`. A service's API sheds its next requests before reading their bodies until
     `retry_after_s` has passed (at most 1 s)."""
-
-    def __reduce__(self):
-        return (_rebuild_queue_full, (str(self), self.retry_after_s))
-
-
-def _rebuild_queue_full(message: str, retry_after_s: float) -> QueueFull:
-    return QueueFull(message, retry_after_s=retry_after_s)
 
 
 class RunnerNotReady(RaystoreError, RuntimeError):

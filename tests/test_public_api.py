@@ -60,6 +60,9 @@ def test_service_unavailable_keeps_its_retry_time_across_processes():
     assert isinstance(error, exceptions.ServiceUnavailable) and error.retry_after_s == 2.4
     assert error.http_headers() == {"Retry-After": "2"} and str(error) == "queue full"
     assert exceptions.ServiceUnavailable("x", retry_after_s=0.01).http_headers() == {"Retry-After": "1"}
+    # a batch queue's rejection stays one: the ingress sheds on it
+    full = pickle.loads(pickle.dumps(exceptions.QueueFull("queue full", retry_after_s=0.3)))
+    assert type(full) is exceptions.QueueFull and full.retry_after_s == 0.3
 
 
 # Exceptions used as signals inside one package, which never reach a caller.

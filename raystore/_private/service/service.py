@@ -83,7 +83,6 @@ class Service:
         if duplicates:
             raise InvalidArgument(f"runner names must be unique in a service; repeated: {duplicates}")
         self.body_limits = BodyLimits(max_body_bytes, body_timeout_s, min_body_rate, max_body_bytes_in_flight)
-        self.max_body_bytes = max_body_bytes
         if (
             isinstance(max_ongoing_requests, bool)
             or not isinstance(max_ongoing_requests, int)
@@ -98,6 +97,10 @@ class Service:
         self.apis: dict[str, API] = {}
         caller = inspect.currentframe().f_back  # type: ignore[union-attr]
         self.module = caller.f_globals.get("__name__", "__main__") if caller else "__main__"
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.body_limits.max_body_bytes
 
     def api(
         self,

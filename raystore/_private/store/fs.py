@@ -72,7 +72,7 @@ def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> b
         fs.pipe_file(path, data, mode="create")
     except TypeError:  # a filesystem whose pipe_file takes no mode
         fs.pipe_file(path, data)
-    except (FileExistsError, OSError) as exc:
+    except OSError as exc:  # FileExistsError among them
         code = _s3_error_code(exc)
         if isinstance(exc, FileExistsError) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
             return False

@@ -624,27 +624,29 @@ class RemoteVersionWriter(VersionWriter):
             fs.pipe_file(f"{self.files}/{manifest.INFO_FILE}", self.info_bytes)
             previous = self.store._committed(self.tag)  # again: another writer may have committed meanwhile
             if previous is not None and not self.force:
-                self.abort()
-                if manifest.same_files(previous[0], self.entries.values()):
-                    return StoredModel(self.store, info)  # the same content: theirs will do
-                raise StoreError(f"model {self.tag} was written to {self.store.url} by someone else meanwhile")
+                return self._yield_to(previous, info)
             self._switching = True  # from here on the manifest may name this generation: abort keeps it
             manifest_path, text = f"{version_dir}/{manifest.MANIFEST_FILE}", self._manifest_text(self.generation)
             if self.force:
                 fs.pipe_file(manifest_path, text.encode())
             elif not create_exclusive(fs, manifest_path, text.encode()):
                 # Another writer committed between the check above and this write: theirs stands.
-                self.abort()
-                theirs = self.store._committed(self.tag)
-                if theirs is not None and manifest.same_files(theirs[0], self.entries.values()):
-                    return StoredModel(self.store, info)
-                raise StoreError(f"model {self.tag} was written to {self.store.url} by someone else meanwhile")
+                return self._yield_to(self.store._committed(self.tag), info)
             # The version is this generation now (readers follow the manifest); the model.yaml
             # beside it makes a new version visible and lets readers skip a second request.
             fs.pipe_file(f"{version_dir}/{manifest.INFO_FILE}", self.info_bytes)
         # What this replaced stays for readers still copying it; sweeps remove it after an hour.
         self._sweep()
         return StoredModel(self.store, info)
+
+    def _yield_to(self, theirs: tuple | None, info: ModelInfo) -> StoredModel:
+        """Another writer committed this version first: remove this writer's upload. Theirs will do
+        when it holds the same files; otherwise this write is refused."""
+        self._switching = False  # the manifest never named this generation
+        self.abort()
+        if theirs is not None and manifest.same_files(theirs[0], self.entries.values()):
+            return StoredModel(self.store, info)
+        raise StoreError(f"model {self.tag} was written to {self.store.url} by someone else meanwhile")
 
     def _sweep(self) -> None:
         """Leftovers of earlier interrupted writes of this version (bounded: one listing of its
