@@ -58,3 +58,23 @@ class Slow(raystore.Runnable):
 
         time.sleep(0.05)
         return x, os.getpid()
+
+
+class Sickly(raystore.Runnable):
+    """Falls ill when told: its health check raises once `marker` holds its replica's pid."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    @raystore.Runnable.method
+    def pid(self) -> int:
+        return os.getpid()
+
+    def check_health(self) -> None:
+        try:
+            with open(self.marker) as f:
+                ill = f.read().strip() == str(os.getpid())
+        except FileNotFoundError:
+            ill = False
+        if ill:
+            raise RuntimeError("told to be ill")

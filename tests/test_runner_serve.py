@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 from ray import serve
-from runnables import Caller, Placement, Slow
+from runnables import Caller, Placement, Sickly, Slow
 
 import raystore
 from raystore.exceptions import InvalidArgument
@@ -197,3 +197,37 @@ def test_calls_on_a_replica_killed_under_load_are_answered_by_another(ray_sessio
         assert all(answer[0] == x for x, answer in results)
     finally:
         serve.delete("sturdy")
+
+
+def test_a_replica_whose_runnable_reports_ill_is_replaced(ray_session, tmp_path):
+    import time
+
+    marker = tmp_path / "ill"
+    runner = raystore.Runner(
+        Sickly, name="sickly", resources={"num_cpus": 0.05}, runnable_init_params={"marker": str(marker)}
+    )
+    handle = serve.run(Caller.bind(runner.bind()), name="sickly", route_prefix=None)
+    try:
+        status = serve.status().applications["sickly"].deployments["sickly-pid"]
+        assert status.status == "HEALTHY"
+        first = handle.remote("pid").result()
+        marker.write_text(str(first))  # its check_health raises from now on
+        deadline = time.monotonic() + 60
+        answers = set()
+        while time.monotonic() < deadline:
+            answers.add(handle.remote("pid").result(timeout_s=30))
+            if answers - {first}:
+                break
+            time.sleep(0.5)
+        assert answers - {first}, "the ill replica was still serving after 60 s"
+    finally:
+        serve.delete("sickly")
+
+
+def test_deployments_check_health_more_often_than_serve_by_default():
+    from raystore._private.runner.served import deployment_options
+
+    runner = raystore.Runner(Slow, name="checked")
+    options = deployment_options(runner.spec, ("echo",), None)
+    # three missed checks in a row: about 20 s for a hung replica instead of Serve's 90 s and more
+    assert options["health_check_period_s"] == 3.0 and options["health_check_timeout_s"] == 5.0

@@ -12,6 +12,12 @@ import os
 import sys
 from typing import Any
 
+# Serve's defaults (a check every 10 s, 30 s to answer, three misses in a row) leave a hung replica
+# (a deadlocked model, a stopped process) in the routing table for 90 s or more. A replica's loop
+# stays free while its model computes (slow batches run on a worker thread), so one that cannot
+# answer in 5 s, three checks in a row, is gone: replaced after about 20 s.
+HEALTH_CHECK_OPTIONS = {"health_check_period_s": 3.0, "health_check_timeout_s": 5.0}
+
 
 def serve_replica_context() -> Any | None:
     """Ray Serve's replica context (deployment, app_name, ...) inside a replica, else None."""

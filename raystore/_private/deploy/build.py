@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from raystore._private.deploy.local import resolve_service
+from raystore._private.replica import HEALTH_CHECK_OPTIONS
 from raystore._private.runner.served import deployment_groups, deployment_options
 from raystore._private.service.ingress import INGRESS_ACTOR_OPTIONS
 from raystore._private.service.service import load_service
@@ -49,6 +50,7 @@ def build_config(
         "name": f"{service.name}-ingress",
         "ray_actor_options": dict(INGRESS_ACTOR_OPTIONS),
         "max_ongoing_requests": service.max_ongoing_requests,
+        **HEALTH_CHECK_OPTIONS,
     }
     deployments: list[dict[str, Any]] = [ingress]
     for runner in service.runners:

@@ -106,6 +106,17 @@ class LocalBackend:
         if "max_latency_ms" in settings:
             batched.set_max_latency_ms(settings["max_latency_ms"])
 
+    async def check_health(self) -> None:
+        """Raises when the runnable's own `check_health()` (an optional hook) says it is unwell; a
+        blocking hook runs on a worker thread, so a slow one is timed out by Serve, not the loop."""
+        check = getattr(self.instance, "check_health", None)
+        if check is None:
+            return
+        if inspect.iscoroutinefunction(check):
+            await check()
+        else:
+            await asyncio.to_thread(check)
+
     def close(self) -> None:
         self.instance, self._batched, self._calls = None, {}, {}
         if self._loop_thread is not None:

@@ -10,6 +10,10 @@ class MyRunnable(raystore.Runnable):
     @raystore.Runnable.method(batchable=True, batch_dim=0)
     def predict(self, x):
         return self.model(x)
+
+    def check_health(self):  # optional: Serve calls it every few seconds in each replica
+        if self.model.broken:
+            raise RuntimeError("model lost its device")  # the replica is then replaced
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from raystore._private.batching import BatchStats
-from raystore._private.replica import freeze_startup_heap, limit_threads
+from raystore._private.replica import HEALTH_CHECK_OPTIONS, freeze_startup_heap, limit_threads
 from raystore._private.runner.local import LocalBackend
 from raystore._private.runner.resources import Resources
 from raystore._private.runner.spec import RunnerSpec
@@ -43,6 +43,11 @@ class RunnerReplica:
         if method not in self.served_methods:
             raise InvalidArgument(f"this replica serves {sorted(self.served_methods)}, not {method!r}")
         return for_the_wire(await self.backend.call_async(method, args, kwargs))
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check: this replica's loop answers, and the runnable's own
+        `check_health()`, where it defines one, does not raise (an unhealthy replica is replaced)."""
+        await self.backend.check_health()
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """`user_config` per method: {"predict": {"max_batch_size": 64, "max_latency_ms": 50}}."""
@@ -159,6 +164,7 @@ def deployment_options(
     options["max_ongoing_requests"] = max(
         MIN_ONGOING_REQUESTS, 2 * max(spec.methods[m].batch.max_batch_size for m in methods)
     )
+    options.update(HEALTH_CHECK_OPTIONS)
     if spec.autoscaling:
         options["autoscaling_config"] = dict(spec.autoscaling)
     else:

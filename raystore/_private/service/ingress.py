@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from raystore._private.replica import freeze_startup_heap, limit_threads
+from raystore._private.replica import HEALTH_CHECK_OPTIONS, freeze_startup_heap, limit_threads
 from raystore._private.service.access_log import access_log_from_environment
 from raystore._private.service.app import ServiceApp, call_api
 from raystore._private.service.request_metrics import request_metrics
@@ -97,5 +97,6 @@ def service_application(service: Service, source: ServiceSource) -> Any:
         name=f"{service.name}-ingress",
         ray_actor_options=dict(INGRESS_ACTOR_OPTIONS),
         max_ongoing_requests=service.max_ongoing_requests,
+        **HEALTH_CHECK_OPTIONS,
     )
     return deployment.bind(source, {runner.name: runner.bind() for runner in service.runners})
