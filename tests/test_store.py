@@ -139,7 +139,7 @@ def test_framework_mismatch(iris_clf):
         ({"signatures": {"predict": {"batchable": "yes"}}}, "'batchable' must be True or False"),
         ({"signatures": {"predict": {"batch_dim": (0, 1, 2)}}}, "'batch_dim' must be an int or a pair"),
         ({"signatures": {"predict": {"batch": True}}}, "unknown keys ['batch']"),
-        ({"signatures": {}}, "signatures is empty"),
+        ({"shoe_size": 42}, "got unexpected arguments ['shoe_size']"),
         ({"custom_objects": [1]}, "custom_objects must be a dict"),
         ({"external_modules": ["json"]}, "external_modules must hold imported modules"),
         ({"metadata": {"loss": float("nan")}}, "metadata['loss'] is nan, which JSON cannot represent"),

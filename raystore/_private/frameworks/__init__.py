@@ -12,6 +12,7 @@ _ADAPTERS = {
     "raystore.sklearn": "raystore._private.frameworks.sklearn",
     "raystore.pytorch": "raystore._private.frameworks.pytorch",
     "raystore.torchscript": "raystore._private.frameworks.torchscript",
+    "raystore.models": "raystore._private.frameworks.own_files",
 }
 
 

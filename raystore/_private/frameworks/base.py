@@ -8,7 +8,10 @@ Runnable that calls `load_for_runner` and `run_method`.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
+import logging
 import platform
 import sys
 import types
@@ -21,11 +24,13 @@ from typing import Any, ClassVar
 import cloudpickle
 
 from raystore._private.store import ModelInfo, StoredModel, default_store
-from raystore._private.store.info import validate_labels, validate_metadata, validate_signatures
+from raystore._private.store.info import has_method, validate_labels, validate_metadata, validate_signatures
 from raystore._private.store.stored_model import CUSTOM_OBJECTS_FILE
 from raystore._private.version import __version__
 from raystore.exceptions import FrameworkMismatch, InvalidArgument, MissingDependency, NotFound
 from raystore.tag import Tag, new_version
+
+logger = logging.getLogger("raystore.frameworks")
 
 
 class Framework:
@@ -34,14 +39,28 @@ class Framework:
     packages: ClassVar[tuple[str, ...]] = ()  # distributions whose versions the context records
     default_signatures: ClassVar[Mapping[str, Mapping[str, Any]]]
     gpu_capable: ClassVar[bool] = False
+    has_loader: ClassVar[bool] = True  # False: the user's own files, which only their own code reads
 
     # ---- what each framework provides ------------------------------------------------------
 
     def check_model(self, model: object) -> None:
         """Raise `InvalidArgument` when `model` is not something this framework can save."""
 
-    def save_files(self, model: object, path: Path) -> dict[str, Any]:
-        """Write the model's files into `path`; return the options to record in model.yaml."""
+    def signatures_for(self, model: object) -> Mapping[str, Mapping[str, Any]]:
+        """The signatures a save without `signatures=` records: the defaults the model has."""
+        return {method: value for method, value in self.default_signatures.items() if self.has_method(model, method)}
+
+    def has_method(self, model: object, method: str) -> bool:
+        """Whether a signature named `method` can call `model` (a method of it, by default)."""
+        return has_method(model, method)
+
+    def uses_gpu(self) -> bool:
+        """Whether a runner asks for a GPU with `resources="auto"` (on a cluster that has GPUs)."""
+        return self.gpu_capable
+
+    def save_files(self, model: object, path: Path, **options: Any) -> dict[str, Any]:
+        """Write the model's files into `path`; return the options to record in model.yaml.
+        `options` are the caller's extra `save_model` arguments: a framework that takes none refuses them."""
         raise NotImplementedError
 
     def load(self, model: StoredModel, **kwargs: Any) -> Any:
@@ -68,17 +87,26 @@ class Framework:
         custom_objects: Mapping[str, Any] | None = None,
         signatures: Mapping[str, Mapping[str, Any]] | None = None,
         external_modules: Sequence[types.ModuleType] | None = None,
+        **options: Any,
     ) -> StoredModel:
         """Save `model` as a new version of `name` and return it.
 
         `external_modules`: modules (e.g. the user's own `model_def.py`) whose classes and functions
-        are saved by value, so that loading needs neither the module nor its file.
+        are saved by value, so that loading needs neither the module nor its file. `options`: what
+        this framework's `save_files` takes beside the model (a tokenizer, ...).
+
+        Without `signatures`, the framework's default methods that the model has are recorded; a
+        model with none (plain data) is saved all the same, and cannot become a runner.
         """
         tag = Tag(name, new_version())
         self.check_model(model)
-        sigs = validate_signatures(self.default_signatures if signatures is None else signatures, model)
-        if not sigs:
-            raise InvalidArgument("signatures is empty; give at least one method, e.g. {'predict': {}}")
+        try:
+            inspect.signature(self.save_files).bind(model, Path(), **options)
+        except TypeError:
+            raise InvalidArgument(f"{self.module}.save_model got unexpected arguments {sorted(options)}") from None
+        if signatures is None:
+            signatures = self.signatures_for(model)
+        sigs = validate_signatures(signatures, functools.partial(self.has_method, model), f"the {type(model).__name__}")
         for module in external_modules or ():
             if not isinstance(module, types.ModuleType):
                 raise InvalidArgument(f"external_modules must hold imported modules, got {module!r}")
@@ -92,13 +120,13 @@ class Framework:
             module=self.module,
             labels=validate_labels(labels),
             metadata=validate_metadata(metadata),
-            context=self._context(),
+            context=self.context(),
             signatures=sigs,
         )
         info.to_yaml()  # fail here, before any file is written, if something cannot be represented
         store = default_store()
         with store.create(info) as staging, _pickled_by_value(external_modules or ()):
-            info.options = self.save_files(model, staging)
+            info.options = self.save_files(model, staging, **options)
             with open(staging / CUSTOM_OBJECTS_FILE, "wb") as f:
                 cloudpickle.dump(dict(custom_objects or {}), f)
         return StoredModel(store, info)
@@ -115,14 +143,35 @@ class Framework:
 
     def load_model(self, tag: str | Tag | StoredModel, **kwargs: Any) -> Any:
         model = self.get(tag)
+        self.warn_on_other_versions(model)
         try:
             return self.load(model, **kwargs)
         except FileNotFoundError as exc:
             raise NotFound(f"model {model.tag} was deleted while loading ({exc.filename})") from None
 
+    def warn_on_other_versions(self, model: StoredModel) -> None:
+        """Warn (once per model and package) when a package the model was saved with has another
+        major version here: its file format or behaviour may have changed."""
+        saved = (model.info.context or {}).get("framework_versions") or {}
+        for package, version in saved.items():
+            here = _version_of(package)
+            key = (str(model.tag), package)
+            if _major(version) != _major(here) and "unknown" not in (version, here) and key not in _WARNED:
+                _WARNED.add(key)
+                logger.warning(
+                    "model %s was saved with %s %s and loads with %s %s; if it misbehaves, install %s==%s",
+                    model.tag,
+                    package,
+                    version,
+                    package,
+                    here,
+                    package,
+                    version,
+                )
+
     # ---- helpers ---------------------------------------------------------------------------
 
-    def _context(self) -> dict[str, Any]:
+    def context(self) -> dict[str, Any]:
         return {
             "framework_name": self.name,
             "framework_versions": {pkg: _version_of(pkg) for pkg in self.packages},
@@ -142,6 +191,13 @@ class Framework:
             raise MissingDependency(
                 f"raystore.{self.name} needs the '{module}' package: pip install 'raystore[{extra}]'"
             ) from None
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _major(version: str) -> str:
+    return str(version).split(".", 1)[0]
 
 
 def _version_of(package: str) -> str:

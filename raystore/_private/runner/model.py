@@ -15,6 +15,7 @@ from raystore._private.frameworks import Framework, framework_for
 from raystore._private.runner.runnable import CPU, GPU, Runnable
 from raystore._private.runner.runner import Runner
 from raystore._private.store import StoredModel
+from raystore.exceptions import InvalidArgument
 
 
 class Model(StoredModel):
@@ -28,6 +29,18 @@ class Model(StoredModel):
         """A `raystore.Runner` for this model; options as `Runner` takes them (max_batch_size,
         max_latency_ms, method_configs, resources, num_replicas, autoscaling, colocate, embedded)."""
         runner_name = name or self.tag.name.replace(".", "-")
+        if not framework_for(self.info.module).has_loader:
+            raise InvalidArgument(
+                f"model {self.tag} holds files of your own, which raystore cannot load: write a raystore.Runnable "
+                f"that reads them (raystore.models.get({str(self.tag)!r}).path_of('FILE')) and run it with "
+                "raystore.Runner(YourRunnable, models=[model])"
+            )
+        if not self.info.signatures:
+            raise InvalidArgument(
+                f"model {self.tag} has no signatures, so a runner has nothing to call; save it with "
+                "signatures naming its methods, e.g. signatures={'predict': {'batchable': True}}, or write a "
+                "raystore.Runnable that loads it"
+            )
         return Runner(runnable_for(self), name=runner_name, models=[self], **options)
 
 
@@ -36,10 +49,11 @@ def runnable_for(model: StoredModel) -> type[Runnable]:
     framework = framework_for(model.info.module)
 
     def __init__(runnable: Runnable) -> None:
+        framework.warn_on_other_versions(model)
         runnable.model = framework.load_for_runner(model)
 
     namespace: dict[str, Any] = {
-        "SUPPORTED_RESOURCES": (GPU, CPU) if framework.gpu_capable else (CPU,),
+        "SUPPORTED_RESOURCES": (GPU, CPU) if framework.uses_gpu() else (CPU,),
         "SUPPORTS_CPU_MULTI_THREADING": True,
         "__init__": __init__,
     }

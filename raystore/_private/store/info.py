@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,8 +62,10 @@ class ModelSignature:
         return out
 
 
-def validate_signatures(signatures: Mapping[str, Any] | None, model: object = None) -> dict[str, ModelSignature]:
-    """Normalise signatures and, when `model` is given, check every method exists and is callable on it."""
+def validate_signatures(
+    signatures: Mapping[str, Any] | None, has_method: Callable[[str], bool] | None = None, owner: str = "the model"
+) -> dict[str, ModelSignature]:
+    """Normalise signatures and, when `has_method` is given, check that it accepts every method."""
     if signatures is None:
         return {}
     if not isinstance(signatures, Mapping):
@@ -74,19 +76,19 @@ def validate_signatures(signatures: Mapping[str, Any] | None, model: object = No
     for method, value in signatures.items():
         if not isinstance(method, str) or not method.isidentifier():
             raise InvalidArgument(f"signature name {method!r} is not a Python method name")
-        if model is not None and not _has_method(model, method):
+        if has_method is not None and not has_method(method):
             raise InvalidArgument(
-                f"signature {method!r}: {type(model).__name__} has no method {method!r}; "
-                f"pass signatures naming methods the model has"
+                f"signature {method!r}: {owner} has no method {method!r}; pass signatures naming methods it has"
             )
         out[method] = ModelSignature.from_value(method, value)
     return out
 
 
-def _has_method(model: object, method: str) -> bool:
+def has_method(model: object, method: str) -> bool:
+    """Whether `model.method` is callable (a property that raises is not a method either)."""
     try:
         return callable(getattr(model, method, None))
-    except Exception:  # a property that raises is not a method either
+    except Exception:
         return False
 
 
