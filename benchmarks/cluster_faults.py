@@ -11,7 +11,8 @@ Serve app of the same shape (an ingress deployment calling a model deployment wi
 a handle). A client sends `--rate` requests per second to both over HTTP while:
 
 1. one model replica is killed (SIGKILL);
-2. the worker node's raylet is killed, and a new worker node joins 5 s later (as an autoscaler
+2. one model replica is hung (SIGSTOP): only Serve's health checks can find it;
+3. the worker node's raylet is killed, and a new worker node joins 5 s later (as an autoscaler
    would bring one back: the model needs a GPU, and only workers have them).
 
 For each fault and app: requests that failed, the longest time without a successful answer, and
@@ -97,6 +98,7 @@ class Load:
     def __init__(self, url: str, rate: float):
         self.url, self.rate = url, rate
         self.records: list[tuple[float, float, bool]] = []
+        self.failures: list[tuple[float, str]] = []  # (sent, what went wrong)
         self._stop = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(64)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -115,8 +117,12 @@ class Load:
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 ok = response.status == 200 and len(json.loads(response.read())) == 1
-        except (OSError, ValueError):
+        except urllib.error.HTTPError as exc:
             ok = False
+            self.failures.append((sent, f"{exc.code} {exc.read()[:160].decode(errors='replace')}"))
+        except (OSError, ValueError) as exc:
+            ok = False
+            self.failures.append((sent, f"{type(exc).__name__}: {exc}"[:200]))
         self.records.append((sent, time.monotonic(), ok))
 
     def _run(self) -> None:
@@ -139,6 +145,7 @@ class Load:
         bad = [r[0] for r in window if not r[2] or r[1] - r[0] > 1.0]
         back = min((r[0] for r in window if r[0] > max(bad, default=fault_at)), default=float("nan"))
         return {
+            "reasons": [f"{t - fault_at:+.1f} s: {why}" for t, why in sorted(self.failures) if fault_at <= t < until],
             "sent": len(window),
             "failed": sum(1 for r in window if not r[2]),
             "longest_gap_s": max(gaps, default=float("nan")),
@@ -152,6 +159,14 @@ def replica_pids(dashboard: str, deployment: str) -> list[tuple[int, str]]:
 
     actors = list_actors(address=dashboard, filters=[("state", "=", "ALIVE")], limit=1000, detail=True)
     return [(a.pid, a.node_id) for a in actors if f"#{deployment}#" in (a.name or "")]
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie waiting for its parent counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def run(cmd: list[str], env: dict) -> str:
@@ -249,6 +264,10 @@ def main() -> None:
 
         config = yaml.safe_load(config_file.read_text())
         config["http_options"] = {"host": "127.0.0.1", "port": http_port}
+        # Both nodes share this machine, and Serve's proxies share a port (SO_REUSEPORT): with a
+        # proxy on every node, the kernel would hand some connections to the worker's proxy, which
+        # dies with its node. Traffic enters through the head, as a load balancer would send it.
+        config["proxy_location"] = "HeadOnly"
         raw = {
             "name": "raw",
             "route_prefix": "/raw",
@@ -304,7 +323,29 @@ def main() -> None:
         for name, load in loads.items():
             results[("replica killed", name)] = load.summary(fault, fault + args.settle)
 
-        # 2. the worker's raylet killed; a new worker joins 5 s later
+        # 2. one model replica of each app hung (SIGSTOP): only a health check can tell
+        fault = time.monotonic()
+        stopped = [replica_pids(dashboard, deployment)[0][0] for deployment in ("tiny-call", "RawModel")]
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        settle = max(args.settle, 60.0)
+        replaced_after = {}  # app -> seconds until Serve ended the hung replica
+        while time.monotonic() < fault + settle:
+            for name, pid in zip(("raystore", "raw Serve"), stopped):
+                if name not in replaced_after and not _alive(pid):
+                    replaced_after[name] = time.monotonic() - fault
+            time.sleep(0.25)
+        for name, load in loads.items():
+            results[("replica hung", name)] = load.summary(fault, fault + settle)
+            results[("replica hung", name)]["replaced_after_s"] = replaced_after.get(name)
+        for pid in stopped:  # what Serve has not replaced yet is ended here, before the next fault
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(5)
+
+        # 3. the worker's raylet killed; a new worker joins 5 s later
         fault = time.monotonic()
         os.kill(nodes[1].raylet_pid(), signal.SIGKILL)
         time.sleep(5)
@@ -317,7 +358,6 @@ def main() -> None:
                 num_gpus=gpus,
             )
         )
-        settle = max(args.settle, 60.0)
         time.sleep(settle)
         for name, load in loads.items():
             load.stop()
@@ -336,8 +376,16 @@ def main() -> None:
     for (fault_name, app), r in results.items():
         print(
             f"{fault_name:<17} {app:<10} {r['sent']:>5} {r['failed']:>6} {r['longest_gap_s']:>13.1f} "
-            f"{r['recovered_after_s']:>17.1f}"
+            f"{'not in window' if r['recovered_after_s'] != r['recovered_after_s'] else round(r['recovered_after_s'], 1):>17}"
         )
+    for (fault_name, app), r in results.items():
+        if "replaced_after_s" in r:
+            after = r["replaced_after_s"]
+            replaced = f"after {after:.1f} s" if after is not None else f"not within {settle:.0f} s"
+            print(f"  {fault_name}, {app}: Serve replaced the hung replica {replaced}")
+    for (fault_name, app), r in results.items():
+        for reason in r["reasons"]:
+            print(f"  {fault_name}, {app}: request sent {reason}")
     print(
         "\n'longest gap': the longest time without a successful answer; 'recovered after': from the fault"
         "\nuntil every request sent succeeds within a second."

@@ -18,6 +18,22 @@ from pathlib import Path
 RAY = Path(sys.executable).with_name("ray")
 
 
+def _processes():
+    """(pid, parent pid, name) of every process this user can see."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        yield (
+            int(entry.name),
+            int(stat[stat.rindex(")") + 2 :].split()[1]),
+            stat[stat.index("(") + 1 : stat.rindex(")")],
+        )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -31,18 +47,30 @@ class RayNode:
 
     def raylet_pid(self) -> int:
         """The node's raylet: the child of our `ray start` named raylet."""
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
+        for pid, ppid, name in _processes():
+            if ppid == self.process.pid and name == "raylet":
+                return pid
+        raise RuntimeError(f"no raylet under {self.process.pid}: {self.log_path.read_text()[-2000:]}")
+
+    def actor_pids(self, title_part: str) -> list[int]:
+        """The node's worker processes (children of its raylet, in sessions of their own) whose
+        title, as Ray sets it (`ray::ServeReplica:APP:DEPLOYMENT...`), contains `title_part`; none
+        while the node is starting."""
+        raylets = [pid for pid, ppid, name in _processes() if ppid == self.process.pid and name == "raylet"]
+        if not raylets:
+            return []
+        raylet = raylets[0]
+        found = []
+        for pid, ppid, _ in _processes():
+            if ppid != raylet:
                 continue
             try:
-                stat = (entry / "stat").read_text()
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
             except OSError:
                 continue
-            name = stat[stat.index("(") + 1 : stat.rindex(")")]
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            if ppid == self.process.pid and name == "raylet":
-                return int(entry.name)
-        raise RuntimeError(f"no raylet under {self.process.pid}: {self.log_path.read_text()[-2000:]}")
+            if title.startswith("ray::") and title_part in title:
+                found.append(pid)
+        return found
 
     def stop(self) -> None:
         try:
