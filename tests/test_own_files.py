@@ -51,19 +51,16 @@ def test_own_files_commit_when_the_block_ends(store_home):
 
 
 def test_own_files_that_raise_or_break_the_rules_leave_nothing(store_home):
-    with pytest.raises(RuntimeError, match="tokenizer failed"):
-        with raystore.models.create("vocab") as m:
-            Path(m.path, "half.txt").write_text("x")
-            raise RuntimeError("tokenizer failed")
-    with pytest.raises(InvalidArgument, match="model.yaml is a file name raystore keeps"):
-        with raystore.models.create("vocab") as m:
-            Path(m.path, "model.yaml").write_text("name: evil\n")
-    with pytest.raises(InvalidArgument, match="labels are str to str"):
-        with raystore.models.create("vocab") as m:
-            m.info.labels["stage"] = 3
-    with pytest.raises(InvalidArgument, match="must be a non-empty"):
-        with raystore.models.create("vocab", labels={"": "x"}):
-            pass
+    with pytest.raises(RuntimeError, match="tokenizer failed"), raystore.models.create("vocab") as m:
+        Path(m.path, "half.txt").write_text("x")
+        raise RuntimeError("tokenizer failed")
+    reserved = pytest.raises(InvalidArgument, match="model.yaml is a file name raystore keeps")
+    with reserved, raystore.models.create("vocab") as m:
+        Path(m.path, "model.yaml").write_text("name: evil\n")
+    with pytest.raises(InvalidArgument, match="labels are str to str"), raystore.models.create("vocab") as m:
+        m.info.labels["stage"] = 3
+    with pytest.raises(InvalidArgument, match="must be a non-empty"), raystore.models.create("vocab", labels={"": "x"}):
+        pass
     assert raystore.models.list() == []
     leftovers = [p for p in store_home.rglob("*") if p.is_file()]
     assert leftovers == []
