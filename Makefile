@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := sklearn,pytorch,s3,test
+EXTRAS := all,test
 QUICKSTART_EXTRAS := sklearn
 
 .PHONY: quickstart test lint install clean deployments

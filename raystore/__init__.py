@@ -1,7 +1,8 @@
 """raystore: a versioned model store and an adaptively batching model server on Ray Serve.
 
 The public surface is this module, the framework modules (`raystore.sklearn`, `raystore.pytorch`,
-`raystore.torchscript`, `raystore.picklable_model`), `raystore.io`, `raystore.models`,
+`raystore.torchscript`, `raystore.xgboost`, `raystore.lightgbm`, `raystore.onnx`,
+`raystore.picklable_model`), `raystore.io`, `raystore.models`,
 `raystore.exceptions`, `raystore.tag`, `raystore.config`, `raystore.serving` (what built Serve
 configs name) and the `raystore` command. Everything
 under `raystore._private` is internal and may change without notice.
@@ -18,7 +19,19 @@ from typing import TYPE_CHECKING, Any
 from raystore._private.version import __version__
 
 if TYPE_CHECKING:
-    from raystore import config, exceptions, io, models, picklable_model, pytorch, sklearn, torchscript
+    from raystore import (
+        config,
+        exceptions,
+        io,
+        lightgbm,
+        models,
+        onnx,
+        picklable_model,
+        pytorch,
+        sklearn,
+        torchscript,
+        xgboost,
+    )
     from raystore._private.batching import batch
     from raystore._private.runner.model import Model
     from raystore._private.runner.runnable import Runnable
@@ -28,7 +41,19 @@ if TYPE_CHECKING:
     from raystore.exceptions import ServiceUnavailable
     from raystore.tag import Tag
 
-_LAZY_MODULES = {"config", "exceptions", "io", "models", "picklable_model", "pytorch", "sklearn", "torchscript"}
+_LAZY_MODULES = {
+    "config",
+    "exceptions",
+    "io",
+    "lightgbm",
+    "models",
+    "onnx",
+    "picklable_model",
+    "pytorch",
+    "sklearn",
+    "torchscript",
+    "xgboost",
+}
 
 _LAZY_ATTRIBUTES = {
     "Model": "raystore._private.runner.model",

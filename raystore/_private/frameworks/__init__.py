@@ -12,6 +12,9 @@ _ADAPTERS = {
     "raystore.sklearn": "raystore._private.frameworks.sklearn",
     "raystore.pytorch": "raystore._private.frameworks.pytorch",
     "raystore.torchscript": "raystore._private.frameworks.torchscript",
+    "raystore.xgboost": "raystore._private.frameworks.xgboost",
+    "raystore.lightgbm": "raystore._private.frameworks.lightgbm",
+    "raystore.onnx": "raystore._private.frameworks.onnx",
     "raystore.models": "raystore._private.frameworks.own_files",
 }
 

@@ -53,7 +53,8 @@ def runnable_for(model: StoredModel) -> type[Runnable]:
         runnable.model = framework.load_for_runner(model)
 
     namespace: dict[str, Any] = {
-        "SUPPORTED_RESOURCES": (GPU, CPU) if framework.uses_gpu() else (CPU,),
+        "SUPPORTED_RESOURCES": (GPU, CPU) if framework.gpu_capable else (CPU,),
+        "GPU_BY_DEFAULT": framework.uses_gpu(),
         "SUPPORTS_CPU_MULTI_THREADING": True,
         "__init__": __init__,
     }

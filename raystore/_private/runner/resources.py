@@ -64,15 +64,21 @@ class Resources:
 
 
 def parse_resources(
-    spec: Mapping[str, Any] | str | Resources | None, *, gpu_capable: bool, where: str = "resources"
+    spec: Mapping[str, Any] | str | Resources | None,
+    *,
+    gpu_capable: bool,
+    auto_gpu: bool | None = None,
+    where: str = "resources",
 ) -> Resources:
     """Parse `{"num_cpus": 0.5, "num_gpus": 0.25, "accelerator_type": "A100", "memory": "2Gi"}` or
-    BentoML's `{"cpu": "500m", "nvidia.com/gpu": 1}`; None or "auto" means one CPU, plus one GPU for
-    GPU-capable frameworks when the cluster has GPUs."""
+    BentoML's `{"cpu": "500m", "nvidia.com/gpu": 1}`; None or "auto" means one CPU, plus one GPU
+    when the cluster has GPUs for frameworks that use one by default (`auto_gpu`, else every
+    GPU-capable one)."""
     if isinstance(spec, Resources):
         return spec
+    auto_gpu = gpu_capable if auto_gpu is None else auto_gpu and gpu_capable
     if spec is None or spec == AUTO:
-        return Resources(num_gpus=None if gpu_capable else 0.0)
+        return Resources(num_gpus=None if auto_gpu else 0.0)
     if not isinstance(spec, Mapping):
         raise InvalidArgument(f"{where} must be a dict like {{'num_cpus': 1, 'num_gpus': 0.5}} or 'auto', got {spec!r}")
     unknown = set(spec) - _RAY_KEYS - set(_BENTOML_KEYS)
@@ -86,7 +92,7 @@ def parse_resources(
             raise InvalidArgument(f"{where}: {key!r} repeats {name!r}; give one of them")
         values[name] = value
     num_cpus = _cpus(values.get("num_cpus", DEFAULT_NUM_CPUS), where)
-    num_gpus = _gpus(values.get("num_gpus", None if gpu_capable else 0), where)
+    num_gpus = _gpus(values.get("num_gpus", None if auto_gpu else 0), where)
     if num_gpus and not gpu_capable:
         raise InvalidArgument(f"{where}: this model's framework runs on CPU only; remove the GPU request")
     accelerator = values.get("accelerator_type")

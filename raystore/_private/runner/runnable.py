@@ -38,6 +38,8 @@ class Runnable:
 
     SUPPORTED_RESOURCES: ClassVar[tuple[str, ...]] = (CPU,)
     SUPPORTS_CPU_MULTI_THREADING: ClassVar[bool] = False
+    # whether resources="auto" asks for a GPU (on a cluster with GPUs); None: whenever it can use one
+    GPU_BY_DEFAULT: ClassVar[bool | None] = None
     methods: ClassVar[dict[str, RunnableMethodConfig]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

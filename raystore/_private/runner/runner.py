@@ -84,6 +84,15 @@ class RunnerMethod:
         return f"RunnerMethod({self.runner.name}.{self.name}, batchable={self.batchable})"
 
 
+class _CallableRunnerMethod(RunnerMethod):
+    """A runner method named `run`, which shadows `Runner.run` and so must be callable itself."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*args, **kwargs)
+
+
 class Runner:
     """Runs a `Runnable`'s methods: locally after `init_local()`, embedded in the calling replica,
     or as one Serve deployment per method (all in one with `colocate=True`)."""
@@ -112,6 +121,11 @@ class Runner:
         self._backend = backend
         self._backend_lock = threading.Lock()  # one backend, even when threads start it at once
         self.methods: dict[str, RunnerMethod] = {name: RunnerMethod(self, m) for name, m in spec.methods.items()}
+        if "run" in self.methods:
+            # A method named `run` (an ONNX graph's) is reached as `runner.run.run(x)`, BentoML's
+            # spelling, and `runner.run(x)` still calls it.
+            self.run = _CallableRunnerMethod(self, spec.methods["run"])  # type: ignore[method-assign]
+            self.methods["run"] = self.run
 
     @classmethod
     def _from_spec(cls, spec: RunnerSpec, backend: Backend | None) -> Runner:

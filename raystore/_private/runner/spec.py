@@ -76,8 +76,8 @@ class RunnerSpec:
             raise InvalidArgument(f"num_replicas must be a positive int, got {num_replicas!r}")
         if autoscaling is not None and not isinstance(autoscaling, Mapping):
             raise InvalidArgument(f"autoscaling must be a dict of Serve autoscaling_config fields, got {autoscaling!r}")
-        gpu_capable = runnable_class.gpu_capable()
-        base_resources = parse_resources(resources, gpu_capable=gpu_capable)
+        gpu_capable, auto_gpu = runnable_class.gpu_capable(), runnable_class.GPU_BY_DEFAULT
+        base_resources = parse_resources(resources, gpu_capable=gpu_capable, auto_gpu=auto_gpu)
         method_configs = dict(options["method_configs"] or {})
         unknown = set(method_configs) - set(runnable_class.methods)
         if unknown:
@@ -104,7 +104,10 @@ class RunnerSpec:
             method_resources = base_resources
             if "resources" in overrides:
                 method_resources = parse_resources(
-                    overrides["resources"], gpu_capable=gpu_capable, where=f"method_configs[{method!r}].resources"
+                    overrides["resources"],
+                    gpu_capable=gpu_capable,
+                    auto_gpu=auto_gpu,
+                    where=f"method_configs[{method!r}].resources",
                 )
             methods[method] = MethodSpec(method, signature, batch, method_resources)
         mode = Mode.EMBEDDED if options["embedded"] else Mode.COLOCATED if colocate else Mode.PER_METHOD

@@ -1,0 +1,131 @@
+"""LightGBM boosters and scikit-learn wrappers (`LGBMClassifier`, `LGBMRegressor`, `LGBMRanker`),
+saved as LightGBM's own text model file: no pickle. A wrapper is rebuilt around the loaded booster
+from what model.yaml records (its class, params and, for a classifier, its classes). LightGBM
+predicts on CPUs only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from raystore._private.frameworks.base import Framework
+from raystore._private.store import StoredModel
+from raystore.exceptions import BadInput, InvalidArgument, StoreError
+
+MODEL_FILE = "model.txt"
+
+
+class LightGBM(Framework):
+    name = "lightgbm"
+    module = "raystore.lightgbm"
+    packages = ("lightgbm",)
+    # rows are independent: batching them along dim 0 never changes an answer
+    default_signatures = {"predict": {"batchable": True}, "predict_proba": {"batchable": True}}
+
+    def _lgb(self) -> Any:
+        return self.import_or_explain("lightgbm", "lightgbm")
+
+    def check_model(self, model: object) -> None:
+        lgb = self._lgb()
+        if isinstance(model, lgb.Booster):
+            return
+        if not isinstance(model, lgb.LGBMModel):
+            raise InvalidArgument(
+                f"{self.module}.save_model expects a lightgbm.Booster or a scikit-learn wrapper such as "
+                f"LGBMClassifier, got {type(model).__name__}"
+            )
+        if getattr(lgb, type(model).__name__, None) is not type(model):
+            raise InvalidArgument(
+                f"{type(model).__name__} is not one of LightGBM's own classes, which is all a pickle-free file can "
+                "name: save model.booster_, or the object with raystore.picklable_model"
+            )
+        if not getattr(model, "fitted_", False):
+            raise InvalidArgument(f"this {type(model).__name__} is not fitted yet: call fit() before saving")
+
+    def save_files(self, model: Any, path: Path) -> dict[str, Any]:
+        lgb = self._lgb()
+        if isinstance(model, lgb.Booster):
+            model.save_model(str(path / MODEL_FILE))
+            return {"kind": "booster"}
+        model.booster_.save_model(str(path / MODEL_FILE))
+        options: dict[str, Any] = {
+            "kind": "sklearn",
+            "class": type(model).__name__,
+            "params": _plain_params(model.get_params()),
+            "feature_names": bool(getattr(model, "_fitted_with_feature_names", False)),
+        }
+        if isinstance(model, lgb.LGBMClassifier):
+            options["classes"] = [_plain(c) for c in model.classes_]
+        return options
+
+    def load(self, model: StoredModel) -> Any:
+        lgb = self._lgb()
+        options = model.info.options or {}
+        booster = lgb.Booster(model_file=str(model.path_of(MODEL_FILE)))
+        kind = options.get("kind")
+        if kind == "booster":
+            return booster
+        if kind != "sklearn":
+            raise StoreError(f"model {model.tag}: unknown lightgbm model kind {kind!r} in model.yaml")
+        cls = getattr(lgb, str(options.get("class")), None)
+        if not (isinstance(cls, type) and issubclass(cls, lgb.LGBMModel)):
+            raise StoreError(f"model {model.tag}: {options.get('class')!r} is not a LightGBM wrapper class here")
+        return _rebuild_wrapper(cls, booster, options)
+
+    def run_method(self, loaded: Any, method: str, args: tuple, kwargs: dict) -> Any:
+        if args:
+            _check_features(loaded, args[0])
+        return getattr(loaded, method)(*args, **kwargs)
+
+
+def _rebuild_wrapper(cls: type, booster: Any, options: dict[str, Any]) -> Any:
+    """A fitted wrapper around `booster`: the state LightGBM's `fit` leaves that `predict` reads."""
+    import numpy as np
+
+    wrapper = cls(**options.get("params", {}))
+    wrapper._Booster = booster
+    wrapper._n_features = wrapper._n_features_in = booster.num_feature()
+    wrapper._best_iteration = booster.best_iteration
+    wrapper._objective = booster.params.get("objective", wrapper.objective)
+    wrapper._fitted_with_feature_names = bool(options.get("feature_names"))
+    if "classes" in options:
+        from sklearn.preprocessing import LabelEncoder
+
+        classes = np.asarray(options["classes"])
+        wrapper._classes, wrapper._n_classes = classes, len(classes)
+        wrapper._le = LabelEncoder().fit(classes)
+    wrapper.fitted_ = True
+    return wrapper
+
+
+def _check_features(loaded: Any, x: Any) -> None:
+    shape = getattr(x, "shape", None)
+    expected = loaded.num_feature() if hasattr(loaded, "num_feature") else getattr(loaded, "n_features_in_", None)
+    if shape is None or expected is None or len(shape) != 2:
+        return
+    if shape[1] != expected:
+        raise BadInput(f"the model takes {expected} features per row, got rows of {shape[1]} (input shape {shape})")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python ones, for model.yaml."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _plain_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The wrapper's params that model.yaml can hold. Others (a class_weight dict) only steer
+    training and are left out; a custom objective function shapes predictions and cannot be."""
+    plain = {}
+    for key, value in params.items():
+        if callable(value):
+            raise InvalidArgument(
+                f"{key} is a Python function, which a pickle-free file cannot hold: save model.booster_, or the "
+                "object with raystore.picklable_model"
+            )
+        value = _plain(value)
+        if value is None or isinstance(value, (str, int, float, bool)):
+            plain[key] = value
+    return plain
+
+
+FRAMEWORK = LightGBM()
