@@ -2,10 +2,10 @@
 
 The public surface is this module, the framework modules (`raystore.sklearn`, `raystore.pytorch`,
 `raystore.torchscript`, `raystore.xgboost`, `raystore.lightgbm`, `raystore.onnx`,
-`raystore.picklable_model`), `raystore.io`, `raystore.models`,
+`raystore.transformers`, `raystore.picklable_model`), `raystore.io`, `raystore.models`,
 `raystore.exceptions`, `raystore.tag`, `raystore.config`, `raystore.serving` (what built Serve
-configs name) and the `raystore` command. Everything
-under `raystore._private` is internal and may change without notice.
+configs name) and the `raystore` command. Everything under `raystore._private` is internal and
+may change without notice.
 
 Importing raystore never starts Ray or imports a machine-learning framework: every name below
 loads on first access.
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         pytorch,
         sklearn,
         torchscript,
+        transformers,
         xgboost,
     )
     from raystore._private.batching import batch
@@ -52,6 +53,7 @@ _LAZY_MODULES = {
     "pytorch",
     "sklearn",
     "torchscript",
+    "transformers",
     "xgboost",
 }
 

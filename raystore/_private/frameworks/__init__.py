@@ -15,6 +15,7 @@ _ADAPTERS = {
     "raystore.xgboost": "raystore._private.frameworks.xgboost",
     "raystore.lightgbm": "raystore._private.frameworks.lightgbm",
     "raystore.onnx": "raystore._private.frameworks.onnx",
+    "raystore.transformers": "raystore._private.frameworks.transformers",
     "raystore.models": "raystore._private.frameworks.own_files",
 }
 
