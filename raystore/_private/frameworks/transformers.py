@@ -134,8 +134,11 @@ class Transformers(Framework):
     def run_method(self, loaded: Any, method: str, args: tuple, kwargs: dict) -> Any:
         transformers = self._transformers()
         if isinstance(loaded, transformers.Pipeline):
-            if method == "__call__" and args and isinstance(args[0], tuple):
+            if method == "__call__" and args and isinstance(args[0], (list, tuple)):
                 args = (list(args[0]), *args[1:])
+                # A pipeline runs a list one input at a time unless told a batch size: the whole
+                # list (what the batch queue gathered) goes through the model at once.
+                kwargs.setdefault("batch_size", max(1, len(args[0])))
             return getattr(loaded, method)(*args, **kwargs)
         torch = self.import_or_explain("torch", "transformers")
         if len(args) == 1 and not kwargs and isinstance(args[0], dict):
