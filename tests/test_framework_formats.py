@@ -308,3 +308,87 @@ def test_auto_resources_ask_for_a_gpu_only_where_the_framework_can_use_one(iris_
     assert gbm.to_runner().spec.methods["predict"].resources.num_gpus == 0.0
     with pytest.raises(InvalidArgument, match="runs on CPU only"):
         gbm.to_runner(resources={"num_gpus": 1})
+
+
+def test_wrapper_params_that_shape_predictions_come_back(store_home):
+    x, y = load_diabetes(return_X_y=True)
+    x[::7, 0] = -999.0  # this data's own marker for a missing value
+    model = xgb.XGBRegressor(missing=-999.0, n_estimators=10, max_depth=3).fit(x, y)
+    raystore.xgboost.save_model("with_missing", model)
+    loaded = raystore.xgboost.load_model("with_missing")
+    assert loaded.missing == -999.0 and loaded.get_params()["max_depth"] == 3
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6)
+
+
+def test_onnx_casts_only_what_keeps_its_values(store_home):
+    from onnx import TensorProto, helper
+
+    def identity(elem_type, name):
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["X"], ["Y"])],
+            name,
+            [helper.make_tensor_value_info("X", elem_type, ["n", 3])],
+            [helper.make_tensor_value_info("Y", elem_type, ["n", 3])],
+        )
+        runner = raystore.onnx.save_model(name, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+        return runner.to_runner().init_local()
+
+    small = identity(TensorProto.INT8, "int8s")
+    np.testing.assert_array_equal(small.run(np.array([[-1, 2, 127]])), [[-1, 2, 127]])  # int64 that fits
+    with pytest.raises(BadInput, match=r"out of its range \[-128, 127\]"):
+        small.run(np.array([[-1, 256, 300]]))  # numpy would wrap these to 0 and 44
+    half = identity(TensorProto.FLOAT16, "halves")
+    with pytest.raises(BadInput, match="out of its range"):
+        half.run(np.array([[1.0, 1e6, 2.0]]))  # inf in float16
+    floats = identity(TensorProto.FLOAT, "floats")
+    np.testing.assert_array_equal(floats.run(np.array([[1, 2, 3]])), [[1.0, 2.0, 3.0]])  # JSON integers
+
+
+def test_onnx_weights_kept_elsewhere_are_refused_wherever_they_hide(tmp_path, monkeypatch):
+    from onnx import TensorProto, helper, numpy_helper
+
+    import raystore._private.frameworks.onnx as onnx_adapter
+
+    weights = numpy_helper.from_array(np.ones((3, 400), np.float32), "W")  # over onnx's 1 KiB for a file of its own
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"])],
+        "mm",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["n", 400])],
+        [weights],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # a proto over the external-data threshold is written with its weights beside it, and the
+    # caller's proto stays whole: a second save of it is as good as the first
+    monkeypatch.setattr(onnx_adapter, "_EXTERNAL_ABOVE", 10)
+    raystore.onnx.save_model("big", proto)
+    saved = raystore.onnx.save_model("big", proto)
+    assert len(proto.graph.initializer[0].raw_data) == 4800 and "model.onnx.data" in {e.path for e in saved.manifest}
+    out = raystore.onnx.load_model(saved.tag).run(None, {"X": np.ones((1, 3), np.float32)})[0]
+    np.testing.assert_array_equal(out, np.full((1, 400), 3.0))
+
+    # a sparse initializer whose data sits outside the folder
+    sparse = helper.make_sparse_tensor(
+        numpy_helper.from_array(np.ones(2, np.float32), "S_values"),
+        numpy_helper.from_array(np.array([0, 4], np.int64), "S_indices"),
+        [3, 3],
+    )
+    sparse.values.data_location = TensorProto.EXTERNAL
+    sparse.values.ClearField("raw_data")
+    entry = sparse.values.external_data.add()
+    entry.key, entry.value = "location", "../../secret.bin"
+    hostile = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["S"], ["Y"])],
+            "sparse",
+            [],
+            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [3, 3])],
+            sparse_initializer=[sparse],
+        )
+    )
+    (tmp_path / "hostile.onnx").write_bytes(hostile.SerializeToString())
+    with pytest.raises(InvalidArgument, match="outside the graph's folder"):
+        raystore.onnx.save_model("hostile", tmp_path / "hostile.onnx")
+    with pytest.raises(InvalidArgument, match="outside the graph's folder"):
+        raystore.onnx.save_model("hostile", hostile)
+    assert [m.tag.name for m in raystore.models.list()] == ["big", "big"]

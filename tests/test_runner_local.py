@@ -117,6 +117,46 @@ def test_fast_batches_run_inline_and_slow_ones_on_a_thread():
     assert loop_thread not in instance.threads  # 5 ms batches keep the loop free
 
 
+def test_a_slow_unbatched_call_leaves_the_loop_free_for_health_checks():
+    import threading
+    import time
+
+    class Generator(raystore.Runnable):
+        def __init__(self):
+            self.threads = []
+
+        @raystore.Runnable.method
+        def generate(self, seconds):
+            self.threads.append(threading.get_ident())
+            time.sleep(seconds)
+            return seconds
+
+        @raystore.Runnable.method
+        def quick(self, x):
+            self.threads.append(threading.get_ident())
+            return x
+
+    runner = raystore.Runner(Generator, name="generator").init_local()
+    backend = runner._backend
+
+    async def scenario():
+        loop_thread = threading.get_ident()
+        slow = asyncio.ensure_future(runner.generate.async_run(3.0))
+        await asyncio.sleep(0.05)
+        # Serve's check while the model computes: answered, not blocked for the call's 3 s
+        await asyncio.wait_for(backend.check_health(), timeout=2.0)
+        assert not slow.done()
+        assert await slow == 3.0
+        for i in range(4):
+            assert await runner.quick.async_run(i) == i
+        return loop_thread
+
+    loop_thread = asyncio.run(scenario())
+    instance = runner.runnable_instance
+    assert instance.threads[0] != loop_thread  # the 3 s call ran on a worker thread
+    assert instance.threads[-1] == loop_thread  # a call known to be fast runs on the loop
+
+
 @pytest.mark.parametrize(
     "kwargs, words",
     [

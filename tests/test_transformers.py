@@ -133,3 +133,20 @@ def test_export_import_and_push_pull_carry_a_pipeline(tiny_bert, tmp_path, s3_bu
     raystore.models.delete(saved.tag)
     raystore.models.pull(saved.tag, remote=s3_bucket, quiet=True)
     assert [r["label"] for r in raystore.transformers.load_model(saved.tag)(TEXTS)] == want
+
+
+def test_a_pipelines_call_settings_come_back(tiny_bert):
+    model, tokenizer = tiny_bert
+    pipe = transformers.pipeline(
+        "text-classification", model=model, tokenizer=tokenizer, device="cpu", top_k=None, function_to_apply="none"
+    )
+    saved = raystore.transformers.save_model("raw_scores", pipe)
+    assert saved.info.options["call_settings"] == {"top_k": None, "function_to_apply": "none"}
+    want = pipe(TEXTS[:2])
+    got = raystore.transformers.load_model("raw_scores")(TEXTS[:2])
+    assert [[r["label"] for r in g] for g in got] == [[r["label"] for r in w] for w in want]  # every label, raw
+    np.testing.assert_allclose(
+        [[r["score"] for r in g] for g in got], [[r["score"] for r in w] for w in want], atol=1e-6
+    )
+    with pytest.raises(InvalidArgument, match="tokenizer must be a transformers tokenizer object, got str"):
+        raystore.transformers.save_model("bert", model, tokenizer="bert-base-uncased")

@@ -152,7 +152,9 @@ class Framework:
     def warn_on_other_versions(self, model: StoredModel) -> None:
         """Warn (once per model and package) when a package the model was saved with has another
         major version here: its file format or behaviour may have changed."""
-        saved = (model.info.context or {}).get("framework_versions") or {}
+        saved = (model.info.context or {}).get("framework_versions")
+        if not isinstance(saved, Mapping):
+            return
         for package, version in saved.items():
             here = _version_of(package)
             key = (str(model.tag), package)
@@ -191,6 +193,28 @@ class Framework:
             raise MissingDependency(
                 f"raystore.{self.name} needs the '{module}' package: pip install 'raystore[{extra}]'"
             ) from None
+
+
+def plain_params(params: Mapping[str, Any], framework: str, refuse_functions: bool) -> dict[str, Any]:
+    """A scikit-learn wrapper's params that model.yaml can hold (numpy scalars as Python ones).
+    Others (a class_weight dict, NaN for "missing": the default) only steer training or are the
+    default, and are left out; a function that shapes predictions cannot be written, so with
+    `refuse_functions` it is refused."""
+    plain = {}
+    for key, value in params.items():
+        if callable(value):
+            if refuse_functions:
+                raise InvalidArgument(
+                    f"{key} is a Python function, which a pickle-free file cannot hold: save the booster, or the "
+                    f"object with raystore.picklable_model ({framework})"
+                )
+            continue
+        value = value.item() if hasattr(value, "item") else value
+        if isinstance(value, float) and value != value:
+            continue
+        if value is None or isinstance(value, (str, int, float, bool)):
+            plain[key] = value
+    return plain
 
 
 _WARNED: set[tuple[str, str]] = set()

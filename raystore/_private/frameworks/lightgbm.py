@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from raystore._private.frameworks.base import Framework
+from raystore._private.frameworks.base import Framework, plain_params
 from raystore._private.store import StoredModel
 from raystore.exceptions import BadInput, InvalidArgument, StoreError
 
@@ -51,7 +51,7 @@ class LightGBM(Framework):
         options: dict[str, Any] = {
             "kind": "sklearn",
             "class": type(model).__name__,
-            "params": _plain_params(model.get_params()),
+            "params": plain_params(model.get_params(), "lightgbm", refuse_functions=True),
             "feature_names": bool(getattr(model, "_fitted_with_feature_names", False)),
         }
         if isinstance(model, lgb.LGBMClassifier):
@@ -70,7 +70,10 @@ class LightGBM(Framework):
         cls = getattr(lgb, str(options.get("class")), None)
         if not (isinstance(cls, type) and issubclass(cls, lgb.LGBMModel)):
             raise StoreError(f"model {model.tag}: {options.get('class')!r} is not a LightGBM wrapper class here")
-        return _rebuild_wrapper(cls, booster, options)
+        try:
+            return _rebuild_wrapper(cls, booster, options)
+        except (TypeError, ValueError) as exc:  # params or classes in model.yaml that are not what a save writes
+            raise StoreError(f"model {model.tag}: model.yaml does not describe a {cls.__name__}: {exc}") from None
 
     def run_method(self, loaded: Any, method: str, args: tuple, kwargs: dict) -> Any:
         if args:
@@ -82,7 +85,10 @@ def _rebuild_wrapper(cls: type, booster: Any, options: dict[str, Any]) -> Any:
     """A fitted wrapper around `booster`: the state LightGBM's `fit` leaves that `predict` reads."""
     import numpy as np
 
-    wrapper = cls(**options.get("params", {}))
+    params = options.get("params") or {}
+    if not isinstance(params, dict):
+        raise TypeError(f"params is a {type(params).__name__}")
+    wrapper = cls(**params)
     wrapper._Booster = booster
     wrapper._n_features = wrapper._n_features_in = booster.num_feature()
     wrapper._best_iteration = booster.best_iteration
@@ -110,22 +116,6 @@ def _check_features(loaded: Any, x: Any) -> None:
 def _plain(value: Any) -> Any:
     """numpy scalars as Python ones, for model.yaml."""
     return value.item() if hasattr(value, "item") else value
-
-
-def _plain_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The wrapper's params that model.yaml can hold. Others (a class_weight dict) only steer
-    training and are left out; a custom objective function shapes predictions and cannot be."""
-    plain = {}
-    for key, value in params.items():
-        if callable(value):
-            raise InvalidArgument(
-                f"{key} is a Python function, which a pickle-free file cannot hold: save model.booster_, or the "
-                "object with raystore.picklable_model"
-            )
-        value = _plain(value)
-        if value is None or isinstance(value, (str, int, float, bool)):
-            plain[key] = value
-    return plain
 
 
 FRAMEWORK = LightGBM()

@@ -6,6 +6,7 @@ output has a dynamic first axis."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -97,7 +98,16 @@ class Onnx(Framework):
         onnx = self._onnx()
         graph = self._graph(model)
         if isinstance(model, onnx.ModelProto):
+            if _external_files(model):
+                raise InvalidArgument(
+                    "this ModelProto keeps weights in files of its own, which raystore cannot find from the proto: "
+                    "save the .onnx file's path instead, or load it with onnx.load(path) (external data included)"
+                )
             large = sum(len(t.raw_data) for t in model.graph.initializer) > _EXTERNAL_ABOVE
+            if large:  # writing external data rewrites the proto: leave the caller's as it was
+                copy = onnx.ModelProto()
+                copy.CopyFrom(model)
+                model = copy
             onnx.save_model(
                 model,
                 str(path / MODEL_FILE),
@@ -201,9 +211,7 @@ class _Session:
             dtype, shape, type_name = self.inputs[name]
             array = np.asarray(value)
             if array.dtype != dtype:
-                if not np.can_cast(array.dtype, dtype, casting="same_kind"):
-                    raise BadInput(f"input {name!r} takes {type_name} ({dtype}), got {array.dtype}")
-                array = array.astype(dtype)
+                array = _cast(np, array, dtype, f"input {name!r} takes {type_name} ({dtype})")
             if len(array.shape) != len(shape) or any(
                 isinstance(want, int) and want != got for want, got in zip(shape, array.shape, strict=True)
             ):
@@ -211,6 +219,25 @@ class _Session:
                 raise BadInput(f"input {name!r} takes shape {want} (-1: any), got {list(array.shape)}")
             feeds[name] = array
         return feeds
+
+
+def _cast(np: Any, array: Any, dtype: Any, what: str) -> Any:
+    """`array` as `dtype` when no value changes kind or range: any safe cast, integers to floats, and
+    narrower floats or integers whose values still fit (JSON numbers arrive as float64 and int64)."""
+    if np.can_cast(array.dtype, dtype, casting="safe") or (array.dtype.kind in "iub" and dtype.kind == "f"):
+        return array.astype(dtype)
+    if array.dtype.kind == dtype.kind == "f":
+        with np.errstate(over="ignore"):  # an overflow is reported below, as the caller's mistake
+            cast = array.astype(dtype)
+        if np.array_equal(np.isfinite(cast), np.isfinite(array)):
+            return cast
+        raise BadInput(f"{what}: some values are out of its range")
+    if array.dtype.kind in "iu" and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
+            return array.astype(dtype)
+        raise BadInput(f"{what}: some values are out of its range [{info.min}, {info.max}]")
+    raise BadInput(f"{what}, got {array.dtype}")
 
 
 def _dynamic_first_axis(value_info: Any) -> bool:
@@ -235,7 +262,8 @@ def _external_files(model: Any) -> list[str]:
     import onnx
 
     found = []
-    for tensor in _all_tensors(model.graph):
+    tensors = itertools.chain(_all_tensors(model.graph), *(_node_tensors(f.node) for f in model.functions))
+    for tensor in tensors:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
@@ -248,13 +276,24 @@ def _external_files(model: Any) -> list[str]:
 
 
 def _all_tensors(graph: Any) -> Any:
-    """Every tensor of a graph that may hold weights: initializers and node attributes, subgraphs too."""
+    """Every tensor of a graph that may hold weights: initializers (sparse ones too) and node
+    attributes, in subgraphs as well."""
     yield from graph.initializer
-    for node in graph.node:
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes: Any) -> Any:
+    for node in nodes:
         for attribute in node.attribute:
             if attribute.HasField("t"):
                 yield attribute.t
             yield from attribute.tensors
+            if attribute.HasField("sparse_tensor"):
+                yield from (attribute.sparse_tensor.values, attribute.sparse_tensor.indices)
+            for sparse in attribute.sparse_tensors:
+                yield from (sparse.values, sparse.indices)
             if attribute.HasField("g"):
                 yield from _all_tensors(attribute.g)
             for subgraph in attribute.graphs:

@@ -73,10 +73,18 @@ class Transformers(Framework):
                 raise InvalidArgument("a pipeline carries its own tokenizer and processor; pass only the pipeline")
             parts = {part: type(getattr(model, part)).__name__ for part in _PARTS if getattr(model, part, None)}
             model.save_pretrained(str(path))
-            return {"kind": "pipeline", "task": task or model.task, "class": type(model.model).__name__, "parts": parts}
+            return {
+                "kind": "pipeline",
+                "task": task or model.task,
+                "class": type(model.model).__name__,
+                "parts": parts,
+                "call_settings": _call_settings(model),
+            }
         model.save_pretrained(str(path))
         parts = {}
         for part, value in (("tokenizer", tokenizer), ("processor", processor)):
+            if value is not None and not callable(getattr(value, "save_pretrained", None)):
+                raise InvalidArgument(f"{part} must be a transformers {part} object, got {type(value).__name__}")
             if value is not None:
                 value.save_pretrained(str(path))
                 parts[part] = type(value).__name__
@@ -92,8 +100,11 @@ class Transformers(Framework):
         loaded = self._model(transformers, model, options)
         if options.get("kind") == "pipeline":
             parts = {part: self.load_part(model, part) for part in options.get("parts") or {}}
+            settings = options.get("call_settings") or {}
+            if not isinstance(settings, dict):
+                raise StoreError(f"model {model.tag}: call_settings in model.yaml is not a mapping")
             return transformers.pipeline(
-                options.get("task"), model=loaded, device=device if device is not None else "cpu", **parts
+                options.get("task"), model=loaded, device=device if device is not None else "cpu", **parts, **settings
             )
         if device is not None:
             loaded = loaded.to(device)
@@ -151,6 +162,18 @@ class Transformers(Framework):
             except (TypeError, ValueError, IndexError) as exc:
                 raise BadInput(f"{type(loaded).__name__}.{method} refused its inputs: {exc}") from None
         return _to_numpy(torch, out)
+
+
+def _call_settings(pipeline: Any) -> dict[str, Any]:
+    """What the pipeline was built with that shapes its answers (`top_k`, `function_to_apply`, ...),
+    as plain values for model.yaml; its own bookkeeping (names starting with _) is left out."""
+    settings = {}
+    for params in (pipeline._preprocess_params, pipeline._forward_params, pipeline._postprocess_params):
+        for key, value in params.items():
+            value = getattr(value, "value", value)  # enums by value
+            if not key.startswith("_") and (value is None or isinstance(value, (str, int, float, bool))):
+                settings[key] = value
+    return settings
 
 
 def _tensor(torch: Any, value: Any, device: Any, name: str) -> Any:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from raystore._private.frameworks.base import Framework
+from raystore._private.frameworks.base import Framework, plain_params
 from raystore._private.replica import assigned_gpu_ids
 from raystore._private.store import StoredModel
 from raystore.exceptions import BadInput, InvalidArgument, StoreError
@@ -53,7 +53,9 @@ class XGBoost(Framework):
         model.save_model(str(path / MODEL_FILE))  # type: ignore[attr-defined]
         if isinstance(model, xgb.Booster):
             return {"kind": "booster"}
-        return {"kind": "sklearn", "class": type(model).__name__}
+        # XGBoost's file keeps the booster, not the wrapper's params (`missing` changes predictions)
+        params = plain_params(model.get_params(), "xgboost", refuse_functions=False)  # type: ignore[attr-defined]
+        return {"kind": "sklearn", "class": type(model).__name__, "params": params}
 
     def load(self, model: StoredModel, device: str | None = None) -> Any:
         """The booster or wrapper as saved; `device` ("cpu", "cuda", "cuda:1") sets where it predicts."""
@@ -66,7 +68,11 @@ class XGBoost(Framework):
             cls = getattr(xgb, str(options.get("class")), None)
             if not (isinstance(cls, type) and issubclass(cls, xgb.XGBModel)):
                 raise StoreError(f"model {model.tag}: {options.get('class')!r} is not an XGBoost wrapper class here")
-            loaded = cls()
+            params = options.get("params") or {}
+            try:
+                loaded = cls(**params)
+            except TypeError as exc:
+                raise StoreError(f"model {model.tag}: model.yaml's params do not fit {cls.__name__}: {exc}") from None
         else:
             raise StoreError(f"model {model.tag}: unknown xgboost model kind {kind!r} in model.yaml")
         loaded.load_model(str(model.path_of(MODEL_FILE)))
@@ -109,13 +115,15 @@ def _runner_device(xgb: Any) -> str:
 
 
 def _check_features(loaded: Any, x: Any) -> None:
-    """A wrong number of features is the caller's mistake: say so plainly (XGBoost's own message
-    comes from deep inside its C++ and reads like a crash)."""
+    """A wrong number of features (or not rows of features at all) is the caller's mistake: say so
+    plainly (XGBoost's own message comes from deep inside its C++ and reads like a crash)."""
     shape = getattr(x, "shape", None)
-    expected = loaded.num_features() if hasattr(loaded, "num_features") else getattr(loaded, "n_features_in_", None)
-    if shape is None or expected is None or len(shape) != 2 or hasattr(x, "num_row"):
+    if shape is None or hasattr(x, "num_row"):  # a DMatrix, or something XGBoost may know better
         return
-    if shape[1] != expected:
+    if len(shape) != 2:
+        raise BadInput(f"the model takes a 2-D array of rows x features, got shape {tuple(shape)}")
+    expected = loaded.num_features() if hasattr(loaded, "num_features") else getattr(loaded, "n_features_in_", None)
+    if expected is not None and shape[1] != expected:
         raise BadInput(f"the model takes {expected} features per row, got rows of {shape[1]} (input shape {shape})")
 
 

@@ -8,6 +8,7 @@ queue, so local calls batch exactly as served ones do.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import inspect
 import threading
@@ -32,8 +33,9 @@ class LocalBackend:
         self.spec = spec
         self.instance: Runnable | None = None
         self._batched: dict[str, BatchedFunction] = {}
-        # (callable, is_async) per method, resolved once: this is every local call's path
-        self._calls: dict[str, tuple[Callable[..., Any], bool]] = {}
+        # (callable, is_async, coroutine function for call_async) per method, resolved once: this is
+        # every local call's path
+        self._calls: dict[str, tuple[Callable[..., Any], bool, Callable[..., Any]]] = {}
         self._load_lock = threading.Lock()
         self._loop_thread: _LoopThread | None = None
         if not lazy:
@@ -55,11 +57,12 @@ class LocalBackend:
             calls = {}
             for name in self.spec.methods:
                 target = batched.get(name) or getattr(instance, name)
-                calls[name] = (target, name in batched or inspect.iscoroutinefunction(target))
+                is_async = name in batched or inspect.iscoroutinefunction(target)
+                calls[name] = (target, is_async, target if is_async else _UnbatchedBlockingCall(target))
             self._batched, self._calls = batched, calls
             self.instance = instance  # last: callers take the loaded path once this is set
 
-    def _call_of(self, name: str) -> tuple[Callable[..., Any], bool]:
+    def _call_of(self, name: str) -> tuple[Callable[..., Any], bool, Callable[..., Any]]:
         entry = self._calls.get(name)
         if entry is None:
             self.load()
@@ -72,14 +75,11 @@ class LocalBackend:
         """The coroutine of one call. A plain function returning the callee's own coroutine: every
         layer of `async def` here would be entered again each time the call resumes, which a small
         model served in the ingress pays for on every request."""
-        call, is_async = self._calls.get(name) or self._call_of(name)
-        if is_async:
-            return call(*args, **kwargs)
-        return _call_blocking(call, args, kwargs)
+        return (self._calls.get(name) or self._call_of(name))[2](*args, **kwargs)
 
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
         """One call from synchronous code; batched methods run on this backend's own event loop."""
-        call, is_async = self._call_of(name)
+        call, is_async, _ = self._call_of(name)
         if not is_async:
             return call(*args, **kwargs)
         if self._loop_thread is None:
@@ -118,6 +118,9 @@ class LocalBackend:
             await asyncio.to_thread(check)
 
     def close(self) -> None:
+        for _, _, call in self._calls.values():
+            if isinstance(call, _UnbatchedBlockingCall):
+                call.close()
         self.instance, self._batched, self._calls = None, {}, {}
         if self._loop_thread is not None:
             self._loop_thread.stop()
@@ -139,8 +142,36 @@ class EmbeddedBackend(LocalBackend):
         super().__init__(spec, lazy=lazy)
 
 
-async def _call_blocking(call: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    return call(*args, **kwargs)
+class _UnbatchedBlockingCall:
+    """A blocking method that is not batched, called from the event loop. A fast call runs there
+    (a thread hop would cost as much); a slow one (`generate`, a big model) runs on this method's
+    own worker thread, so that the loop keeps answering, Serve's health checks included. The thread
+    takes one call at a time, as the loop did, so a model that is not thread-safe mostly stays so
+    (a fast call may still run inline beside a slow one while the average moves)."""
+
+    def __init__(self, target: Any):
+        self.target = target
+        self.recent_s: float | None = None  # moving average of call times; None until one ran
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.recent_s is not None and self.recent_s < INLINE_BELOW_S:
+            return self._timed(args, kwargs)
+        if self._thread is None:
+            self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raystore-call")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._timed, args, kwargs)
+
+    def _timed(self, args: tuple, kwargs: dict) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.target(*args, **kwargs)
+        finally:
+            elapsed = time.perf_counter() - start
+            self.recent_s = elapsed if self.recent_s is None else self.recent_s + 0.2 * (elapsed - self.recent_s)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
 
 
 def _batched_call(instance: Runnable, method: MethodSpec) -> BatchedFunction:
