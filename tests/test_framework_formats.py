@@ -187,11 +187,11 @@ def test_wrappers_of_other_classes_and_unfitted_models_are_refused(iris_xy):
         pass
 
     x, y = iris_xy
-    with pytest.raises(InvalidArgument, match="not one of XGBoost's own classes"):
+    with pytest.raises(InvalidArgument, match="not one of xgboost's own classes"):
         raystore.xgboost.save_model("mine", MyBooster(n_estimators=2).fit(x, y))
     with pytest.raises(InvalidArgument, match="not fitted yet"):
         raystore.lightgbm.save_model("unfitted", lgb.LGBMRegressor())
-    with pytest.raises(InvalidArgument, match="expects an xgboost.Booster"):
+    with pytest.raises(InvalidArgument, match="expects xgboost.Booster or a scikit-learn wrapper"):
         raystore.xgboost.save_model("wrong", object())
     assert raystore.models.list() == []
 

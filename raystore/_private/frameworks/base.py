@@ -54,6 +54,26 @@ class Framework:
         """Whether a signature named `method` can call `model` (a method of it, by default)."""
         return has_method(model, method)
 
+    def check_booster_or_wrapper(
+        self, model: object, package: Any, booster: type, wrapper: type, example: str, booster_of: str
+    ) -> bool:
+        """For the tree frameworks: `model` is a booster (False) or one of the package's own
+        scikit-learn wrappers (True); anything else, a subclass of a wrapper included, is refused
+        (a pickle-free file can only name the package's own classes)."""
+        if isinstance(model, booster):
+            return False
+        if not isinstance(model, wrapper):
+            raise InvalidArgument(
+                f"{self.module}.save_model expects {package.__name__}.{booster.__name__} or a scikit-learn wrapper "
+                f"such as {example}, got {type(model).__name__}"
+            )
+        if getattr(package, type(model).__name__, None) is not type(model):
+            raise InvalidArgument(
+                f"{type(model).__name__} is not one of {package.__name__}'s own classes, which is all a pickle-free "
+                f"file can name: save {booster_of}, or the object with raystore.picklable_model"
+            )
+        return True
+
     def uses_gpu(self) -> bool:
         """Whether a runner asks for a GPU with `resources="auto"` (on a cluster that has GPUs)."""
         return self.gpu_capable
@@ -114,15 +134,7 @@ class Framework:
             raise InvalidArgument(
                 f"custom_objects must be a dict of name to object, got {type(custom_objects).__name__}"
             )
-        info = ModelInfo(
-            name=tag.name,
-            version=tag.version,
-            module=self.module,
-            labels=validate_labels(labels),
-            metadata=validate_metadata(metadata),
-            context=self.context(),
-            signatures=sigs,
-        )
+        info = self.new_info(tag, labels, metadata, sigs)
         info.to_yaml()  # fail here, before any file is written, if something cannot be represented
         store = default_store()
         with store.create(info) as staging, _pickled_by_value(external_modules or ()):
@@ -148,6 +160,20 @@ class Framework:
             return self.load(model, **kwargs)
         except FileNotFoundError as exc:
             raise NotFound(f"model {model.tag} was deleted while loading ({exc.filename})") from None
+
+    def new_info(
+        self, tag: Tag, labels: Mapping[str, str] | None, metadata: Mapping[str, Any] | None, signatures: dict
+    ) -> ModelInfo:
+        """The model.yaml of a new version saved by this framework, its fields checked."""
+        return ModelInfo(
+            name=tag.name,
+            version=tag.version,
+            module=self.module,
+            labels=validate_labels(labels),
+            metadata=validate_metadata(metadata),
+            context=self.context(),
+            signatures=signatures,
+        )
 
     def warn_on_other_versions(self, model: StoredModel) -> None:
         """Warn (once per model and package) when a package the model was saved with has another

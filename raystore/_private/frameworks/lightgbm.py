@@ -27,18 +27,10 @@ class LightGBM(Framework):
 
     def check_model(self, model: object) -> None:
         lgb = self._lgb()
-        if isinstance(model, lgb.Booster):
+        if not self.check_booster_or_wrapper(
+            model, lgb, lgb.Booster, lgb.LGBMModel, "LGBMClassifier", "model.booster_"
+        ):
             return
-        if not isinstance(model, lgb.LGBMModel):
-            raise InvalidArgument(
-                f"{self.module}.save_model expects a lightgbm.Booster or a scikit-learn wrapper such as "
-                f"LGBMClassifier, got {type(model).__name__}"
-            )
-        if getattr(lgb, type(model).__name__, None) is not type(model):
-            raise InvalidArgument(
-                f"{type(model).__name__} is not one of LightGBM's own classes, which is all a pickle-free file can "
-                "name: save model.booster_, or the object with raystore.picklable_model"
-            )
         if not getattr(model, "fitted_", False):
             raise InvalidArgument(f"this {type(model).__name__} is not fitted yet: call fit() before saving")
 

@@ -68,15 +68,7 @@ def create(
     tag = Tag(name, new_version())
     if custom_objects is not None and not isinstance(custom_objects, Mapping):
         raise InvalidArgument(f"custom_objects must be a dict of name to object, got {type(custom_objects).__name__}")
-    info = ModelInfo(
-        name=tag.name,
-        version=tag.version,
-        module=FRAMEWORK.module,
-        labels=validate_labels(labels),
-        metadata=validate_metadata(metadata),
-        context=FRAMEWORK.context(),
-        signatures=validate_signatures(signatures or {}),
-    )
+    info = FRAMEWORK.new_info(tag, labels, metadata, validate_signatures(signatures or {}))
     info.to_yaml()  # fail before the block runs if something cannot be represented
     with default_store().create(info) as staging:
         yield NewModel(info, staging)

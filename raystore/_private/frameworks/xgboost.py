@@ -31,18 +31,10 @@ class XGBoost(Framework):
 
     def check_model(self, model: object) -> None:
         xgb = self._xgb()
-        if isinstance(model, xgb.Booster):
+        if not self.check_booster_or_wrapper(
+            model, xgb, xgb.Booster, xgb.XGBModel, "XGBClassifier", "model.get_booster()"
+        ):
             return
-        if not isinstance(model, xgb.XGBModel):
-            raise InvalidArgument(
-                f"{self.module}.save_model expects an xgboost.Booster or a scikit-learn wrapper such as "
-                f"XGBClassifier, got {type(model).__name__}"
-            )
-        if getattr(xgb, type(model).__name__, None) is not type(model):
-            raise InvalidArgument(
-                f"{type(model).__name__} is not one of XGBoost's own classes, which is all a pickle-free file can "
-                "name: save model.get_booster(), or the object with raystore.picklable_model"
-            )
         try:
             model.get_booster()
         except Exception:  # sklearn's NotFittedError

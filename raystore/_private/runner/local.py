@@ -142,24 +142,16 @@ class EmbeddedBackend(LocalBackend):
         super().__init__(spec, lazy=lazy)
 
 
-class _UnbatchedBlockingCall:
-    """A blocking method that is not batched, called from the event loop. A fast call runs there
-    (a thread hop would cost as much); a slow one (`generate`, a big model) runs on this method's
-    own worker thread, so that the loop keeps answering, Serve's health checks included. The thread
-    takes one call at a time, as the loop did, so a model that is not thread-safe mostly stays so
-    (a fast call may still run inline beside a slow one while the average moves)."""
+class _TimedCall:
+    """A blocking model method and a moving average of how long its calls take, which decides
+    whether the next one runs on the event loop or on a thread."""
 
     def __init__(self, target: Any):
         self.target = target
-        self.recent_s: float | None = None  # moving average of call times; None until one ran
-        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self.recent_s: float | None = None  # None until one ran
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.recent_s is not None and self.recent_s < INLINE_BELOW_S:
-            return self._timed(args, kwargs)
-        if self._thread is None:
-            self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raystore-call")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._timed, args, kwargs)
+    def fast(self) -> bool:
+        return self.recent_s is not None and self.recent_s < INLINE_BELOW_S
 
     def _timed(self, args: tuple, kwargs: dict) -> Any:
         start = time.perf_counter()
@@ -168,6 +160,25 @@ class _UnbatchedBlockingCall:
         finally:
             elapsed = time.perf_counter() - start
             self.recent_s = elapsed if self.recent_s is None else self.recent_s + 0.2 * (elapsed - self.recent_s)
+
+
+class _UnbatchedBlockingCall(_TimedCall):
+    """A blocking method that is not batched, called from the event loop. A fast call runs there
+    (a thread hop would cost as much); a slow one (`generate`, a big model) runs on this method's
+    own worker thread, so that the loop keeps answering, Serve's health checks included. The thread
+    takes one call at a time, as the loop did, so a model that is not thread-safe mostly stays so
+    (a fast call may still run inline beside a slow one while the average moves)."""
+
+    def __init__(self, target: Any):
+        super().__init__(target)
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fast():
+            return self._timed(args, kwargs)
+        if self._thread is None:
+            self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raystore-call")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._timed, args, kwargs)
 
     def close(self) -> None:
         if self._thread is not None:
@@ -195,7 +206,7 @@ def _batched_call(instance: Runnable, method: MethodSpec) -> BatchedFunction:
     return BatchedFunction(call, method.batch, run_now=run_now)
 
 
-class _BlockingCall:
+class _BlockingCall(_TimedCall):
     """Runs a blocking model method for the batch queue.
 
     The queue first offers each batch to `run_now`. A batch that takes well under a millisecond runs
@@ -206,27 +217,15 @@ class _BlockingCall:
     batch times, so a model that slows down (bigger batches, a busy GPU) moves back to the thread.
     """
 
-    def __init__(self, target: Any):
-        self.target = target
-        self.recent_s: float | None = None  # moving average of batch times; None until one ran
-
     def run_now(self, *args: Any, **kwargs: Any) -> Any:
         """Run a fast batch at once; decline a slow one (or the first, while nothing is known)."""
-        if self.recent_s is not None and self.recent_s < INLINE_BELOW_S:
+        if self.fast():
             return self._timed(args, kwargs)
         raise RunLater
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """A batch `run_now` declined: on a worker thread."""
         return await asyncio.to_thread(self._timed, args, kwargs)
-
-    def _timed(self, args: tuple, kwargs: dict) -> Any:
-        start = time.perf_counter()
-        try:
-            return self.target(*args, **kwargs)
-        finally:
-            elapsed = time.perf_counter() - start
-            self.recent_s = elapsed if self.recent_s is None else self.recent_s + 0.2 * (elapsed - self.recent_s)
 
 
 class _LoopThread:
