@@ -14,7 +14,7 @@ from raystore._private.runner.gpus import list_gpus
 from raystore._private.version import __version__
 from raystore.cli import models as models_cli
 from raystore.cli.output import emit_table, human_size
-from raystore.exceptions import NoNvidiaGpu, RaystoreError
+from raystore.exceptions import InvalidArgument, NoNvidiaGpu, RaystoreError
 
 app = typer.Typer(
     name="raystore",
@@ -75,7 +75,16 @@ def gpus() -> None:
 
 @app.command("serve")
 def serve_command(
-    target: str = typer.Argument(..., help="The service as MODULE:ATTRIBUTE, e.g. service:svc."),
+    target: str | None = typer.Argument(
+        None, help="The service as MODULE:ATTRIBUTE, e.g. service:svc (or --model instead)."
+    ),
+    models: list[str] = typer.Option(
+        [],
+        "--model",
+        "-m",
+        help="A store model to serve over the Open Inference Protocol (KServe V2), e.g. iris_clf or "
+        "iris_clf:VERSION; repeat for several. No service module needed.",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(3000, "--port", help="HTTP port."),
     address: str | None = typer.Option(None, "--address", help="An existing Ray cluster (else a local one starts)."),
@@ -92,16 +101,27 @@ def serve_command(
     # serve or build: `raystore models ...` starts in half the time without it.
     from raystore._private.deploy.local import ConsoleLog, describe_mode, serve_locally
 
+    if (target is None) == (not models):
+        raise InvalidArgument("give a service (MODULE:ATTRIBUTE) or --model TAG (one or more), not both")
+    if models:
+        from raystore._private.deploy.models import service_for_models
+
+        service = service_for_models(models, cpus_per_model=None if address is None else 1.0)
+        what = ", ".join(f"{r.models[0].tag}" for r in service.runners)
+        docs = "models over the Open Inference Protocol at {url}/v2/models/NAME"
+    else:
+        service, what, docs = target, target, "API docs at {url}/docs"
+
     def ready(url: str) -> None:
         metrics = f"; metrics at http://127.0.0.1:{metrics_port}/metrics" if address is None else ""
         typer.echo(
-            f"Serving {target} at {url} ({describe_mode() if address is None else 'cluster proxy'}); "
-            f"API docs at {url}/docs{metrics}. Press Ctrl-C to stop.",
+            f"Serving {what} at {url} ({describe_mode() if address is None else 'cluster proxy'}); "
+            f"{docs.format(url=url)}{metrics}. Press Ctrl-C to stop.",
             err=True,
         )
 
     serve_locally(
-        target,
+        service,
         host=host,
         port=port,
         address=address,

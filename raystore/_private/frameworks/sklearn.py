@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from raystore._private.frameworks.picklable_model import PicklableModel
 from raystore.exceptions import InvalidArgument
 
@@ -19,6 +22,13 @@ class Sklearn(PicklableModel):
                 f"raystore.sklearn.save_model expects a scikit-learn estimator, got {type(model).__name__}; "
                 "use raystore.picklable_model for other objects"
             )
+
+    def save_files(self, model: object, path: Path) -> dict[str, Any]:
+        options = super().save_files(model, path)
+        features = getattr(model, "n_features_in_", None)
+        if isinstance(features, int):  # what the Open Inference Protocol's metadata tells clients
+            options["n_features_in"] = features
+        return options
 
 
 FRAMEWORK = Sklearn()

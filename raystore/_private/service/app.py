@@ -24,7 +24,8 @@ from starlette.websockets import WebSocketClose
 from raystore._private.service.access_log import REQUEST_ID_KEY, AccessLog, request_id
 from raystore._private.service.admission import Admission
 from raystore._private.service.openapi import openapi_spec, swagger_asset, swagger_page
-from raystore.exceptions import BadInput, QueueFull, RaystoreError, ServiceUnavailable
+from raystore._private.service.v2.server import V2Routes
+from raystore.exceptions import BadInput, NotFound, QueueFull, RaystoreError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from raystore._private.service.service import API, Service
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("raystore.service")
 API_SLOT = "raystore.api"  # where the ASGI scope holds a one-item list: the API the router found
 CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection before the answer
+V2_API = "v2"  # how the admission's overload hints and the access log name the V2 infer route
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -69,10 +71,37 @@ def api_endpoint(
                 if isinstance(cause, QueueFull):  # a runner's batch queue is full: shed before parsing
                     gate.note_overloaded(api.name, cause.retry_after_s)
             rid = request.scope.get(REQUEST_ID_KEY, "-")
-            return exception_response(api, exc, rid, access_log)
+            return exception_response(f"API {api.name!r}", exc, rid, access_log)
         finally:
             if reserved > 0:
                 gate.release(reserved)
+
+    return endpoint
+
+
+def v2_infer_endpoint(
+    v2: V2Routes, access_log: AccessLog | None, admission: Admission
+) -> Callable[[Request], Awaitable[Response]]:
+    """The Open Inference Protocol's infer route: its body admitted as an API's is, errors as the
+    protocol wants them (`{"error": ...}`; 404 for an unknown model, version or signature)."""
+
+    async def endpoint(request: Request) -> Response:
+        reserved = -1
+        model = request.path_params.get("name", "?")
+        try:
+            body, reserved = await admission.read(request, V2_API)
+            return await v2.infer(request, body)
+        except Exception as exc:
+            cause = _unwrap(exc)
+            if isinstance(cause, NotFound):
+                return error_response(404, str(cause))
+            if reserved >= 0 and isinstance(cause, QueueFull):
+                admission.note_overloaded(V2_API, cause.retry_after_s)
+            rid = request.scope.get(REQUEST_ID_KEY, "-")
+            return exception_response(f"V2 infer of model {model!r}", exc, rid, access_log)
+        finally:
+            if reserved > 0:
+                admission.release(reserved)
 
     return endpoint
 
@@ -100,7 +129,7 @@ async def _in_thread(func: Callable[[Any], Any], value: Any) -> Any:
     return result
 
 
-def exception_response(api: API, exc: Exception, rid: str = "-", access_log: AccessLog | None = None) -> JSONResponse:
+def exception_response(what: str, exc: Exception, rid: str = "-", access_log: AccessLog | None = None) -> JSONResponse:
     """The one place an error becomes a response. What the client got wrong (`BadInput` and its
     kin: 400, 413, 415) and an overloaded queue (`ServiceUnavailable`: 503 with `Retry-After`)
     answer with the error's own status. Anything else raised on the way is the API's failure:
@@ -114,11 +143,11 @@ def exception_response(api: API, exc: Exception, rid: str = "-", access_log: Acc
     if isinstance(cause, BadInput):
         return error_response(cause.http_status, str(cause), cause.http_headers())
     # The wrapped error when a replica raised it: its text carries the replica's traceback.
-    logger.error("API %s failed (request %s)", api.name, rid, exc_info=exc)
+    logger.error("%s failed (request %s)", what, rid, exc_info=exc)
     if access_log is not None:
-        access_log.failure(rid, "".join(traceback.format_exception(exc)), api=api.name)
+        access_log.failure(rid, "".join(traceback.format_exception(exc)), api=what)
     status = cause.http_status if isinstance(cause, RaystoreError) and cause.http_status >= 500 else 500
-    return error_response(status, f"{type(cause).__name__} in API {api.name!r}: {cause}")
+    return error_response(status, f"{type(cause).__name__} in {what}: {cause}")
 
 
 def _unwrap(exc: Exception) -> Exception:
@@ -220,6 +249,12 @@ class ServiceApp:
             _Route(api.route, _Endpoint(api_endpoint(service, api, access_log, admission)), methods=["POST"], api=api)
             for api in service.apis.values()
         ]
+        if service.v2:
+            v2 = V2Routes(service, is_ready)
+            for path, methods, handler in v2.routes():
+                if methods == ["POST"]:
+                    handler = v2_infer_endpoint(v2, access_log, admission)
+                routes.append(_Route(path, _Endpoint(handler), methods=methods))
         for path, handler in (
             ("/docs.json", docs_json),
             ("/docs", docs),

@@ -72,8 +72,10 @@ def service_application(service: Service, source: ServiceSource) -> Any:
     `source`, bound to every runner's deployments."""
     from ray import serve
 
-    if not service.apis:
-        raise InvalidArgument(f"service {service.name!r} has no APIs; add one with @svc.api(...)")
+    if not service.apis and not service.v2:
+        raise InvalidArgument(
+            f"service {service.name!r} has no APIs; add one with @svc.api(...), or serve its models with v2=True"
+        )
     reserved = {"app", "service", "docs_path"}  # the ingress's own; names starting with _ never reach here
     clash = reserved & set(service.apis)
     if clash:

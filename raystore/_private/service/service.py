@@ -63,6 +63,7 @@ class Service:
         max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS,
         middlewares: Sequence[Any] = (),
         cors: bool | Mapping[str, Any] = False,
+        v2: bool = False,
     ):
         """`max_body_bytes`: the largest request body (413 beyond). `body_timeout_s` and
         `min_body_rate` (bytes/s): a body must arrive within `body_timeout_s`, plus 1 s per
@@ -75,7 +76,8 @@ class Service:
         **options)` or a class that needs no options. `cors`: True answers cross-origin requests
         from any origin, a mapping sets Starlette's `CORSMiddleware` options (`allow_origins`,
         `allow_headers`, ...); CORS runs before any other middleware, so that preflight requests
-        need no login."""
+        need no login. `v2`: the runners' models also answer over the Open Inference Protocol
+        (KServe V2 REST, as Triton's clients speak it) under `/v2`."""
         self.name = validate_serve_name(name, "service", "the Serve application")
         self.runners = list(runners)
         names = [r.name for r in self.runners]
@@ -94,6 +96,9 @@ class Service:
         for middleware in middlewares:
             self.add_asgi_middleware(middleware)
         self.cors = cors_options(cors)
+        if not isinstance(v2, bool):
+            raise InvalidArgument(f"v2 must be True or False, got {v2!r}")
+        self.v2 = v2
         self.apis: dict[str, API] = {}
         caller = inspect.currentframe().f_back  # type: ignore[union-attr]
         self.module = caller.f_globals.get("__name__", "__main__") if caller else "__main__"
@@ -127,10 +132,11 @@ class Service:
                 api_route = "/" + api_route
             if len(api_route) > 1:
                 api_route = api_route.rstrip("/")  # a trailing slash is the same route (see ServiceApp)
-            if not _ROUTE_RE.fullmatch(api_route) or api_route in RESERVED_ROUTES or api_route.startswith("/docs/"):
+            own = api_route in RESERVED_ROUTES or api_route.startswith(("/docs/", "/v2/")) or api_route == "/v2"
+            if not _ROUTE_RE.fullmatch(api_route) or own:
                 raise InvalidArgument(
                     f"route {api_route!r} is invalid or reserved: a route is / and letters, digits, _-./, "
-                    f"and these are the service's own: {sorted(RESERVED_ROUTES)} and anything under /docs/"
+                    f"and these are the service's own: {sorted(RESERVED_ROUTES)} and anything under /docs/ and /v2"
                 )
             if api_name in self.apis or any(a.route == api_route for a in self.apis.values()):
                 raise InvalidArgument(

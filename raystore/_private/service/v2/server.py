@@ -1,0 +1,286 @@
+"""A service's models over the Open Inference Protocol (KServe V2 REST): which models and versions
+it serves (those of its runners), their metadata, and the handlers of the protocol's routes.
+
+Naming: each model is served under its store name, each version under its store version (a
+unique prefix or `latest` also finds it). A model's default signature answers under the model's
+name; every signature also answers under `NAME.SIGNATURE` (`iris_clf.predict_proba`), or with the
+request parameter `"signature"`. The default is `__call__`, `predict` or `run` when the model has
+one of them, else its first signature.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from raystore._private.service.v2.codec import HEADER_LENGTH, Tensor, decode_request, encode_response
+from raystore._private.version import __version__
+from raystore.exceptions import BadInput, NotFound
+
+if TYPE_CHECKING:
+    from raystore._private.runner.runner import Runner
+    from raystore._private.service.service import Service
+
+DEFAULT_SIGNATURES = ("__call__", "predict", "run")
+EXTENSIONS = ["binary_tensor_data"]
+# ONNX's element type names (as raystore.onnx records them) -> the protocol's datatypes
+_ONNX_DATATYPES = {
+    "BOOL": "BOOL",
+    "UINT8": "UINT8",
+    "UINT16": "UINT16",
+    "UINT32": "UINT32",
+    "UINT64": "UINT64",
+    "INT8": "INT8",
+    "INT16": "INT16",
+    "INT32": "INT32",
+    "INT64": "INT64",
+    "FLOAT16": "FP16",
+    "FLOAT": "FP32",
+    "DOUBLE": "FP64",
+    "STRING": "BYTES",
+}
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+
+
+@dataclass
+class ServedVersion:
+    """One model version as the V2 routes serve it: its runner and what it says of its tensors."""
+
+    name: str
+    version: str
+    platform: str
+    runner: Runner
+    signatures: list[str]
+    default_signature: str
+    inputs: dict[str, list[TensorSpec]] = field(default_factory=dict)  # by signature
+    outputs: dict[str, list[TensorSpec]] = field(default_factory=dict)
+
+    def metadata(self, signature: str) -> dict[str, Any]:
+        return {
+            "name": self.name if signature == self.default_signature else f"{self.name}.{signature}",
+            "versions": [self.version],
+            "platform": self.platform,
+            "inputs": [t.to_dict() for t in self.inputs[signature]],
+            "outputs": [t.to_dict() for t in self.outputs[signature]],
+        }
+
+
+def served_versions(service: Service) -> dict[str, list[ServedVersion]]:
+    """The model versions a service's runners serve, by model name, newest first."""
+    found: dict[str, list[ServedVersion]] = {}
+    for runner in service.runners:
+        if len(runner.models) != 1:
+            continue  # a runner of several models, or of none, has no one model to speak for
+        model = runner.models[0]
+        signatures = list(runner.methods)
+        default = next((s for s in DEFAULT_SIGNATURES if s in signatures), signatures[0])
+        served = ServedVersion(
+            name=model.tag.name,
+            version=model.tag.version,
+            platform=f"raystore_{(model.info.context or {}).get('framework_name', 'model')}",
+            runner=runner,
+            signatures=signatures,
+            default_signature=default,
+        )
+        for signature in signatures:
+            served.inputs[signature], served.outputs[signature] = _tensor_specs(model, signature)
+        found.setdefault(served.name, []).append(served)
+    for versions in found.values():
+        versions.sort(key=lambda v: v.version, reverse=True)  # versions are time-ordered
+    return found
+
+
+def _tensor_specs(model: Any, signature: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """What a signature takes and gives: its saved `input_spec`/`output_spec` (a list of
+    {name, datatype, shape}), else what the framework recorded (an ONNX graph's tensors, a
+    scikit-learn model's feature count), else one FP32 tensor of any shape each way."""
+    info = model.info
+    saved = info.signatures.get(signature)
+    options = info.options or {}
+    inputs = _specs(getattr(saved, "input_spec", None))
+    outputs = _specs(getattr(saved, "output_spec", None))
+    if inputs is None and "inputs" in options:  # ONNX
+        inputs = [
+            TensorSpec(t["name"], _ONNX_DATATYPES.get(t["datatype"], "BYTES"), list(t["shape"]))
+            for t in options["inputs"]
+        ]
+    if outputs is None and "outputs" in options:
+        outputs = [
+            TensorSpec(t["name"], _ONNX_DATATYPES.get(t["datatype"], "BYTES"), list(t["shape"]))
+            for t in options["outputs"]
+        ]
+    if inputs is None and isinstance(options.get("n_features_in"), int):  # scikit-learn
+        inputs = [TensorSpec("input__0", "FP64", [-1, options["n_features_in"]])]
+    return inputs or [TensorSpec("input__0", "FP32", [-1])], outputs or [TensorSpec("output__0", "FP32", [-1])]
+
+
+def _specs(value: Any) -> list[TensorSpec] | None:
+    if not isinstance(value, list) or not value:
+        return None
+    specs = []
+    for item in value:
+        if not isinstance(item, dict) or not {"name", "datatype", "shape"} <= set(item):
+            return None
+        specs.append(TensorSpec(str(item["name"]), str(item["datatype"]), [int(d) for d in item["shape"]]))
+    return specs
+
+
+class V2Routes:
+    """The handlers of the protocol's routes for one service."""
+
+    def __init__(self, service: Service, is_ready: Callable[[], Awaitable[bool]]):
+        self.service = service
+        self.is_ready = is_ready
+        self.models = served_versions(service)
+
+    def routes(self) -> list[tuple[str, list[str], Callable[[Request], Awaitable[Response]]]]:
+        """(path, methods, handler) for the service's router."""
+        return [
+            ("/v2", ["GET"], self.server_metadata),
+            ("/v2/health/live", ["GET"], self.live),
+            ("/v2/health/ready", ["GET"], self.ready),
+            ("/v2/models/{name}", ["GET"], self.model_metadata),
+            ("/v2/models/{name}/versions/{version}", ["GET"], self.model_metadata),
+            ("/v2/models/{name}/ready", ["GET"], self.model_ready),
+            ("/v2/models/{name}/versions/{version}/ready", ["GET"], self.model_ready),
+            ("/v2/models/{name}/infer", ["POST"], self.infer),
+            ("/v2/models/{name}/versions/{version}/infer", ["POST"], self.infer),
+        ]
+
+    # ---- health and metadata --------------------------------------------------------------------
+
+    async def server_metadata(self, request: Request) -> Response:
+        return JSONResponse({"name": "raystore", "version": __version__, "extensions": EXTENSIONS})
+
+    async def live(self, request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        ready = await self.is_ready()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    async def model_metadata(self, request: Request) -> Response:
+        try:
+            served, signature = self.find(request.path_params["name"], request.path_params.get("version"))
+        except NotFound as exc:
+            return _error(404, str(exc))
+        return JSONResponse(served.metadata(signature))
+
+    async def model_ready(self, request: Request) -> Response:
+        try:
+            self.find(request.path_params["name"], request.path_params.get("version"))
+        except NotFound as exc:
+            return _error(404, str(exc))
+        ready = await self.is_ready()
+        return JSONResponse({"name": request.path_params["name"], "ready": ready}, status_code=200 if ready else 503)
+
+    def find(self, name: str, version: str | None, signature: str | None = None) -> tuple[ServedVersion, str]:
+        """The served version and signature a route names: `NAME` or `NAME.SIGNATURE`, and a
+        version (a unique prefix, or `latest`: the newest served)."""
+        versions = self.models.get(name)
+        if versions is None and "." in name:
+            base, _, named_signature = name.rpartition(".")
+            if base in self.models:
+                versions, signature = self.models[base], signature or named_signature
+                name = base
+        if versions is None:
+            raise NotFound(f"no model {name!r} here; the models are {sorted(self.models)}")
+        if version in (None, "", "latest"):
+            served = versions[0]
+        else:
+            matches = [v for v in versions if v.version.startswith(version)]
+            if len(matches) != 1:
+                known = [v.version for v in versions]
+                raise NotFound(f"model {name!r} has no version {version!r} here (served: {known})")
+            served = matches[0]
+        signature = signature or served.default_signature
+        if signature not in served.signatures:
+            raise NotFound(f"model {name!r} has no signature {signature!r}; it has {served.signatures}")
+        return served, signature
+
+    # ---- inference ------------------------------------------------------------------------------
+
+    async def infer(self, request: Request, body: bytes) -> Response:
+        """One inference request whose body the caller has read (and admitted)."""
+        decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
+        asked = decoded.parameters.get("signature")
+        if asked is not None and not isinstance(asked, str):
+            raise BadInput("the 'signature' parameter must be a signature's name")
+        served, signature = self.find(request.path_params["name"], request.path_params.get("version"), asked)
+        value = _call_value(served, signature, decoded.inputs)
+        result = await getattr(served.runner, signature).async_run(value)
+        outputs = _outputs(served.outputs[signature], result)
+        if decoded.outputs is not None:
+            by_name = {t.name: t for t in outputs}
+            unknown = sorted(o.name for o in decoded.outputs if o.name not in by_name)
+            if unknown:
+                raise BadInput(f"no outputs {unknown}; the model gives {sorted(by_name)}")
+            outputs = [by_name[o.name] for o in decoded.outputs]
+            binary: dict[str, bool] | bool = {
+                o.name: decoded.binary_outputs if o.binary is None else o.binary for o in decoded.outputs
+            }
+        else:
+            binary = decoded.binary_outputs
+        public_name = served.name if signature == served.default_signature else f"{served.name}.{signature}"
+        content, headers = encode_response(public_name, served.version, outputs, decoded.id, binary)
+        return Response(content, headers=headers)
+
+
+def _call_value(served: ServedVersion, signature: str, inputs: list[Tensor]) -> Any:
+    """What the signature is called with: the one input's array, or a dict by input name (ONNX
+    graphs of several inputs). Declared inputs are checked by name."""
+    declared = [t.name for t in served.inputs[signature]]
+    named = len(declared) > 1 or any(not d.startswith("input__") for d in declared)
+    if named:
+        given = [t.name for t in inputs]
+        unknown, missing = sorted(set(given) - set(declared)), [d for d in declared if d not in given]
+        if unknown or missing:
+            raise BadInput(f"the model's inputs are {declared}; got unknown {unknown} and missing {missing}")
+    if len(inputs) == 1:
+        return inputs[0].array
+    return {t.name: t.array for t in inputs}
+
+
+def _outputs(declared: list[TensorSpec], result: Any) -> list[Tensor]:
+    """A signature's result as named output tensors: a dict by its keys, else one tensor named as
+    declared. Values that are not arrays of numbers (a pipeline's dicts) go as JSON text (BYTES)."""
+    if isinstance(result, dict):
+        return [Tensor(str(name), _array(value)) for name, value in result.items()]
+    name = declared[0].name if len(declared) == 1 else "output__0"
+    return [Tensor(name, _array(result))]
+
+
+def _array(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray) and value.dtype.kind != "O":
+        return value
+    if hasattr(value, "numpy") and callable(value.numpy):  # a torch tensor
+        return value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        array = np.asarray([value], dtype=object)
+    if array.dtype.kind == "O":
+        flat = [v if isinstance(v, (str, bytes)) else json.dumps(v, default=str) for v in array.reshape(-1).tolist()]
+        text = np.empty(len(flat), dtype=object)
+        text[:] = flat
+        return text.reshape(array.shape)
+    return array
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)

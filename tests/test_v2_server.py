@@ -1,0 +1,160 @@
+"""`raystore serve --model` over the Open Inference Protocol, as Triton's own HTTP client
+(`tritonclient.http`) calls it: health and metadata, inference with JSON and binary tensors, a
+chosen version, a second signature, and the errors a client must be able to read."""
+
+import os
+import re
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from serving import free_port, raystore_serve
+
+pytestmark = pytest.mark.ray
+triton = pytest.importorskip("tritonclient.http")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+class SlowDouble:
+    """Takes 20 ms a call, batch or not: concurrent requests queue up behind a running batch."""
+
+    def __call__(self, x):
+        time.sleep(0.02)
+        return x * 2
+
+
+@pytest.fixture(scope="module")
+def v2_server(tmp_path_factory, iris):
+    """A store with an iris classifier (scikit-learn, two versions) and an iris ONNX graph, served
+    by `raystore serve --model` in a process of its own."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    import raystore
+
+    home = tmp_path_factory.mktemp("v2-store")
+    x, y = iris
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAYSTORE_HOME", str(home))
+        signatures = {"predict": {"batchable": True}, "predict_proba": {"batchable": True}}
+        old = raystore.sklearn.save_model("iris_clf", LogisticRegression(max_iter=5).fit(x, y), signatures=signatures)
+        classifier = LogisticRegression(max_iter=500).fit(x, y)
+        new = raystore.sklearn.save_model("iris_clf", classifier, signatures=signatures)
+        x32 = x.astype(np.float32)
+        graph = to_onnx(LogisticRegression(max_iter=500).fit(x32, y), x32[:1], options={"zipmap": False})
+        onnx_model = raystore.onnx.save_model("iris_onnx", graph)
+        raystore.picklable_model.save_model(
+            "slow_double",
+            SlowDouble(),
+            signatures={"__call__": {"batchable": True}},
+            external_modules=[sys.modules[__name__]],
+        )
+    env = {**os.environ, "RAYSTORE_HOME": str(home), "RAY_metrics_report_interval_ms": "500"}
+    models = (f"--model={old.tag}", f"--model={new.tag}", "--model=iris_onnx", "--model=slow_double")
+    metrics_port = free_port()
+    with raystore_serve(env, models[0], home, *models[1:], "--no-access-log", metrics_port=metrics_port) as (_, port):
+        client = triton.InferenceServerClient(url=f"127.0.0.1:{port}", concurrency=16)
+        client.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        yield client, old, new, onnx_model, graph, classifier
+
+
+def _input(name, array, datatype, binary):
+    tensor = triton.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    return tensor
+
+
+def test_health_and_metadata(v2_server):
+    client, old, new, onnx_model, *_ = v2_server
+    assert client.is_server_live() and client.is_server_ready()
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    assert client.is_model_ready("iris_clf") and client.is_model_ready("iris_onnx")
+    meta = client.get_model_metadata("iris_clf")
+    assert meta["versions"] == [new.tag.version]  # no version: the newest served
+    assert meta["inputs"] == [{"name": "input__0", "datatype": "FP64", "shape": [-1, 4]}]
+    assert client.get_model_metadata("iris_clf", model_version=old.tag.version[:8])["versions"] == [old.tag.version]
+    assert client.get_model_metadata("iris_clf.predict_proba")["name"] == "iris_clf.predict_proba"
+    onnx_meta = client.get_model_metadata("iris_onnx")
+    assert onnx_meta["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
+    assert [o["name"] for o in onnx_meta["outputs"]] == ["label", "probabilities"]
+    assert onnx_meta["platform"] == "raystore_onnx" and onnx_meta["versions"] == [onnx_model.tag.version]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_infer_with_json_and_binary_tensors(v2_server, iris, binary):
+    client, old, new, _, graph, iris_clf = v2_server
+    x, _ = iris
+    rows = x[[0, 60, 120]]
+    outputs = [triton.InferRequestedOutput("output__0", binary_data=binary)]
+    result = client.infer("iris_clf", [_input("input__0", rows, "FP64", binary)], outputs=outputs, request_id="r-1")
+    np.testing.assert_array_equal(result.as_numpy("output__0"), iris_clf.predict(rows))
+    response = result.get_response()
+    assert response["model_version"] == new.tag.version and response["id"] == "r-1"
+
+    # the second signature, by name and by parameter
+    proba = client.infer("iris_clf.predict_proba", [_input("input__0", rows, "FP64", binary)])
+    np.testing.assert_allclose(proba.as_numpy("output__0"), iris_clf.predict_proba(rows))
+    by_parameter = client.infer(
+        "iris_clf", [_input("input__0", rows, "FP64", binary)], parameters={"signature": "predict_proba"}
+    )
+    np.testing.assert_allclose(by_parameter.as_numpy("output__0"), iris_clf.predict_proba(rows))
+
+    # a chosen version: the older, barely trained classifier
+    older = client.infer("iris_clf", [_input("input__0", rows, "FP64", binary)], model_version=old.tag.version)
+    assert older.get_response()["model_version"] == old.tag.version
+
+    # an ONNX graph: inputs by name, two outputs, one asked for
+    onnx_rows = rows.astype(np.float32)
+    asked = [triton.InferRequestedOutput("probabilities", binary_data=binary)]
+    result = client.infer("iris_onnx", [_input("X", onnx_rows, "FP32", binary)], outputs=asked)
+    import onnxruntime
+
+    want = onnxruntime.InferenceSession(graph.SerializeToString()).run(None, {"X": onnx_rows})[1]
+    np.testing.assert_allclose(result.as_numpy("probabilities"), want, rtol=1e-5)
+    assert result.as_numpy("label") is None
+
+
+def test_errors_reach_the_client_with_the_servers_message(v2_server, iris):
+    client, *_ = v2_server
+    x, _ = iris
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("iris_onnx", [_input("X", x[:2, :3].astype(np.float32), "FP32", False)])
+    assert "takes shape [-1, 4] (-1: any), got [2, 3]" in str(err.value) and err.value.status() == "400"
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("iris_onnx", [_input("Y", x[:2].astype(np.float32), "FP32", False)])
+    assert "the model's inputs are ['X']; got unknown ['Y'] and missing ['X']" in str(err.value)
+    with pytest.raises(InferenceServerException) as err:
+        client.infer(
+            "iris_onnx",
+            [_input("X", x[:2].astype(np.float32), "FP32", True)],
+            outputs=[triton.InferRequestedOutput("nope")],
+        )
+    assert "no outputs ['nope']" in str(err.value)
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("no_such_model", [_input("X", x[:2], "FP64", False)])
+    assert err.value.status() == "404" and "no model 'no_such_model' here" in str(err.value)
+    with pytest.raises(InferenceServerException) as err:
+        client.get_model_metadata("iris_clf", model_version="zzzz")
+    assert "has no version 'zzzz'" in str(err.value)
+    assert client.is_server_live()  # and the server keeps serving
+
+
+def test_concurrent_one_row_requests_share_batches(v2_server):
+    client, *_ = v2_server
+    rows = np.arange(64 * 4, dtype=np.float32).reshape(64, 1, 4)
+    pending = [client.async_infer("slow_double", [_input("input__0", row, "FP32", True)]) for row in rows]
+    for row, result in zip(rows, pending, strict=True):
+        np.testing.assert_array_equal(result.get_result().as_numpy("output__0"), row * 2)  # each its own rows
+    pattern = r'ray_raystore_batch%s_total\{[^}]*deployment="slow_double"[^}]*\} (\d+(?:\.\d+)?)'
+    deadline, requests, batches = time.time() + 60, 0.0, 0.0
+    while time.time() < deadline:
+        text = urllib.request.urlopen(client.metrics_url, timeout=5).read().decode()
+        found = re.search(pattern % "_requests", text), re.search(pattern % "es", text)
+        if all(found):
+            requests, batches = float(found[0].group(1)), float(found[1].group(1))
+            if requests >= 64:
+                break
+        time.sleep(1)
+    assert requests == 64 and 0 < batches < requests / 2, (requests, batches)  # rows of many requests a batch
