@@ -50,6 +50,21 @@ def test_build_pins_latest_and_validates(store_home, monkeypatch):
         raystore.models.get("iris_clf")
 
 
+def test_build_models_pins_each_tag_and_serves_them_over_v2(store_home):
+    first = _save_iris()
+    current = _save_iris()
+    config = build_config(None, models=["iris_clf", str(first.tag)])
+    validate_config(config)
+    (app,) = config["applications"]
+    assert app["args"] == {"models": [str(current.tag), str(first.tag)]}  # latest, settled now
+    names = {d["name"]: d for d in app["deployments"]}
+    versioned = [f"iris_clf-{current.tag.version}", f"iris_clf-{first.tag.version}"]
+    assert set(names) == {"models-ingress", *versioned}  # one deployment a model, every signature in it
+    assert names[versioned[0]]["ray_actor_options"] == {"num_cpus": 1.0}
+    with pytest.raises(InvalidArgument, match="not both"):
+        build_config("service:svc", models=["iris_clf"])
+
+
 def test_bad_pins_are_a_config_error(monkeypatch):
     monkeypatch.setenv("RAYSTORE_PINS", "{not json")
     with pytest.raises(ConfigError, match="RAYSTORE_PINS is not JSON"):

@@ -83,3 +83,43 @@ def test_missing_token_and_unreachable_cluster_are_explained(head_cluster, subpr
         assert "wants a Ray auth token" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     out = raystore_cli("status", "--address", f"http://127.0.0.1:{free_port()}", env=env)
     assert out.returncode == 1 and "cannot reach the Ray dashboard" in out.stderr
+
+
+def test_deploy_models_over_v2(head_cluster, tmp_path, subprocess_env):
+    env = dict(subprocess_env)
+    out = subprocess.run(
+        [
+            str(VENV_BIN / "python"),
+            "-c",
+            f"import sys; sys.path.insert(0, {str(IRIS)!r}); from train import train_and_save; "
+            "print(train_and_save().tag)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    tag = out.stdout.strip()
+    config_file = tmp_path / "models.yaml"
+    out = raystore_cli("build", "--model", "iris_clf", "-o", str(config_file), env=env)
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(config_file.read_text())
+    assert config["applications"][0]["args"] == {"models": [tag]}
+    http_port = free_port()
+    config["http_options"] = {"host": "127.0.0.1", "port": http_port}
+    config_file.write_text(yaml.safe_dump(config))
+    out = raystore_cli("deploy", str(config_file), "--address", head_cluster, env=env)
+    assert out.returncode == 0, out.stderr
+    try:
+        body = {"inputs": [{"name": "input__0", "datatype": "FP64", "shape": [1, 4], "data": [5.9, 3.0, 5.1, 1.8]}]}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/v2/models/iris_clf/infer",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+        assert answer["model_name"] == "iris_clf" and answer["model_version"] == tag.split(":")[1]
+        assert answer["outputs"][0]["data"] == [2]
+    finally:
+        raystore_cli("delete", "models", "--address", head_cluster, env=env)

@@ -104,9 +104,9 @@ def serve_command(
     if (target is None) == (not models):
         raise InvalidArgument("give a service (MODULE:ATTRIBUTE) or --model TAG (one or more), not both")
     if models:
-        from raystore._private.deploy.models import service_for_models
+        from raystore._private.deploy.models import CLUSTER_CPUS_PER_MODEL, service_for_models
 
-        service = service_for_models(models, cpus_per_model=None if address is None else 1.0)
+        service = service_for_models(models, cpus_per_model=None if address is None else CLUSTER_CPUS_PER_MODEL)
         what = ", ".join(f"{r.models[0].tag}" for r in service.runners)
         docs = "models over the Open Inference Protocol at {url}/v2/models/NAME"
     else:
@@ -137,7 +137,13 @@ def serve_command(
 
 @app.command("build")
 def build_command(
-    target: str = typer.Argument(..., help="The service as MODULE:ATTRIBUTE, e.g. service:svc."),
+    target: str | None = typer.Argument(None, help="The service as MODULE:ATTRIBUTE, e.g. service:svc (or --model)."),
+    models: list[str] = typer.Option(
+        [],
+        "--model",
+        "-m",
+        help="A store model to serve over the Open Inference Protocol (KServe V2) instead of a service; repeat for several.",
+    ),
     output: str = typer.Option(..., "--output", "-o", help="Where to write the config, e.g. deployments/NAME.yaml."),
     working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
     store: str = typer.Option(
@@ -156,7 +162,7 @@ def build_command(
     from raystore._private.deploy.build import build_config, validate_config
 
     config = build_config(
-        target, working_dir=working_dir, store=store, pythonpath=pythonpath, route_prefix=route_prefix
+        target, models=models, working_dir=working_dir, store=store, pythonpath=pythonpath, route_prefix=route_prefix
     )
     validate_config(config)
     path = Path(output)
@@ -169,7 +175,15 @@ def build_command(
 
 @app.command("deploy")
 def deploy_command(
-    target: str = typer.Argument(..., help="MODULE:ATTRIBUTE of a service, or a config built by `raystore build`."),
+    target: str | None = typer.Argument(
+        None, help="MODULE:ATTRIBUTE of a service, or a config built by `raystore build` (or --model)."
+    ),
+    models: list[str] = typer.Option(
+        [],
+        "--model",
+        "-m",
+        help="A store model to serve over the Open Inference Protocol (KServe V2) instead of a service; repeat for several.",
+    ),
     address: str = typer.Option(..., "--address", "-a", help="The cluster's dashboard, e.g. http://HEAD:8265."),
     working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
     timeout: float = typer.Option(300, "--timeout", help="Seconds to wait for the application to run."),
@@ -177,10 +191,10 @@ def deploy_command(
     """Deploy a service to a running Ray cluster and wait until it is healthy."""
     from raystore._private.deploy.build import build_config, validate_config
 
-    if target.endswith((".yaml", ".yml")):
+    if target is not None and target.endswith((".yaml", ".yml")) and not models:
         config = yaml.safe_load(Path(target).read_text())
     else:
-        config = build_config(target, working_dir=working_dir)
+        config = build_config(target, models=models, working_dir=working_dir)
     validate_config(config)
     shown: dict = {}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from raystore._private.deploy.local import resolve_service
+from raystore._private.deploy.models import CLUSTER_CPUS_PER_MODEL, service_for_models
 from raystore._private.replica import HEALTH_CHECK_OPTIONS
 from raystore._private.runner.served import deployment_groups, deployment_options
 from raystore._private.service.ingress import INGRESS_ACTOR_OPTIONS
@@ -18,14 +19,18 @@ from raystore.exceptions import InvalidArgument
 
 
 def build_application(args: dict[str, Any]) -> Any:
-    """Serve application builder named by built configs: `args = {"service": "MODULE:ATTRIBUTE"}`."""
+    """Serve application builder named by built configs: `args = {"service": "MODULE:ATTRIBUTE"}`,
+    or `{"models": ["NAME:VERSION", ...]}` for store models served over the V2 protocol."""
+    if "models" in args:
+        return service_for_models(args["models"], cpus_per_model=CLUSTER_CPUS_PER_MODEL).to_app()
     service = load_service(args["service"])
     return service.to_app(args["service"])
 
 
 def build_config(
-    target: str,
+    target: str | None,
     *,
+    models: list[str] | None = None,
     working_dir: str | None = None,
     route_prefix: str = "/",
     store: str | None = None,
@@ -36,14 +41,23 @@ def build_config(
 
     `store` and `pythonpath` say where the cluster finds the models and the service's module when
     they differ from this machine (an `s3://` store; the folder `cluster.yaml` mounts the code at);
-    by default they are this machine's store and `working_dir`."""
+    by default they are this machine's store and `working_dir`. With `models` (store tags) instead
+    of a target, the application serves those models over the V2 protocol, each pinned by its
+    full tag."""
     if store is not None and "://" not in store and not store.startswith("/"):
         raise InvalidArgument(
             f"store {store!r} must be a URL such as s3://bucket/store, or an absolute path on the cluster"
         )
     if pythonpath is not None and not pythonpath.startswith("/"):
         raise InvalidArgument(f"pythonpath {pythonpath!r} must be an absolute folder on the cluster's nodes")
-    service, import_path = resolve_service(target, working_dir)
+    if (target is None) == (not models):
+        raise InvalidArgument("give a service (MODULE:ATTRIBUTE) or models (--model TAG), not both")
+    if models:
+        service = service_for_models(models, cpus_per_model=CLUSTER_CPUS_PER_MODEL)
+        args: dict[str, Any] = {"models": [str(runner.models[0].tag) for runner in service.runners]}
+    else:
+        service, import_path = resolve_service(target, working_dir)
+        args = {"service": import_path}
     pins = {m.tag.name: m.tag.version for runner in service.runners for m in runner.models}
     folder = str(Path(working_dir or os.getcwd()).resolve())
     ingress = {
@@ -73,7 +87,7 @@ def build_config(
                 "name": service.name,
                 "route_prefix": route_prefix,
                 "import_path": "raystore.serving:build_application",  # public: configs outlive versions
-                "args": {"service": import_path},
+                "args": args,
                 "runtime_env": {"env_vars": env_vars},
                 "deployments": deployments,
             }

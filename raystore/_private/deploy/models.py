@@ -15,6 +15,7 @@ from raystore._private.store import default_store
 from raystore.exceptions import InvalidArgument
 
 MODELS_SERVICE = "models"
+CLUSTER_CPUS_PER_MODEL = 1.0  # on a cluster, a model replica asks for a CPU of its own, as any runner does
 
 
 def service_for_models(tags: Sequence[str], name: str = MODELS_SERVICE, cpus_per_model: float | None = None) -> Service:
