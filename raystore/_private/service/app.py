@@ -71,7 +71,7 @@ def api_endpoint(
                 if isinstance(cause, QueueFull):  # a runner's batch queue is full: shed before parsing
                     gate.note_overloaded(api.name, cause.retry_after_s)
             rid = request.scope.get(REQUEST_ID_KEY, "-")
-            return exception_response(f"API {api.name!r}", exc, rid, access_log)
+            return exception_response(api.name, exc, rid, access_log)
         finally:
             if reserved > 0:
                 gate.release(reserved)
@@ -98,7 +98,7 @@ def v2_infer_endpoint(
             if reserved >= 0 and isinstance(cause, QueueFull):
                 admission.note_overloaded(V2_API, cause.retry_after_s)
             rid = request.scope.get(REQUEST_ID_KEY, "-")
-            return exception_response(f"V2 infer of model {model!r}", exc, rid, access_log)
+            return exception_response(f"v2:{model}", exc, rid, access_log)
         finally:
             if reserved > 0:
                 admission.release(reserved)
@@ -129,7 +129,9 @@ async def _in_thread(func: Callable[[Any], Any], value: Any) -> Any:
     return result
 
 
-def exception_response(what: str, exc: Exception, rid: str = "-", access_log: AccessLog | None = None) -> JSONResponse:
+def exception_response(
+    api_name: str, exc: Exception, rid: str = "-", access_log: AccessLog | None = None
+) -> JSONResponse:
     """The one place an error becomes a response. What the client got wrong (`BadInput` and its
     kin: 400, 413, 415) and an overloaded queue (`ServiceUnavailable`: 503 with `Retry-After`)
     answer with the error's own status. Anything else raised on the way is the API's failure:
@@ -143,11 +145,11 @@ def exception_response(what: str, exc: Exception, rid: str = "-", access_log: Ac
     if isinstance(cause, BadInput):
         return error_response(cause.http_status, str(cause), cause.http_headers())
     # The wrapped error when a replica raised it: its text carries the replica's traceback.
-    logger.error("%s failed (request %s)", what, rid, exc_info=exc)
+    logger.error("API %s failed (request %s)", api_name, rid, exc_info=exc)
     if access_log is not None:
-        access_log.failure(rid, "".join(traceback.format_exception(exc)), api=what)
+        access_log.failure(rid, "".join(traceback.format_exception(exc)), api=api_name)
     status = cause.http_status if isinstance(cause, RaystoreError) and cause.http_status >= 500 else 500
-    return error_response(status, f"{type(cause).__name__} in {what}: {cause}")
+    return error_response(status, f"{type(cause).__name__} in API {api_name!r}: {cause}")
 
 
 def _unwrap(exc: Exception) -> Exception:

@@ -132,11 +132,13 @@ class Service:
                 api_route = "/" + api_route
             if len(api_route) > 1:
                 api_route = api_route.rstrip("/")  # a trailing slash is the same route (see ServiceApp)
-            own = api_route in RESERVED_ROUTES or api_route.startswith(("/docs/", "/v2/")) or api_route == "/v2"
+            protocol = self.v2 and (api_route == "/v2" or api_route.startswith("/v2/"))  # the V2 routes' own
+            own = api_route in RESERVED_ROUTES or api_route.startswith("/docs/") or protocol
             if not _ROUTE_RE.fullmatch(api_route) or own:
                 raise InvalidArgument(
                     f"route {api_route!r} is invalid or reserved: a route is / and letters, digits, _-./, "
-                    f"and these are the service's own: {sorted(RESERVED_ROUTES)} and anything under /docs/ and /v2"
+                    f"and these are the service's own: {sorted(RESERVED_ROUTES)}, anything under /docs/, and /v2 "
+                    "with v2=True"
                 )
             if api_name in self.apis or any(a.route == api_route for a in self.apis.values()):
                 raise InvalidArgument(

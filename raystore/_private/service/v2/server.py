@@ -100,8 +100,9 @@ def served_versions(service: Service) -> dict[str, list[ServedVersion]]:
         for signature in signatures:
             served.inputs[signature], served.outputs[signature] = _tensor_specs(model, signature)
         found.setdefault(served.name, []).append(served)
-    for versions in found.values():
-        versions.sort(key=lambda v: v.version, reverse=True)  # versions are time-ordered
+    created = {id(r): r.models[0].info.creation_time for r in service.runners if len(r.models) == 1}
+    for versions in found.values():  # newest first, as the store's `latest` orders them
+        versions.sort(key=lambda v: (created[id(v.runner)], v.version), reverse=True)
     return found
 
 
