@@ -151,7 +151,9 @@ class V2Routes:
 
     def routes(self) -> list[tuple[str, list[str], Callable[[Request], Awaitable[Response]]]]:
         """(path, methods, handler) for the service's router."""
-        return [
+        return [  # infer first: the router tries routes in order, and inference is the traffic
+            ("/v2/models/{name}/infer", ["POST"], self.infer),
+            ("/v2/models/{name}/versions/{version}/infer", ["POST"], self.infer),
             ("/v2", ["GET"], self.server_metadata),
             ("/v2/health/live", ["GET"], self.live),
             ("/v2/health/ready", ["GET"], self.ready),
@@ -159,8 +161,6 @@ class V2Routes:
             ("/v2/models/{name}/versions/{version}", ["GET"], self.model_metadata),
             ("/v2/models/{name}/ready", ["GET"], self.model_ready),
             ("/v2/models/{name}/versions/{version}/ready", ["GET"], self.model_ready),
-            ("/v2/models/{name}/infer", ["POST"], self.infer),
-            ("/v2/models/{name}/versions/{version}/infer", ["POST"], self.infer),
         ]
 
     # ---- health and metadata --------------------------------------------------------------------
