@@ -31,8 +31,8 @@ def raystore_cli(*args, env=None, timeout=300):
     return subprocess.run([str(VENV_BIN / "raystore"), *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def test_deploy_status_delete(head_cluster, tmp_path, subprocess_env):
-    env = dict(subprocess_env)
+def train_iris(env: dict) -> str:
+    """The iris example's model saved in `env`'s store, as its script saves it; returns the tag."""
     out = subprocess.run(
         [
             str(VENV_BIN / "python"),
@@ -45,6 +45,12 @@ def test_deploy_status_delete(head_cluster, tmp_path, subprocess_env):
         env=env,
     )
     assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_deploy_status_delete(head_cluster, tmp_path, subprocess_env):
+    env = dict(subprocess_env)
+    train_iris(env)
     config_file = tmp_path / "iris.yaml"
     out = raystore_cli("build", "service:svc", "--working-dir", str(IRIS), "-o", str(config_file), env=env)
     assert out.returncode == 0, out.stderr
@@ -87,19 +93,7 @@ def test_missing_token_and_unreachable_cluster_are_explained(head_cluster, subpr
 
 def test_deploy_models_over_v2(head_cluster, tmp_path, subprocess_env):
     env = dict(subprocess_env)
-    out = subprocess.run(
-        [
-            str(VENV_BIN / "python"),
-            "-c",
-            f"import sys; sys.path.insert(0, {str(IRIS)!r}); from train import train_and_save; "
-            "print(train_and_save().tag)",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert out.returncode == 0, out.stderr
-    tag = out.stdout.strip()
+    tag = train_iris(env)
     config_file = tmp_path / "models.yaml"
     out = raystore_cli("build", "--model", "iris_clf", "-o", str(config_file), env=env)
     assert out.returncode == 0, out.stderr
