@@ -104,10 +104,12 @@ def _dtype_of(datatype: Any, where: str) -> np.dtype:
 
 
 def _flatten(data: Any, where: str) -> list[Any]:
-    """Nested lists, row-major, as one flat list (a flat list stays as it is)."""
+    """Nested lists, row-major, as one flat list. A list whose first item is not a list is taken
+    as flat without a look at every item: an item that is a list after all fails the datatype's
+    check as any other wrong item does."""
     if not isinstance(data, list):
         raise BadInput(f"{where}: data must be a list (flat or nested), got {type(data).__name__}")
-    if not any(isinstance(item, list) for item in data):
+    if not data or not isinstance(data[0], list):
         return data
     flat: list[Any] = []
     stack: list[Iterable[Any]] = [iter(data)]
@@ -146,6 +148,30 @@ def tensor_from_json(name: str, datatype: Any, shape: Any, data: Any) -> np.ndar
 
 
 def _numbers(flat: list[Any], dtype: np.dtype, dims: tuple[int, ...], datatype: str, where: str) -> np.ndarray:
+    """The numbers of a JSON tensor: numpy reads the list in one pass, and only a list it cannot
+    read as plain numbers of the right kind is looked at item by item, for a precise message."""
+    try:
+        probe = np.array(flat)
+    except (ValueError, TypeError, OverflowError):
+        probe = None
+    if probe is not None and probe.ndim == 1:
+        if dtype.kind in "iu" and probe.dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if probe.size and (probe.min() < info.min or probe.max() > info.max):
+                raise BadInput(f"{where}: a value is out of {datatype}'s range [{info.min}, {info.max}]")
+            return probe.astype(dtype, copy=False).reshape(dims)
+        if dtype.kind == "f" and probe.dtype.kind in "iuf" and (probe.size or not flat):
+            with np.errstate(over="ignore"):
+                array = probe.astype(dtype, copy=False)
+            if not np.isfinite(array).all():
+                raise BadInput(f"{where}: a value is out of {datatype}'s range")
+            return array.reshape(dims)
+    return _numbers_one_by_one(flat, dtype, dims, datatype, where)
+
+
+def _numbers_one_by_one(
+    flat: list[Any], dtype: np.dtype, dims: tuple[int, ...], datatype: str, where: str
+) -> np.ndarray:
     if dtype.kind in "iu":
         if not all(type(item) is int for item in flat):
             raise BadInput(f"{where}: {datatype} elements are integers")
