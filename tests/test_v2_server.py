@@ -74,7 +74,12 @@ def test_health_and_metadata(v2_server):
     meta = client.get_model_metadata("iris_clf")
     assert meta["versions"] == [new.tag.version]  # no version: the newest served
     assert meta["inputs"] == [{"name": "input__0", "datatype": "FP64", "shape": [-1, 4]}]
-    assert client.get_model_metadata("iris_clf", model_version=old.tag.version[:8])["versions"] == [old.tag.version]
+    # the shortest prefix of the older version that is not the newer one's (both saved in one moment)
+    prefix = next(old.tag.version[:i] for i in range(1, 17) if not new.tag.version.startswith(old.tag.version[:i]))
+    assert client.get_model_metadata("iris_clf", model_version=prefix)["versions"] == [old.tag.version]
+    shared = old.tag.version[: len(prefix) - 1]
+    with pytest.raises(InferenceServerException, match="give more characters"):
+        client.get_model_metadata("iris_clf", model_version=shared)
     assert client.get_model_metadata("iris_clf.predict_proba")["name"] == "iris_clf.predict_proba"
     onnx_meta = client.get_model_metadata("iris_onnx")
     assert onnx_meta["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]

@@ -178,15 +178,15 @@ class V2Routes:
     async def model_metadata(self, request: Request) -> Response:
         try:
             served, signature = self.find(request.path_params["name"], request.path_params.get("version"))
-        except NotFound as exc:
-            return _error(404, str(exc))
+        except (NotFound, BadInput) as exc:
+            return _error(exc.http_status, str(exc))
         return JSONResponse(served.metadata(signature))
 
     async def model_ready(self, request: Request) -> Response:
         try:
             self.find(request.path_params["name"], request.path_params.get("version"))
-        except NotFound as exc:
-            return _error(404, str(exc))
+        except (NotFound, BadInput) as exc:
+            return _error(exc.http_status, str(exc))
         ready = await self.is_ready()
         return JSONResponse({"name": request.path_params["name"], "ready": ready}, status_code=200 if ready else 503)
 
@@ -205,8 +205,10 @@ class V2Routes:
             served = versions[0]
         else:
             matches = [v for v in versions if v.version.startswith(version)]
-            if len(matches) != 1:
-                known = [v.version for v in versions]
+            known = [v.version for v in versions]
+            if len(matches) > 1:
+                raise BadInput(f"version {version!r} of model {name!r} matches {known}; give more characters")
+            if not matches:
                 raise NotFound(f"model {name!r} has no version {version!r} here (served: {known})")
             served = matches[0]
         signature = signature or served.default_signature
