@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import builtins
 import sys
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from typing import Any
 
-from raystore._private.frameworks import own_files
-from raystore._private.frameworks.own_files import NewModel
+from raystore._private.frameworks.own_files import create as create  # public here: raystore.models.create
 from raystore._private.runner.model import Model
 from raystore._private.store import Outcome, archive, default_store, remote_store
 from raystore._private.store.fs import open_filesystem
@@ -21,26 +17,6 @@ from raystore._private.store.gc import local_temp_leftovers, store_leftovers, sw
 from raystore._private.store.progress import progress_bar
 from raystore.exceptions import InvalidArgument
 from raystore.tag import Tag
-
-
-def create(
-    name: str,
-    *,
-    labels: Mapping[str, str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    signatures: Mapping[str, Mapping[str, Any]] | None = None,
-    custom_objects: Mapping[str, Any] | None = None,
-) -> AbstractContextManager[NewModel]:
-    """A new version of `name` made of your own files:
-
-        with raystore.models.create("tokenizer", labels={"lang": "fr"}) as m:
-            (Path(m.path) / "vocab.txt").write_text(...)
-
-    It is committed with its manifest when the block exits cleanly and is absent if the block
-    raises; read the files back with `raystore.models.get(m.tag).path_of("vocab.txt")`."""
-    return own_files.create(
-        name, labels=labels, metadata=metadata, signatures=signatures, custom_objects=custom_objects
-    )
 
 
 def get(tag: str | Tag) -> Model:

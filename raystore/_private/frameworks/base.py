@@ -130,17 +130,13 @@ class Framework:
         for module in external_modules or ():
             if not isinstance(module, types.ModuleType):
                 raise InvalidArgument(f"external_modules must hold imported modules, got {module!r}")
-        if custom_objects is not None and not isinstance(custom_objects, Mapping):
-            raise InvalidArgument(
-                f"custom_objects must be a dict of name to object, got {type(custom_objects).__name__}"
-            )
+        objects = checked_custom_objects(custom_objects)
         info = self.new_info(tag, labels, metadata, sigs)
         info.to_yaml()  # fail here, before any file is written, if something cannot be represented
         store = default_store()
         with store.create(info) as staging, _pickled_by_value(external_modules or ()):
             info.options = self.save_files(model, staging, **options)
-            with open(staging / CUSTOM_OBJECTS_FILE, "wb") as f:
-                cloudpickle.dump(dict(custom_objects or {}), f)
+            write_custom_objects(staging, objects)
         return StoredModel(store, info)
 
     def get(self, tag: str | Tag | StoredModel) -> StoredModel:
@@ -219,6 +215,19 @@ class Framework:
             raise MissingDependency(
                 f"raystore.{self.name} needs the '{module}' package: pip install 'raystore[{extra}]'"
             ) from None
+
+
+def checked_custom_objects(custom_objects: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A save's `custom_objects`, checked before anything is written."""
+    if custom_objects is not None and not isinstance(custom_objects, Mapping):
+        raise InvalidArgument(f"custom_objects must be a dict of name to object, got {type(custom_objects).__name__}")
+    return dict(custom_objects or {})
+
+
+def write_custom_objects(folder: Path, objects: dict[str, Any]) -> None:
+    """The version's custom objects file, as `StoredModel.custom_objects` reads it back."""
+    with open(folder / CUSTOM_OBJECTS_FILE, "wb") as f:
+        cloudpickle.dump(objects, f)
 
 
 def plain_params(params: Mapping[str, Any], framework: str, refuse_functions: bool) -> dict[str, Any]:

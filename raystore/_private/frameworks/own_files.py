@@ -9,9 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
-from raystore._private.frameworks.base import Framework
+from raystore._private.frameworks.base import Framework, checked_custom_objects, write_custom_objects
 from raystore._private.store import ModelInfo, StoredModel, default_store
 from raystore._private.store.info import validate_labels, validate_metadata, validate_signatures
 from raystore._private.store.manifest import INFO_FILE, MANIFEST_FILE
@@ -63,11 +61,15 @@ def create(
     signatures: Mapping[str, Mapping[str, Any]] | None = None,
     custom_objects: Mapping[str, Any] | None = None,
 ) -> Iterator[NewModel]:
-    """A new version of `name` whose files the caller writes. It is committed, manifest and all,
-    when the block exits cleanly; if the block raises, nothing is left in the store."""
+    """A new version of `name` made of your own files:
+
+        with raystore.models.create("tokenizer", labels={"lang": "fr"}) as m:
+            (Path(m.path) / "vocab.txt").write_text(...)
+
+    It is committed with its manifest when the block exits cleanly and is absent if the block
+    raises; read the files back with `raystore.models.get(m.tag).path_of("vocab.txt")`."""
     tag = Tag(name, new_version())
-    if custom_objects is not None and not isinstance(custom_objects, Mapping):
-        raise InvalidArgument(f"custom_objects must be a dict of name to object, got {type(custom_objects).__name__}")
+    objects = checked_custom_objects(custom_objects)
     info = FRAMEWORK.new_info(tag, labels, metadata, validate_signatures(signatures or {}))
     info.to_yaml()  # fail before the block runs if something cannot be represented
     with default_store().create(info) as staging:
@@ -78,5 +80,4 @@ def create(
         for reserved in (CUSTOM_OBJECTS_FILE, INFO_FILE, MANIFEST_FILE):
             if (staging / reserved).exists():
                 raise InvalidArgument(f"{reserved} is a file name raystore keeps for itself; name your file otherwise")
-        with open(staging / CUSTOM_OBJECTS_FILE, "wb") as f:
-            cloudpickle.dump(dict(custom_objects or {}), f)
+        write_custom_objects(staging, objects)
