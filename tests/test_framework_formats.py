@@ -125,6 +125,8 @@ def test_a_wrong_number_of_features_or_a_bad_input_is_a_clear_error(kind, iris_x
         BadInput, match=r"4 features per row, got rows of 3|takes shape \[-1, 4\] \(-1: any\), got \[2, 3\]"
     ):
         call(x[:2, :3])
+    with pytest.raises(BadInput, match=r"2-D array of rows x features, got shape \(4,\)|takes shape \[-1, 4\]"):
+        call(x[0])  # one row without its row dimension
     answer = call(x[:2])  # and the runner still serves
     assert len(answer["label"] if kind == "onnx" else answer) == 2
 

@@ -27,7 +27,7 @@ from raystore._private.store import ModelInfo, StoredModel, default_store
 from raystore._private.store.info import has_method, validate_labels, validate_metadata, validate_signatures
 from raystore._private.store.stored_model import CUSTOM_OBJECTS_FILE
 from raystore._private.version import __version__
-from raystore.exceptions import FrameworkMismatch, InvalidArgument, MissingDependency, NotFound
+from raystore.exceptions import BadInput, FrameworkMismatch, InvalidArgument, MissingDependency, NotFound
 from raystore.tag import Tag, new_version
 
 logger = logging.getLogger("raystore.frameworks")
@@ -230,6 +230,23 @@ def write_custom_objects(folder: Path, objects: dict[str, Any]) -> None:
         cloudpickle.dump(objects, f)
 
 
+def check_feature_rows(x: Any, expected: int | None) -> None:
+    """For the tree frameworks: `x` is rows of `expected` features, else a `BadInput` saying so
+    plainly (the libraries' own messages come from deep in their C++ and read like a crash)."""
+    shape = getattr(x, "shape", None)
+    if shape is None or hasattr(x, "num_row"):  # not an array, or XGBoost's DMatrix: the library knows better
+        return
+    if len(shape) != 2:
+        raise BadInput(f"the model takes a 2-D array of rows x features, got shape {tuple(shape)}")
+    if expected is not None and shape[1] != expected:
+        raise BadInput(f"the model takes {expected} features per row, got rows of {shape[1]} (input shape {shape})")
+
+
+def plain_value(value: Any) -> Any:
+    """numpy scalars as Python ones, for model.yaml."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def plain_params(params: Mapping[str, Any], framework: str, refuse_functions: bool) -> dict[str, Any]:
     """A scikit-learn wrapper's params that model.yaml can hold (numpy scalars as Python ones).
     Others (a class_weight dict, NaN for "missing": the default) only steer training or are the
@@ -244,7 +261,7 @@ def plain_params(params: Mapping[str, Any], framework: str, refuse_functions: bo
                     f"object with raystore.picklable_model ({framework})"
                 )
             continue
-        value = value.item() if hasattr(value, "item") else value
+        value = plain_value(value)
         if isinstance(value, float) and value != value:
             continue
         if value is None or isinstance(value, (str, int, float, bool)):

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from raystore._private.frameworks.base import Framework, plain_params
+from raystore._private.frameworks.base import Framework, check_feature_rows, plain_params, plain_value
 from raystore._private.store import StoredModel
-from raystore.exceptions import BadInput, InvalidArgument, StoreError
+from raystore.exceptions import InvalidArgument, StoreError
 
 MODEL_FILE = "model.txt"
 
@@ -47,7 +47,7 @@ class LightGBM(Framework):
             "feature_names": bool(getattr(model, "_fitted_with_feature_names", False)),
         }
         if isinstance(model, lgb.LGBMClassifier):
-            options["classes"] = [_plain(c) for c in model.classes_]
+            options["classes"] = [plain_value(c) for c in model.classes_]
         return options
 
     def load(self, model: StoredModel) -> Any:
@@ -69,7 +69,10 @@ class LightGBM(Framework):
 
     def run_method(self, loaded: Any, method: str, args: tuple, kwargs: dict) -> Any:
         if args:
-            _check_features(loaded, args[0])
+            expected = (
+                loaded.num_feature() if hasattr(loaded, "num_feature") else getattr(loaded, "n_features_in_", None)
+            )
+            check_feature_rows(args[0], expected)
         return getattr(loaded, method)(*args, **kwargs)
 
 
@@ -94,20 +97,6 @@ def _rebuild_wrapper(cls: type, booster: Any, options: dict[str, Any]) -> Any:
         wrapper._le = LabelEncoder().fit(classes)
     wrapper.fitted_ = True
     return wrapper
-
-
-def _check_features(loaded: Any, x: Any) -> None:
-    shape = getattr(x, "shape", None)
-    expected = loaded.num_feature() if hasattr(loaded, "num_feature") else getattr(loaded, "n_features_in_", None)
-    if shape is None or expected is None or len(shape) != 2:
-        return
-    if shape[1] != expected:
-        raise BadInput(f"the model takes {expected} features per row, got rows of {shape[1]} (input shape {shape})")
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars as Python ones, for model.yaml."""
-    return value.item() if hasattr(value, "item") else value
 
 
 FRAMEWORK = LightGBM()

@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from raystore._private.frameworks.base import Framework, plain_params
+from raystore._private.frameworks.base import Framework, check_feature_rows, plain_params
 from raystore._private.replica import assigned_gpu_ids
 from raystore._private.store import StoredModel
-from raystore.exceptions import BadInput, InvalidArgument, StoreError
+from raystore.exceptions import InvalidArgument, StoreError
 
 MODEL_FILE = "model.ubj"
 logger = logging.getLogger("raystore.xgboost")
@@ -80,7 +80,10 @@ class XGBoost(Framework):
     def run_method(self, loaded: Any, method: str, args: tuple, kwargs: dict) -> Any:
         xgb = self._xgb()
         if args:
-            _check_features(loaded, args[0])
+            expected = (
+                loaded.num_features() if hasattr(loaded, "num_features") else getattr(loaded, "n_features_in_", None)
+            )
+            check_feature_rows(args[0], expected)
         if method == "predict" and isinstance(loaded, xgb.Booster) and args and not isinstance(args[0], xgb.DMatrix):
             args = (xgb.DMatrix(args[0]), *args[1:])
         return getattr(loaded, method)(*args, **kwargs)
@@ -104,19 +107,6 @@ def _runner_device(xgb: Any) -> str:
         )
         return "cpu"
     return "cuda"  # Ray narrows CUDA_VISIBLE_DEVICES to the assigned GPU
-
-
-def _check_features(loaded: Any, x: Any) -> None:
-    """A wrong number of features (or not rows of features at all) is the caller's mistake: say so
-    plainly (XGBoost's own message comes from deep inside its C++ and reads like a crash)."""
-    shape = getattr(x, "shape", None)
-    if shape is None or hasattr(x, "num_row"):  # a DMatrix, or something XGBoost may know better
-        return
-    if len(shape) != 2:
-        raise BadInput(f"the model takes a 2-D array of rows x features, got shape {tuple(shape)}")
-    expected = loaded.num_features() if hasattr(loaded, "num_features") else getattr(loaded, "n_features_in_", None)
-    if expected is not None and shape[1] != expected:
-        raise BadInput(f"the model takes {expected} features per row, got rows of {shape[1]} (input shape {shape})")
 
 
 FRAMEWORK = XGBoost()
