@@ -27,6 +27,7 @@ def service_for_models(tags: Sequence[str], name: str = MODELS_SERVICE, cpus_per
         raise InvalidArgument("give at least one model: --model NAME[:VERSION]")
     store = default_store()
     models = [Model.of(store.get(tag)) for tag in tags]
+    share = cpus_per_model if cpus_per_model is not None else local_share(len(models))
     seen = set()
     runners = []
     for model in models:
@@ -37,7 +38,6 @@ def service_for_models(tags: Sequence[str], name: str = MODELS_SERVICE, cpus_per
         runner_name = model.tag.name.replace(".", "-")
         if twins > 1:  # several versions of one model: a runner each
             runner_name = f"{runner_name}-{model.tag.version}"
-        share = cpus_per_model if cpus_per_model is not None else local_share(len(tags))
         resources = {"num_cpus": share}  # GPUs stay "auto": one where the framework uses it and the cluster has one
         runners.append(model.to_runner(name=runner_name, colocate=True, resources=resources))
     return Service(name, runners=runners, v2=True)

@@ -253,10 +253,9 @@ class ServiceApp:
         ]
         if service.v2:
             v2 = V2Routes(service, is_ready)
-            for path, methods, handler in v2.routes():
-                if methods == ["POST"]:
-                    handler = v2_infer_endpoint(v2, access_log, admission)
-                routes.append(_Route(path, _Endpoint(handler), methods=methods))
+            infer = _Endpoint(v2_infer_endpoint(v2, access_log, admission))
+            routes.extend(_Route(path, infer, methods=["POST"]) for path in v2.INFER_PATHS)
+            routes.extend(_Route(path, _Endpoint(handler), methods=["GET"]) for path, handler in v2.routes())
         for path, handler in (
             ("/docs.json", docs_json),
             ("/docs", docs),

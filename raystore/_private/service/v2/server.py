@@ -149,18 +149,20 @@ class V2Routes:
         self.is_ready = is_ready
         self.models = served_versions(service)
 
-    def routes(self) -> list[tuple[str, list[str], Callable[[Request], Awaitable[Response]]]]:
-        """(path, methods, handler) for the service's router."""
-        return [  # infer first: the router tries routes in order, and inference is the traffic
-            ("/v2/models/{name}/infer", ["POST"], self.infer),
-            ("/v2/models/{name}/versions/{version}/infer", ["POST"], self.infer),
-            ("/v2", ["GET"], self.server_metadata),
-            ("/v2/health/live", ["GET"], self.live),
-            ("/v2/health/ready", ["GET"], self.ready),
-            ("/v2/models/{name}", ["GET"], self.model_metadata),
-            ("/v2/models/{name}/versions/{version}", ["GET"], self.model_metadata),
-            ("/v2/models/{name}/ready", ["GET"], self.model_ready),
-            ("/v2/models/{name}/versions/{version}/ready", ["GET"], self.model_ready),
+    # The infer route's paths: `ServiceApp` serves them with the body admitted as an API's is,
+    # through `infer`. They come first in its router: inference is the traffic.
+    INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+
+    def routes(self) -> list[tuple[str, Callable[[Request], Awaitable[Response]]]]:
+        """(path, handler) of the protocol's GET routes: health and metadata."""
+        return [
+            ("/v2", self.server_metadata),
+            ("/v2/health/live", self.live),
+            ("/v2/health/ready", self.ready),
+            ("/v2/models/{name}", self.model_metadata),
+            ("/v2/models/{name}/versions/{version}", self.model_metadata),
+            ("/v2/models/{name}/ready", self.model_ready),
+            ("/v2/models/{name}/versions/{version}/ready", self.model_ready),
         ]
 
     # ---- health and metadata --------------------------------------------------------------------
