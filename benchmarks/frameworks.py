@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from closed_loop import closed_loop
 
 CALLERS = 64
 FEATURES = 32
@@ -83,24 +84,6 @@ def direct_call(framework: str) -> Callable[[Any, Any], Any]:
 
         return lambda booster, r: booster.predict(xgb.DMatrix(r))
     return lambda model, r: model(r) if framework == "transformers" else model.predict(r)
-
-
-async def closed_loop(call: Callable[[Any], Any], x: Any, duration_s: float, warmup_s: float = 2.0) -> tuple:
-    """(rows/s, p50 ms, p99 ms) of CALLERS callers, each awaiting `call(x)` back to back."""
-    latencies: list[float] = []
-    start = time.perf_counter()
-    measure_from, stop_at = start + warmup_s, start + warmup_s + duration_s
-
-    async def caller() -> None:
-        while (now := time.perf_counter()) < stop_at:
-            await call(x)
-            if now >= measure_from:
-                latencies.append(time.perf_counter() - now)
-
-    await asyncio.gather(*[caller() for _ in range(CALLERS)])
-    latencies.sort()
-    p = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-    return len(latencies) / duration_s, p(0.50), p(0.99)
 
 
 def sequential(call: Callable[[Any], Any], x: Any, duration_s: float) -> tuple:
@@ -165,18 +148,20 @@ def main() -> None:
         runner = saved[name].to_runner()
         runner.init_local()
         signature = getattr(runner, method)
-        results[(name, "in process: raystore")] = asyncio.run(closed_loop(signature.async_run, x, args.duration))
+        results[(name, "in process: raystore")] = asyncio.run(
+            closed_loop(signature.async_run, x, CALLERS, args.duration)
+        )
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         for name, (_, x, method) in models.items():
             app = DirectEntry.bind(Direct.bind(name, str(saved[name].tag)))
             handle = serve.run(app, name=f"direct_{name}", route_prefix=None)
-            results[(name, "served: direct")] = asyncio.run(closed_loop(handle.remote, x, args.duration))
+            results[(name, "served: direct")] = asyncio.run(closed_loop(handle.remote, x, CALLERS, args.duration))
             serve.delete(f"direct_{name}")
             runner = saved[name].to_runner(resources={"num_cpus": 1})
             handle = serve.run(RunnerEntry.bind(runner.bind(), method), name=f"runner_{name}", route_prefix=None)
-            results[(name, "served: raystore")] = asyncio.run(closed_loop(handle.remote, x, args.duration))
+            results[(name, "served: raystore")] = asyncio.run(closed_loop(handle.remote, x, CALLERS, args.duration))
             serve.delete(f"runner_{name}")
     finally:
         serve.shutdown()

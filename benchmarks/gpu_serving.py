@@ -32,6 +32,7 @@ import time
 import numpy as np
 import ray
 import torch
+from closed_loop import percentile_ms
 from ray import serve
 
 import raystore
@@ -181,8 +182,7 @@ async def closed_loop(handle, callers: int, duration_s: float, expected: np.ndar
 
     await asyncio.gather(*[caller() for _ in range(callers)])
     latencies.sort()
-    p = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-    return len(latencies) / duration_s, p(0.50), p(0.99), shed, worst
+    return len(latencies) / duration_s, percentile_ms(latencies, 0.50), percentile_ms(latencies, 0.99), shed, worst
 
 
 def measure(name: str, app, callers: int, duration_s: float, expected: np.ndarray):

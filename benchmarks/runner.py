@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 
 import numpy as np
 import ray
+from closed_loop import closed_loop
 from ray import serve
 
 import raystore
@@ -80,28 +80,9 @@ class RunnerEntry:
         return await self.runner.predict.async_run(x)
 
 
-async def closed_loop(handle, duration_s: float, warmup_s: float = 2.0) -> tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms) of CALLERS callers calling back to back."""
-    x = np.ones((1, FEATURES), dtype=np.float32)
-    latencies: list[float] = []
-    start = time.perf_counter()
-    measure_from, stop_at = start + warmup_s, start + warmup_s + duration_s
-
-    async def caller() -> None:
-        while (now := time.perf_counter()) < stop_at:
-            await handle.remote(x)
-            if now >= measure_from:
-                latencies.append(time.perf_counter() - now)
-
-    await asyncio.gather(*[caller() for _ in range(CALLERS)])
-    latencies.sort()
-    p = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-    return len(latencies) / duration_s, p(0.50), p(0.99)
-
-
 def measure(name: str, app, duration_s: float) -> tuple[float, float, float]:
     handle = serve.run(app, name=name, route_prefix=None)
-    result = asyncio.run(closed_loop(handle, duration_s))
+    result = asyncio.run(closed_loop(handle.remote, np.ones((1, FEATURES), dtype=np.float32), CALLERS, duration_s))
     serve.delete(name)
     return result
 
