@@ -2,6 +2,7 @@
 (`tritonclient.http`) calls it: health and metadata, inference with JSON and binary tensors, a
 chosen version, a second signature, and the errors a client must be able to read."""
 
+import json
 import os
 import re
 import sys
@@ -31,6 +32,7 @@ def v2_server(tmp_path_factory, iris):
     by `raystore serve --model` in a process of its own."""
     from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
 
     import raystore
 
@@ -51,13 +53,16 @@ def v2_server(tmp_path_factory, iris):
             signatures={"__call__": {"batchable": True}},
             external_modules=[sys.modules[__name__]],
         )
+        tree = DecisionTreeClassifier(max_depth=2).fit(x, y)  # in the store, not served until loaded
+        raystore.sklearn.save_model("iris_tree", tree, signatures={"predict": {"batchable": True}})
     env = {**os.environ, "RAYSTORE_HOME": str(home), "RAY_metrics_report_interval_ms": "500"}
     models = (f"--model={old.tag}", f"--model={new.tag}", "--model=iris_onnx", "--model=slow_double")
     metrics_port = free_port()
     with raystore_serve(env, models[0], home, *models[1:], "--no-access-log", metrics_port=metrics_port) as (_, port):
         client = triton.InferenceServerClient(url=f"127.0.0.1:{port}", concurrency=16)
+        client.base_url = f"http://127.0.0.1:{port}"
         client.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        yield client, old, new, onnx_model, graph, classifier
+        yield client, old, new, onnx_model, graph, classifier, tree
 
 
 def _input(name, array, datatype, binary):
@@ -89,7 +94,7 @@ def test_health_and_metadata(v2_server):
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_infer_with_json_and_binary_tensors(v2_server, iris, binary):
-    client, old, new, _, graph, iris_clf = v2_server
+    client, old, new, _, graph, iris_clf, _ = v2_server
     x, _ = iris
     rows = x[[0, 60, 120]]
     outputs = [triton.InferRequestedOutput("output__0", binary_data=binary)]
@@ -163,3 +168,44 @@ def test_concurrent_one_row_requests_share_batches(v2_server):
                 break
         time.sleep(1)
     assert requests == 64 and 0 < batches < requests / 2, (requests, batches)  # rows of many requests a batch
+
+
+def test_models_load_and_unload_through_the_repository_api(v2_server, iris):
+    client, old, new, *_, tree = v2_server
+    x, _ = iris
+    assert "model_repository" in client.get_server_metadata()["extensions"]
+
+    def states():
+        return {(e["name"], e["version"]): (e["state"], e.get("reason", "")) for e in client.get_model_repository_index()}
+
+    index = states()
+    assert index[("iris_clf", old.tag.version)] == ("READY", "") and index[("iris_clf", new.tag.version)] == ("READY", "")
+    (tree_version,) = [version for name, version in index if name == "iris_tree"]
+    assert index[("iris_tree", tree_version)] == ("UNAVAILABLE", "not loaded")
+    assert not client.is_model_ready("iris_tree")
+
+    client.load_model("iris_tree")  # answers once the model's replica runs
+    assert client.is_model_ready("iris_tree")
+    assert states()[("iris_tree", tree_version)] == ("READY", "")
+    assert client.get_model_metadata("iris_tree")["versions"] == [tree_version]
+    rows = x[::10]
+    result = client.infer("iris_tree", [_input("input__0", rows, "FP64", True)])
+    np.testing.assert_array_equal(result.as_numpy("output__0"), tree.predict(rows))
+    client.load_model("iris_tree")  # loaded already: nothing to do
+    ready = urllib.request.Request(f"{client.base_url}/v2/repository/index", data=b'{"ready": true}', method="POST")
+    ready_index = json.loads(urllib.request.urlopen(ready, timeout=10).read())
+    assert {e["state"] for e in ready_index} == {"READY"} and {e["name"] for e in ready_index} >= {"iris_clf", "iris_tree"}
+
+    client.unload_model("iris_tree")
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("iris_tree", [_input("input__0", rows, "FP64", True)])
+    assert err.value.status() == "404"
+    assert states()[("iris_tree", tree_version)][0] in ("UNLOADING", "UNAVAILABLE")
+
+    # the models the server started with stay; unknown models are 404; nothing changed on the way
+    with pytest.raises(InferenceServerException, match="served by the server's own application"):
+        client.unload_model("iris_clf")
+    with pytest.raises(InferenceServerException) as err:
+        client.load_model("no_such_model")
+    assert err.value.status() == "404"
+    assert client.infer("iris_clf", [_input("input__0", rows, "FP64", True)]).as_numpy("output__0").shape == (15,)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from raystore._private.deploy.repository import delete_loaded_models
 from raystore._private.service.access_log import ACCESS_LOG_ENV
 from raystore._private.service.service import Service, load_service
 
@@ -325,8 +326,11 @@ def serve_locally(
             interrupts.restore()
         if started_here:
             ray.shutdown()  # everything goes with this Ray (a no-op if it never started)
-        elif not drained and ray.is_initialized():
-            _delete_application(serve, service.name, started_here)
+        elif ray.is_initialized():
+            if not drained:
+                _delete_application(serve, service.name, started_here)
+            if service.v2_repository is not None:
+                _delete_loaded_models(service.name)
         if ingress is not None:
             ingress.stop()
         if console is not None:
@@ -358,6 +362,14 @@ def _delete_application(serve: Any, name: str, started_here: bool) -> None:
     except Exception as exc:  # the cluster may be gone already; say so, do not hide the cause
         if not started_here:
             print(f"could not delete application {name!r}: {exc}", file=sys.stderr)
+
+
+def _delete_loaded_models(service: str) -> None:
+    """The models loaded over the V2 repository API are applications of their own: they go too."""
+    try:
+        delete_loaded_models(service)
+    except Exception as exc:
+        print(f"could not delete the models loaded into {service!r}: {exc}", file=sys.stderr)
 
 
 LOOPBACK_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

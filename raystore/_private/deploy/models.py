@@ -1,6 +1,7 @@
 """`raystore serve --model TAG ...`: a service made of store models alone, each served by a runner
 of its own (its saved signatures and batching, `resources="auto"`), reachable over the Open
-Inference Protocol. No service module is written or imported."""
+Inference Protocol. No service module is written or imported. More models of the store can be
+loaded (and unloaded) while it runs, through the protocol's repository API."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import os
 from collections.abc import Sequence
 
+from raystore._private.deploy.repository import StoreRepository
 from raystore._private.runner.model import Model
 from raystore._private.service.ingress import INGRESS_ACTOR_OPTIONS
 from raystore._private.service.service import Service
@@ -40,7 +42,9 @@ def service_for_models(tags: Sequence[str], name: str = MODELS_SERVICE, cpus_per
             runner_name = f"{runner_name}-{model.tag.version}"
         resources = {"num_cpus": share}  # GPUs stay "auto": one where the framework uses it and the cluster has one
         runners.append(model.to_runner(name=runner_name, colocate=True, resources=resources))
-    return Service(name, runners=runners, v2=True)
+    service = Service(name, runners=runners, v2=True)
+    service.v2_repository = StoreRepository(service.name, share)
+    return service
 
 
 def local_share(models: int) -> float:

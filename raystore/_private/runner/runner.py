@@ -227,6 +227,16 @@ class Runner:
             backend = ServedBackend(self.spec, runner_applications(self.spec))
         return Runner._from_spec(self.spec, backend)
 
+    def served_through(self, handle: Any) -> Runner:
+        """A copy of this colocated runner that calls its one deployment, already running, through
+        `handle` (a `DeploymentHandle`): how a replica reaches a runner that another application
+        deployed, such as a model loaded over the V2 repository API."""
+        if not self.spec.colocate:
+            raise InvalidArgument(
+                f"runner {self.name!r} has a deployment per method; only a colocated one has one handle"
+            )
+        return Runner._from_spec(self.spec, ServedBackend(self.spec, {method: handle for method in self.spec.methods}))
+
     def adopt(self, bound: Runner) -> None:
         """Run through the backend `bound` arrived with: the copy of this runner (from `bind()`)
         that Serve handed the replica this runner object lives in. A service's ingress does this for

@@ -255,7 +255,7 @@ class ServiceApp:
             v2 = V2Routes(service, is_ready)
             infer = _Endpoint(v2_infer_endpoint(v2, access_log, admission))
             routes.extend(_Route(path, infer, methods=["POST"]) for path in v2.INFER_PATHS)
-            routes.extend(_Route(path, _Endpoint(handler), methods=["GET"]) for path, handler in v2.routes())
+            routes.extend(_Route(path, _Endpoint(handler), methods=[method]) for method, path, handler in v2.routes())
         for path, handler in (
             ("/docs.json", docs_json),
             ("/docs", docs),

@@ -12,7 +12,7 @@ import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -27,6 +27,9 @@ from raystore._private.service.descriptors import IODescriptor
 from raystore._private.service.ingress import service_application
 from raystore.exceptions import InvalidArgument
 from raystore.tag import validate_serve_name
+
+if TYPE_CHECKING:
+    from raystore._private.service.v2.server import ModelRepository
 
 _ROUTE_RE = re.compile(r"^/[A-Za-z0-9_\-./]*$")
 RESERVED_ROUTES = {"/docs", "/docs.json", "/healthz", "/readyz", "/metrics"}
@@ -99,6 +102,9 @@ class Service:
         if not isinstance(v2, bool):
             raise InvalidArgument(f"v2 must be True or False, got {v2!r}")
         self.v2 = v2
+        # The V2 repository extension (index, load, unload), where a server offers one: `raystore
+        # serve --model` sets it to the store's. None: the service's own models only.
+        self.v2_repository: ModelRepository | None = None
         self.apis: dict[str, API] = {}
         caller = inspect.currentframe().f_back  # type: ignore[union-attr]
         self.module = caller.f_globals.get("__name__", "__main__") if caller else "__main__"

@@ -10,10 +10,13 @@ one of them, else its first signature.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import math
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from starlette.requests import Request
@@ -21,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from raystore._private.service.v2.codec import HEADER_LENGTH, Tensor, decode_request, encode_response
 from raystore._private.version import __version__
-from raystore.exceptions import BadInput, NotFound
+from raystore.exceptions import BadInput, NotFound, RaystoreError
 
 if TYPE_CHECKING:
     from raystore._private.runner.runner import Runner
@@ -67,6 +70,7 @@ class ServedVersion:
     runner: Runner
     signatures: list[str]
     default_signature: str
+    created: float  # the version's creation time (seconds since the epoch): the newest is `latest`
     inputs: dict[str, list[TensorSpec]] = field(default_factory=dict)  # by signature
     outputs: dict[str, list[TensorSpec]] = field(default_factory=dict)
 
@@ -80,29 +84,34 @@ class ServedVersion:
         }
 
 
-def served_versions(service: Service) -> dict[str, list[ServedVersion]]:
-    """The model versions a service's runners serve, by model name, newest first."""
+def served_version(runner: Runner) -> ServedVersion | None:
+    """What the V2 routes serve of a runner: its one model's version and signatures (None for a
+    runner of several models, or of none: it has no one model to speak for)."""
+    if len(runner.models) != 1:
+        return None
+    model = runner.models[0]
+    signatures = list(runner.methods)
+    served = ServedVersion(
+        name=model.tag.name,
+        version=model.tag.version,
+        platform=f"raystore_{(model.info.context or {}).get('framework_name', 'model')}",
+        runner=runner,
+        signatures=signatures,
+        default_signature=next((s for s in DEFAULT_SIGNATURES if s in signatures), signatures[0]),
+        created=model.info.creation_time.timestamp(),
+    )
+    for signature in signatures:
+        served.inputs[signature], served.outputs[signature] = _tensor_specs(model, signature)
+    return served
+
+
+def by_name(versions: Iterable[ServedVersion]) -> dict[str, list[ServedVersion]]:
+    """Served versions by model name, newest first, as the store's `latest` orders them."""
     found: dict[str, list[ServedVersion]] = {}
-    for runner in service.runners:
-        if len(runner.models) != 1:
-            continue  # a runner of several models, or of none, has no one model to speak for
-        model = runner.models[0]
-        signatures = list(runner.methods)
-        default = next((s for s in DEFAULT_SIGNATURES if s in signatures), signatures[0])
-        served = ServedVersion(
-            name=model.tag.name,
-            version=model.tag.version,
-            platform=f"raystore_{(model.info.context or {}).get('framework_name', 'model')}",
-            runner=runner,
-            signatures=signatures,
-            default_signature=default,
-        )
-        for signature in signatures:
-            served.inputs[signature], served.outputs[signature] = _tensor_specs(model, signature)
+    for served in versions:
         found.setdefault(served.name, []).append(served)
-    created = {id(r): r.models[0].info.creation_time for r in service.runners if len(r.models) == 1}
-    for versions in found.values():  # newest first, as the store's `latest` orders them
-        versions.sort(key=lambda v: (created[id(v.runner)], v.version), reverse=True)
+    for listed in found.values():
+        listed.sort(key=lambda v: (v.created, v.version), reverse=True)
     return found
 
 
@@ -141,34 +150,74 @@ def _specs(value: Any) -> list[TensorSpec] | None:
     return specs
 
 
+class ModelRepository(Protocol):
+    """The protocol's model repository extension, where a server offers it (`raystore serve
+    --model`): the models of the store, and those loaded and unloaded while it runs."""
+
+    async def loaded(self) -> list[Runner]:
+        """Runners of the models loaded now (beside those the service was built with)."""
+        ...
+
+    async def index(self, served: Collection[str]) -> list[dict[str, str]]:
+        """Every model version of the store and, for those not in `served` (NAME:VERSION of the
+        service's own), its state: {name, version, state, reason}."""
+        ...
+
+    async def load(self, tag: str) -> str:
+        """Load the model `tag` names (NAME is its latest version); answers NAME:VERSION."""
+        ...
+
+    async def unload(self, tag: str) -> list[str]:
+        """Unload the loaded versions `tag` names (NAME: all of them); answers those unloaded."""
+        ...
+
+
 class V2Routes:
-    """The handlers of the protocol's routes for one service."""
+    """The handlers of the protocol's routes for one service: its runners' models, and with a
+    `repository` the models loaded through it."""
+
+    # Loaded models are looked up again when a request names one not known here, at most this often:
+    # another ingress replica may have loaded (or unloaded) it.
+    REFRESH_INTERVAL_S = 1.0
 
     def __init__(self, service: Service, is_ready: Callable[[], Awaitable[bool]]):
         self.service = service
         self.is_ready = is_ready
-        self.models = served_versions(service)
+        self.repository: ModelRepository | None = service.v2_repository
+        self.own = [v for v in map(served_version, service.runners) if v is not None]
+        self.models = by_name(self.own)
+        self._loaded: dict[str, ServedVersion] = {}  # by NAME:VERSION
+        self._refreshed = -math.inf
+        self._refreshing: asyncio.Lock | None = None
 
     # The infer route's paths: `ServiceApp` serves them with the body admitted as an API's is,
     # through `infer`. They come first in its router: inference is the traffic.
     INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
 
-    def routes(self) -> list[tuple[str, Callable[[Request], Awaitable[Response]]]]:
-        """(path, handler) of the protocol's GET routes: health and metadata."""
-        return [
-            ("/v2", self.server_metadata),
-            ("/v2/health/live", self.live),
-            ("/v2/health/ready", self.ready),
-            ("/v2/models/{name}", self.model_metadata),
-            ("/v2/models/{name}/versions/{version}", self.model_metadata),
-            ("/v2/models/{name}/ready", self.model_ready),
-            ("/v2/models/{name}/versions/{version}/ready", self.model_ready),
+    def routes(self) -> list[tuple[str, str, Callable[[Request], Awaitable[Response]]]]:
+        """(method, path, handler) of the protocol's other routes: health, metadata, repository."""
+        routes = [
+            ("GET", "/v2", self.server_metadata),
+            ("GET", "/v2/health/live", self.live),
+            ("GET", "/v2/health/ready", self.ready),
+            ("GET", "/v2/models/{name}", self.model_metadata),
+            ("GET", "/v2/models/{name}/versions/{version}", self.model_metadata),
+            ("GET", "/v2/models/{name}/ready", self.model_ready),
+            ("GET", "/v2/models/{name}/versions/{version}/ready", self.model_ready),
         ]
+        if self.repository is not None:
+            routes += [
+                ("POST", "/v2/repository/index", self.repository_index),
+                ("POST", "/v2/repository/models/{name}/load", self.repository_load),
+                ("POST", "/v2/repository/models/{name}/unload", self.repository_unload),
+            ]
+        return routes
 
     # ---- health and metadata --------------------------------------------------------------------
 
     async def server_metadata(self, request: Request) -> Response:
-        return JSONResponse({"name": "raystore", "version": __version__, "extensions": EXTENSIONS})
+        extensions = EXTENSIONS + (["model_repository"] if self.repository is not None else [])
+        return JSONResponse({"name": "raystore", "version": __version__, "extensions": extensions})
 
     async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -179,18 +228,27 @@ class V2Routes:
 
     async def model_metadata(self, request: Request) -> Response:
         try:
-            served, signature = self.find(request.path_params["name"], request.path_params.get("version"))
+            served, signature = await self.lookup(request.path_params["name"], request.path_params.get("version"))
         except (NotFound, BadInput) as exc:
             return _error(exc.http_status, str(exc))
         return JSONResponse(served.metadata(signature))
 
     async def model_ready(self, request: Request) -> Response:
         try:
-            self.find(request.path_params["name"], request.path_params.get("version"))
+            await self.lookup(request.path_params["name"], request.path_params.get("version"))
         except (NotFound, BadInput) as exc:
             return _error(exc.http_status, str(exc))
         ready = await self.is_ready()
         return JSONResponse({"name": request.path_params["name"], "ready": ready}, status_code=200 if ready else 503)
+
+    async def lookup(self, name: str, version: str | None, signature: str | None = None) -> tuple[ServedVersion, str]:
+        """`find`, after looking for newly loaded models when the name or version is not known here."""
+        try:
+            return self.find(name, version, signature)
+        except NotFound:
+            if self.repository is None or not await self.refresh():
+                raise
+        return self.find(name, version, signature)
 
     def find(self, name: str, version: str | None, signature: str | None = None) -> tuple[ServedVersion, str]:
         """The served version and signature a route names: `NAME` or `NAME.SIGNATURE`, and a
@@ -218,6 +276,69 @@ class V2Routes:
             raise NotFound(f"model {name!r} has no signature {signature!r}; it has {served.signatures}")
         return served, signature
 
+    async def refresh(self, force: bool = False) -> bool:
+        """Ask the repository which models are loaded now (unless asked less than
+        `REFRESH_INTERVAL_S` ago); whether the answer was fresh."""
+        assert self.repository is not None
+        if self._refreshing is None:
+            self._refreshing = asyncio.Lock()
+        async with self._refreshing:
+            if not force and time.monotonic() - self._refreshed < self.REFRESH_INTERVAL_S:
+                return False
+            runners = await self.repository.loaded()
+            loaded = {}
+            for runner in runners:
+                key = str(runner.models[0].tag)
+                served = self._loaded.get(key)
+                loaded[key] = served if served is not None else served_version(runner)
+            self._loaded = loaded
+            self.models = by_name([*self.own, *(v for v in loaded.values() if v is not None)])
+            self._refreshed = time.monotonic()
+            return True
+
+    # ---- repository -----------------------------------------------------------------------------
+
+    async def repository_index(self, request: Request) -> Response:
+        assert self.repository is not None
+        try:
+            options = await _json_object(request)
+            ready_only = options.get("ready", False)
+            if not isinstance(ready_only, bool):
+                raise BadInput("'ready' must be true or false")
+            entries = await self.repository.index([f"{v.name}:{v.version}" for v in self.own])
+        except RaystoreError as exc:
+            return _error(exc.http_status, str(exc))
+        if ready_only:
+            entries = [e for e in entries if e["state"] == "READY"]
+        return JSONResponse(entries)
+
+    async def repository_load(self, request: Request) -> Response:
+        assert self.repository is not None
+        try:
+            await _json_object(request)  # parameters (a config, files) are Triton's; raystore loads from its store
+            await self.repository.load(request.path_params["name"])
+            await self.refresh(force=True)
+        except RaystoreError as exc:
+            return _error(exc.http_status, str(exc))
+        return Response(status_code=200)
+
+    async def repository_unload(self, request: Request) -> Response:
+        assert self.repository is not None
+        name = request.path_params["name"]
+        try:
+            await _json_object(request)
+            own = sorted(f"{v.name}:{v.version}" for v in self.own if _names(name, v))
+            if own:
+                raise BadInput(
+                    f"{', '.join(own)} {'is' if len(own) == 1 else 'are'} served by the server's own application "
+                    "(given when it started) and stay while it runs; only models loaded over this API unload"
+                )
+            await self.repository.unload(name)
+            await self.refresh(force=True)
+        except RaystoreError as exc:
+            return _error(exc.http_status, str(exc))
+        return Response(status_code=200)
+
     # ---- inference ------------------------------------------------------------------------------
 
     async def infer(self, request: Request, body: bytes) -> Response:
@@ -226,9 +347,16 @@ class V2Routes:
         asked = decoded.parameters.get("signature")
         if asked is not None and not isinstance(asked, str):
             raise BadInput("the 'signature' parameter must be a signature's name")
-        served, signature = self.find(request.path_params["name"], request.path_params.get("version"), asked)
+        served, signature = await self.lookup(request.path_params["name"], request.path_params.get("version"), asked)
         value = _call_value(served, signature, decoded.inputs)
-        result = await getattr(served.runner, signature).async_run(value)
+        try:
+            result = await getattr(served.runner, signature).async_run(value)
+        except Exception as exc:
+            if self.repository is None or type(_cause(exc)).__name__ != "DeploymentUnavailableError":
+                raise
+            # Unloaded through another ingress replica since this one last looked.
+            await self.refresh(force=True)
+            raise NotFound(f"model {served.name}:{served.version} was unloaded") from None
         outputs = _outputs(served.outputs[signature], result)
         if decoded.outputs is not None:
             by_name = {t.name: t for t in outputs}
@@ -285,6 +413,33 @@ def _array(value: Any) -> np.ndarray:
         text[:] = flat
         return text.reshape(array.shape)
     return array
+
+
+def _names(tag: str, served: ServedVersion) -> bool:
+    """Whether `tag` (NAME or NAME:VERSION-PREFIX) names this served version."""
+    name, _, version = tag.partition(":")
+    return name == served.name and (version in ("", "latest") or served.version.startswith(version))
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """A repository request's body: empty, or a JSON object."""
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise BadInput(f"the body is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadInput("the body must be a JSON object")
+    return value
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """Ray wraps errors raised in another process (RayTaskError); the original is `.cause`."""
+    while isinstance(getattr(exc, "cause", None), BaseException):
+        exc = exc.cause  # type: ignore[attr-defined]
+    return exc
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

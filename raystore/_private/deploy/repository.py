@@ -1,0 +1,226 @@
+"""The model repository of a `raystore serve --model` server, as the Open Inference Protocol's
+repository extension offers it: every model of the store with its state, and models loaded and
+unloaded while the server runs.
+
+A loaded model runs as a Serve application of its own, `SERVICE:NAME:VERSION` (the separator is in
+no service, model or version name), which the ingress deploys through Serve's controller: unloading
+deletes it and frees its replicas. Serve's list of applications is the one record of what is
+loaded, so every ingress replica sees the same models, and a restarted ingress finds them again.
+The models the server was started with belong to its own application and stay while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any
+
+from raystore._private.runner.model import Model
+from raystore._private.runner.runner import Runner
+from raystore._private.runner.served import runner_applications
+from raystore._private.store import default_store
+from raystore.exceptions import RaystoreError, RunnerNotReady
+from raystore.tag import Tag
+
+logger = logging.getLogger("raystore.serve")
+
+SEPARATOR = ":"
+LOAD_TIMEOUT_S = 120.0  # a model whose replica has not started by then is taken down again
+MIN_CPUS = 0.01  # Ray places fractions of a CPU to 0.0001
+_POLL_S = 0.25
+_ROUTABLE = ("RUNNING", "UNHEALTHY")  # Serve's application statuses in which a loaded model answers
+_STATES = {"DEPLOYING": "LOADING", "DELETING": "UNLOADING", "RUNNING": "READY", "UNHEALTHY": "READY"}
+
+
+class StoreRepository:
+    """The store's models for the server `service` (a Serve application of that name): those
+    loaded over the V2 API ask for `cpus_per_model` CPUs a replica, or half of what the cluster
+    has free when that is less (a development machine fills up slowly), and GPUs as `to_runner`'s
+    `resources="auto"` decides."""
+
+    def __init__(self, service: str, cpus_per_model: float, load_timeout_s: float = LOAD_TIMEOUT_S):
+        self.service = service
+        self.cpus_per_model = cpus_per_model
+        self.load_timeout_s = load_timeout_s
+        self._runners: dict[str, Runner] = {}  # by application: reached through its handle
+        self._loads: dict[str, asyncio.Lock] = {}  # by NAME:VERSION: one load at a time in this replica
+
+    def __getstate__(self) -> dict[str, Any]:  # the live state stays in the replica that built it
+        return {"service": self.service, "cpus_per_model": self.cpus_per_model, "load_timeout_s": self.load_timeout_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def application(self, tag: Tag) -> str:
+        return SEPARATOR.join((self.service, tag.name, str(tag.version)))
+
+    def tag_of(self, application: str) -> Tag | None:
+        """The model an application of this server's holds, or None for any other application."""
+        service, _, rest = application.partition(SEPARATOR)
+        name, _, version = rest.partition(SEPARATOR)
+        if service != self.service or not name or not version:
+            return None
+        return Tag(name, version)
+
+    # ---- what is loaded -------------------------------------------------------------------------
+
+    async def loaded(self) -> list[Runner]:
+        statuses = await asyncio.to_thread(application_statuses)
+        runners = {}
+        for application, (status, _) in statuses.items():
+            tag = self.tag_of(application)
+            if tag is None or status not in _ROUTABLE:
+                continue
+            runner = self._runners.get(application)
+            if runner is None:
+                runner = await asyncio.to_thread(self._runner_of, tag, application)
+            runners[application] = runner
+        self._runners = runners
+        return list(runners.values())
+
+    def _runner_of(self, tag: Tag, application: str) -> Runner:
+        from ray import serve
+
+        runner = _runner_for(Model.of(default_store().get(tag)), self.cpus_per_model)
+        return runner.served_through(serve.get_app_handle(application))
+
+    async def index(self, served: Any) -> list[dict[str, str]]:
+        statuses, stored = await asyncio.gather(
+            asyncio.to_thread(application_statuses), asyncio.to_thread(default_store().list)
+        )
+        own = set(served)
+        states: dict[str, tuple[str, str]] = {key: ("READY", "") for key in own}
+        for application, (status, message) in statuses.items():
+            tag = self.tag_of(application)
+            if tag is not None:
+                state = _STATES.get(status, "UNAVAILABLE")
+                states[str(tag)] = (state, message if state == "UNAVAILABLE" else "")
+        entries = []
+        listed = set()
+        for model in stored:
+            key = str(model.tag)
+            listed.add(key)
+            state, reason = states.get(key, ("UNAVAILABLE", "not loaded"))
+            entries.append({"name": model.tag.name, "version": model.tag.version, "state": state, "reason": reason})
+        for key, (state, reason) in sorted(states.items()):  # served, but deleted from the store since
+            if key not in listed:
+                name, _, version = key.partition(":")
+                entries.append({"name": name, "version": version, "state": state, "reason": reason})
+        return entries
+
+    # ---- load and unload ------------------------------------------------------------------------
+
+    async def load(self, tag: str) -> str:
+        model = Model.of(await asyncio.to_thread(default_store().get, tag))  # NotFound, AmbiguousTag
+        key = str(model.tag)
+        application = self.application(model.tag)
+        lock = self._loads.setdefault(key, asyncio.Lock())
+        async with lock:
+            status, _ = (await asyncio.to_thread(application_statuses)).get(application, (None, ""))
+            if status in _ROUTABLE:
+                return key
+            runner = None
+            if status not in ("DEPLOYING",):  # not being loaded already (by another ingress replica)
+                runner = _runner_for(model, await asyncio.to_thread(self._cpus_to_ask))
+                await asyncio.to_thread(_deploy, runner, application)
+                logger.info("loading model %s as application %r", key, application)
+            await self._wait_until_running(key, application, runner)
+        return key
+
+    def _cpus_to_ask(self) -> float:
+        import ray
+
+        free = ray.available_resources().get("CPU", 0.0)
+        return min(self.cpus_per_model, max(MIN_CPUS, math.floor(100 * free / 2) / 100))
+
+    async def _wait_until_running(self, key: str, application: str, runner: Runner | None) -> None:
+        deadline = time.monotonic() + self.load_timeout_s
+        while True:
+            status, message = (await asyncio.to_thread(application_statuses)).get(application, (None, ""))
+            if status in _ROUTABLE:
+                return
+            if status == "DEPLOY_FAILED" or status is None:
+                await asyncio.to_thread(_delete, application)
+                raise RaystoreError(f"model {key} failed to load: {message or 'its application was deleted'}")
+            if time.monotonic() > deadline:
+                await asyncio.to_thread(_delete, application)
+                asks = f" (a replica asks for {_asks(runner)})" if runner is not None else ""
+                raise RunnerNotReady(
+                    f"model {key} did not start within {self.load_timeout_s:g} s{asks}; it is unloaded again. "
+                    "The cluster may have no room for it: unload another model or add nodes"
+                )
+            await asyncio.sleep(_POLL_S)
+
+    async def unload(self, tag: str) -> list[str]:
+        wanted = Tag.from_str(tag)
+        statuses = await asyncio.to_thread(application_statuses)
+        loaded = {
+            application: found
+            for application in statuses
+            if (found := self.tag_of(application)) is not None and found.name == wanted.name
+        }
+        version = wanted.version
+        if version not in (None, "latest"):
+            loaded = {a: t for a, t in loaded.items() if str(t.version).startswith(str(version))}
+        elif version == "latest" and loaded:
+            newest = default_store().resolve(wanted)
+            loaded = {a: t for a, t in loaded.items() if t.version == newest.version}
+        if not loaded:
+            await asyncio.to_thread(default_store().resolve, wanted)  # NotFound when the store has no such model
+            return []  # in the store but not loaded: nothing to do, as Triton answers
+        for application in loaded:
+            await asyncio.to_thread(_delete, application)
+            self._runners.pop(application, None)
+            logger.info("unloading model %s (application %r)", loaded[application], application)
+        return sorted(str(t) for t in loaded.values())
+
+
+def _runner_for(model: Model, cpus: float) -> Runner:
+    # GPUs stay "auto": one where the framework uses it and the cluster has one
+    return model.to_runner(name=model.tag.name.replace(".", "-"), colocate=True, resources={"num_cpus": cpus})
+
+
+def _asks(runner: Runner) -> str:
+    resources = runner.spec.methods[next(iter(runner.spec.methods))].resources
+    return f"{resources.num_cpus:g} CPUs" + (f" and {resources.num_gpus:g} GPUs" if resources.num_gpus else "")
+
+
+def _deploy(runner: Runner, application: str) -> None:
+    from ray import serve
+
+    (app,) = {id(a): a for a in runner_applications(runner.spec).values()}.values()  # colocated: one
+    serve.run_many(
+        [serve.RunTarget(target=app, name=application, route_prefix=None)],
+        wait_for_ingress_deployment_creation=False,
+        wait_for_applications_running=False,
+    )
+
+
+def _delete(application: str) -> None:
+    from ray import serve
+
+    serve.delete(application, _blocking=False)
+
+
+def application_statuses() -> dict[str, tuple[str, str]]:
+    """Serve's applications now: name -> (status, message)."""
+    from ray import serve
+
+    return {
+        name: (getattr(app.status, "value", str(app.status)), app.message or "")
+        for name, app in serve.status().applications.items()
+    }
+
+
+def delete_loaded_models(service: str) -> list[str]:
+    """Delete the applications of the models loaded into the server `service` (when it stops on a
+    Ray it did not start); the names of those deleted."""
+    repository = StoreRepository(service, 0.0)
+    deleted = []
+    for application in application_statuses():
+        if repository.tag_of(application) is not None:
+            _delete(application)
+            deleted.append(application)
+    return deleted
