@@ -4,6 +4,7 @@ Serve REST API with Ray's auth token."""
 import json
 import os
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -115,5 +116,32 @@ def test_deploy_models_over_v2(head_cluster, tmp_path, subprocess_env):
             answer = json.loads(response.read())
         assert answer["model_name"] == "iris_clf" and answer["model_version"] == tag.split(":")[1]
         assert answer["outputs"][0]["data"] == [2]
+
+        # a newer version loaded over the repository API beside the deployed config, as a Serve
+        # application of its own; the server is not deleted while it runs
+        newer = train_iris(env)
+        loaded = _post(f"http://127.0.0.1:{http_port}/v2/repository/models/{newer}/load")
+        assert loaded == (200, b""), loaded[1].decode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/v2/models/iris_clf/versions/{newer.split(':')[1]}/infer",
+            data=json.dumps(body).encode(),
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["model_version"] == newer.split(":")[1]
+        out = raystore_cli("delete", "models", "--address", head_cluster, env=env)
+        assert out.returncode == 1 and "models loaded over the V2 repository API" in out.stderr
+        assert f"['iris_clf:{newer.split(':')[1]}']" in out.stderr
+        unloaded = _post(f"http://127.0.0.1:{http_port}/v2/repository/models/{newer}/unload")
+        assert unloaded == (200, b""), unloaded[1].decode()
     finally:
-        raystore_cli("delete", "models", "--address", head_cluster, env=env)
+        out = raystore_cli("delete", "models", "--address", head_cluster, env=env)
+    assert out.returncode == 0, out.stderr
+
+
+def _post(url: str) -> tuple[int, bytes]:
+    """An empty POST: the status and the body, an error's too."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=200) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()

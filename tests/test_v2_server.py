@@ -176,10 +176,15 @@ def test_models_load_and_unload_through_the_repository_api(v2_server, iris):
     assert "model_repository" in client.get_server_metadata()["extensions"]
 
     def states():
-        return {(e["name"], e["version"]): (e["state"], e.get("reason", "")) for e in client.get_model_repository_index()}
+        return {
+            (e["name"], e["version"]): (e["state"], e.get("reason", "")) for e in client.get_model_repository_index()
+        }
 
     index = states()
-    assert index[("iris_clf", old.tag.version)] == ("READY", "") and index[("iris_clf", new.tag.version)] == ("READY", "")
+    assert index[("iris_clf", old.tag.version)] == ("READY", "") and index[("iris_clf", new.tag.version)] == (
+        "READY",
+        "",
+    )
     (tree_version,) = [version for name, version in index if name == "iris_tree"]
     assert index[("iris_tree", tree_version)] == ("UNAVAILABLE", "not loaded")
     assert not client.is_model_ready("iris_tree")
@@ -194,7 +199,10 @@ def test_models_load_and_unload_through_the_repository_api(v2_server, iris):
     client.load_model("iris_tree")  # loaded already: nothing to do
     ready = urllib.request.Request(f"{client.base_url}/v2/repository/index", data=b'{"ready": true}', method="POST")
     ready_index = json.loads(urllib.request.urlopen(ready, timeout=10).read())
-    assert {e["state"] for e in ready_index} == {"READY"} and {e["name"] for e in ready_index} >= {"iris_clf", "iris_tree"}
+    assert {e["state"] for e in ready_index} == {"READY"} and {e["name"] for e in ready_index} >= {
+        "iris_clf",
+        "iris_tree",
+    }
 
     client.unload_model("iris_tree")
     with pytest.raises(InferenceServerException) as err:

@@ -238,9 +238,12 @@ def status_command(
 def delete_command(
     name: str = typer.Argument(..., help="The application (service) name."),
     address: str = typer.Option(..., "--address", "-a", help="The cluster's dashboard, e.g. http://HEAD:8265."),
+    keep_loaded: bool = typer.Option(
+        False, "--keep-loaded", help="Delete a --model server even while models loaded over V2 run (they stay)."
+    ),
 ) -> None:
     """Delete a Serve application from a cluster."""
-    delete_application(address, name)
+    delete_application(address, name, keep_loaded=keep_loaded)
     typer.echo(f"Deleted {name} from {address}")
 
 

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from raystore._private.deploy.repository import SEPARATOR
 from raystore.exceptions import ClusterError
 
 APPLICATIONS = "/api/serve/applications/"
@@ -102,11 +103,23 @@ def deploy_config(
         time.sleep(poll_s)
 
 
-def delete_application(address: str, name: str) -> None:
-    """Remove one application, keeping the others deployed."""
+def delete_application(address: str, name: str, *, keep_loaded: bool = False) -> None:
+    """Remove one application, keeping the others deployed.
+
+    The models loaded into a `--model` server over the V2 repository API are applications of
+    their own, which Serve's REST API cannot delete one by one: while the server has any, it is
+    not deleted (unless `keep_loaded`), so that they can still be unloaded through it."""
     current = serve_status(address).get("applications") or {}
     if name not in current:
         raise ClusterError(f"no application {name!r} on {address}; it has {sorted(current)}")
+    loaded = sorted(n for n, s in current.items() if n.startswith(name + SEPARATOR) and s.get("status") != "DELETING")
+    if loaded and not keep_loaded:
+        models = [n.split(SEPARATOR, 1)[1] for n in loaded]
+        raise ClusterError(
+            f"{name!r} has models loaded over the V2 repository API, each an application of its own: {models}. "
+            f"Unload them through it first (POST /v2/repository/models/NAME/unload, or tritonclient's "
+            "unload_model), or pass --keep-loaded to delete only the server and leave them running"
+        )
     kept = [s["deployed_app_config"] for n, s in current.items() if n != name and s.get("deployed_app_config")]
     if kept:
         _request(address, "PUT", APPLICATIONS, {"applications": kept})

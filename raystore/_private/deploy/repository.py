@@ -75,7 +75,11 @@ class StoreRepository:
                 continue
             runner = self._runners.get(application)
             if runner is None:
-                runner = await asyncio.to_thread(self._runner_of, tag, application)
+                try:
+                    runner = await asyncio.to_thread(self._runner_of, tag, application)
+                except Exception as exc:  # deleted since the status was read (an unload on its way)
+                    logger.debug("model application %r is gone: %s", application, exc)
+                    continue
             runners[application] = runner
         self._runners = runners
         return list(runners.values())
