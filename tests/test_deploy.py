@@ -21,11 +21,19 @@ IRIS = Path(__file__).resolve().parents[1] / "examples" / "iris"
 def head_cluster(tmp_path_factory):
     """A one-node cluster from `ray start --head --block`, stopped by signalling its process group
     (not `ray stop`, which would also end this test session's own Ray)."""
-    node, _, dashboard = start_head(tmp_path_factory.mktemp("ray-head"), dict(os.environ), num_cpus=2)
+    # 3 logical CPUs: a --model server's ingress and model, and one more model loaded over V2
+    node, _, dashboard = start_head(tmp_path_factory.mktemp("ray-head"), dict(os.environ), num_cpus=3)
     try:
         yield dashboard
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="module")
+def http_port():
+    """The cluster's one Serve HTTP port: Serve keeps the http_options of the first deploy while it
+    runs, and deleting an application (as `raystore delete` does) leaves it running."""
+    return free_port()
 
 
 def raystore_cli(*args, env=None, timeout=300):
@@ -49,14 +57,13 @@ def train_iris(env: dict) -> str:
     return out.stdout.strip()
 
 
-def test_deploy_status_delete(head_cluster, tmp_path, subprocess_env):
+def test_deploy_status_delete(head_cluster, http_port, tmp_path, subprocess_env):
     env = dict(subprocess_env)
     train_iris(env)
     config_file = tmp_path / "iris.yaml"
     out = raystore_cli("build", "service:svc", "--working-dir", str(IRIS), "-o", str(config_file), env=env)
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(config_file.read_text())
-    http_port = free_port()
     config["http_options"] = {"host": "127.0.0.1", "port": http_port}
     config_file.write_text(yaml.safe_dump(config))
 
@@ -92,7 +99,7 @@ def test_missing_token_and_unreachable_cluster_are_explained(head_cluster, subpr
     assert out.returncode == 1 and "cannot reach the Ray dashboard" in out.stderr
 
 
-def test_deploy_models_over_v2(head_cluster, tmp_path, subprocess_env):
+def test_deploy_models_over_v2(head_cluster, http_port, tmp_path, subprocess_env):
     env = dict(subprocess_env)
     tag = train_iris(env)
     config_file = tmp_path / "models.yaml"
@@ -100,7 +107,6 @@ def test_deploy_models_over_v2(head_cluster, tmp_path, subprocess_env):
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(config_file.read_text())
     assert config["applications"][0]["args"] == {"models": [tag]}
-    http_port = free_port()
     config["http_options"] = {"host": "127.0.0.1", "port": http_port}
     config_file.write_text(yaml.safe_dump(config))
     out = raystore_cli("deploy", str(config_file), "--address", head_cluster, env=env)

@@ -26,6 +26,19 @@ class SlowDouble:
         return x * 2
 
 
+class FailsToLoad:
+    """Saves fine; raises when a replica unpickles it, as a model needing what a node lacks does."""
+
+    def __init__(self):
+        self.weights = [1.0]  # some state, or unpickling would not call __setstate__
+
+    def __call__(self, x):
+        return x
+
+    def __setstate__(self, state):
+        raise RuntimeError("cannot load here: no such device")
+
+
 @pytest.fixture(scope="module")
 def v2_server(tmp_path_factory, iris):
     """A store with an iris classifier (scikit-learn, two versions) and an iris ONNX graph, served
@@ -55,6 +68,12 @@ def v2_server(tmp_path_factory, iris):
         )
         tree = DecisionTreeClassifier(max_depth=2).fit(x, y)  # in the store, not served until loaded
         raystore.sklearn.save_model("iris_tree", tree, signatures={"predict": {"batchable": True}})
+        raystore.picklable_model.save_model(
+            "fails_to_load",
+            FailsToLoad(),
+            signatures={"__call__": {"batchable": True}},
+            external_modules=[sys.modules[__name__]],
+        )
     env = {**os.environ, "RAYSTORE_HOME": str(home), "RAY_metrics_report_interval_ms": "500"}
     models = (f"--model={old.tag}", f"--model={new.tag}", "--model=iris_onnx", "--model=slow_double")
     metrics_port = free_port()
@@ -210,10 +229,25 @@ def test_models_load_and_unload_through_the_repository_api(v2_server, iris):
     assert err.value.status() == "404"
     assert states()[("iris_tree", tree_version)][0] in ("UNLOADING", "UNAVAILABLE")
 
-    # the models the server started with stay; unknown models are 404; nothing changed on the way
+    # The models the server started with: loading one does nothing (no second copy), unloading
+    # one is refused, unloading by their name unloads nothing; unknown models: 404 to load, and
+    # nothing to unload, as Triton answers.
+    client.load_model(f"iris_clf:{old.tag.version}")
+    assert client.get_model_metadata("iris_clf", model_version=old.tag.version)["versions"] == [old.tag.version]
     with pytest.raises(InferenceServerException, match="served by the server's own application"):
-        client.unload_model("iris_clf")
+        client.unload_model(f"iris_clf:{new.tag.version}")
+    client.unload_model("iris_clf")
     with pytest.raises(InferenceServerException) as err:
         client.load_model("no_such_model")
     assert err.value.status() == "404"
+    client.unload_model("no_such_model")
     assert client.infer("iris_clf", [_input("input__0", rows, "FP64", True)]).as_numpy("output__0").shape == (15,)
+    assert client.is_model_ready("iris_clf", model_version=old.tag.version)
+
+    # a model whose replica cannot load it: the error, and nothing left running
+    with pytest.raises(InferenceServerException) as err:
+        client.load_model("fails_to_load")
+    assert err.value.status() == "500" and "failed to load" in str(err.value) and "no such device" in str(err.value)
+    (state,) = [e["state"] for e in client.get_model_repository_index() if e["name"] == "fails_to_load"]
+    assert state in ("UNLOADING", "UNAVAILABLE")
+    assert not client.is_model_ready("fails_to_load")

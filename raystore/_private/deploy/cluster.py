@@ -112,6 +112,8 @@ def delete_application(address: str, name: str, *, keep_loaded: bool = False) ->
     current = serve_status(address).get("applications") or {}
     if name not in current:
         raise ClusterError(f"no application {name!r} on {address}; it has {sorted(current)}")
+    if (current[name] or {}).get("status") == "DELETING":
+        raise ClusterError(f"no application {name!r} on {address}: it is being deleted")
     loaded = sorted(n for n, s in current.items() if n.startswith(name + SEPARATOR) and s.get("status") != "DELETING")
     if loaded and not keep_loaded:
         models = [n.split(SEPARATOR, 1)[1] for n in loaded]
@@ -121,7 +123,6 @@ def delete_application(address: str, name: str, *, keep_loaded: bool = False) ->
             "unload_model), or pass --keep-loaded to delete only the server and leave them running"
         )
     kept = [s["deployed_app_config"] for n, s in current.items() if n != name and s.get("deployed_app_config")]
-    if kept:
-        _request(address, "PUT", APPLICATIONS, {"applications": kept})
-    else:
-        _request(address, "DELETE", APPLICATIONS)
+    # A PUT, even of no applications: it deletes only config-deployed ones, where a DELETE shuts
+    # Serve down with every application, the loaded models and others' `serve.run` ones too.
+    _request(address, "PUT", APPLICATIONS, {"applications": kept})

@@ -43,7 +43,7 @@ def service_for_models(tags: Sequence[str], name: str = MODELS_SERVICE, cpus_per
         resources = {"num_cpus": share}  # GPUs stay "auto": one where the framework uses it and the cluster has one
         runners.append(model.to_runner(name=runner_name, colocate=True, resources=resources))
     service = Service(name, runners=runners, v2=True)
-    service.v2_repository = StoreRepository(service.name, share)
+    service.v2_repository = StoreRepository(service.name, share, fit_to_free=cpus_per_model is None)
     return service
 
 

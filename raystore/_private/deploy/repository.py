@@ -15,13 +15,14 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Collection
 from typing import Any
 
 from raystore._private.runner.model import Model
 from raystore._private.runner.runner import Runner
 from raystore._private.runner.served import runner_applications
 from raystore._private.store import default_store
-from raystore.exceptions import RaystoreError, RunnerNotReady
+from raystore.exceptions import BadInput, InvalidTag, NotFound, RaystoreError, RunnerNotReady
 from raystore.tag import Tag
 
 logger = logging.getLogger("raystore.serve")
@@ -36,19 +37,27 @@ _STATES = {"DEPLOYING": "LOADING", "DELETING": "UNLOADING", "RUNNING": "READY", 
 
 class StoreRepository:
     """The store's models for the server `service` (a Serve application of that name): those
-    loaded over the V2 API ask for `cpus_per_model` CPUs a replica, or half of what the cluster
-    has free when that is less (a development machine fills up slowly), and GPUs as `to_runner`'s
-    `resources="auto"` decides."""
+    loaded over the V2 API ask for `cpus_per_model` CPUs a replica (with `fit_to_free`, on one
+    machine: half of what is free when that is less, so that it fills up slowly), and GPUs as
+    `to_runner`'s `resources="auto"` decides."""
 
-    def __init__(self, service: str, cpus_per_model: float, load_timeout_s: float = LOAD_TIMEOUT_S):
+    def __init__(
+        self, service: str, cpus_per_model: float, *, fit_to_free: bool = False, load_timeout_s: float = LOAD_TIMEOUT_S
+    ):
         self.service = service
         self.cpus_per_model = cpus_per_model
+        self.fit_to_free = fit_to_free  # local: ask for half the free CPUs when less than cpus_per_model
         self.load_timeout_s = load_timeout_s
         self._runners: dict[str, Runner] = {}  # by application: reached through its handle
-        self._loads: dict[str, asyncio.Lock] = {}  # by NAME:VERSION: one load at a time in this replica
+        self._loads: dict[str, asyncio.Future] = {}  # by NAME:VERSION: one load at a time in this replica
 
     def __getstate__(self) -> dict[str, Any]:  # the live state stays in the replica that built it
-        return {"service": self.service, "cpus_per_model": self.cpus_per_model, "load_timeout_s": self.load_timeout_s}
+        return {
+            "service": self.service,
+            "cpus_per_model": self.cpus_per_model,
+            "fit_to_free": self.fit_to_free,
+            "load_timeout_s": self.load_timeout_s,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -62,7 +71,10 @@ class StoreRepository:
         name, _, version = rest.partition(SEPARATOR)
         if service != self.service or not name or not version:
             return None
-        return Tag(name, version)
+        try:
+            return Tag(name, version)
+        except InvalidTag:
+            return None  # named like ours, but not a model's application
 
     # ---- what is loaded -------------------------------------------------------------------------
 
@@ -78,7 +90,7 @@ class StoreRepository:
                 try:
                     runner = await asyncio.to_thread(self._runner_of, tag, application)
                 except Exception as exc:  # deleted since the status was read (an unload on its way)
-                    logger.debug("model application %r is gone: %s", application, exc)
+                    logger.warning("model application %r is gone: %s", application, exc)
                     continue
             runners[application] = runner
         self._runners = runners
@@ -116,24 +128,40 @@ class StoreRepository:
 
     # ---- load and unload ------------------------------------------------------------------------
 
-    async def load(self, tag: str) -> str:
-        model = Model.of(await asyncio.to_thread(default_store().get, tag))  # NotFound, AmbiguousTag
-        key = str(model.tag)
-        application = self.application(model.tag)
-        lock = self._loads.setdefault(key, asyncio.Lock())
-        async with lock:
-            status, _ = (await asyncio.to_thread(application_statuses)).get(application, (None, ""))
-            if status in _ROUTABLE:
-                return key
-            runner = None
-            if status not in ("DEPLOYING",):  # not being loaded already (by another ingress replica)
-                runner = _runner_for(model, await asyncio.to_thread(self._cpus_to_ask))
-                await asyncio.to_thread(_deploy, runner, application)
-                logger.info("loading model %s as application %r", key, application)
-            await self._wait_until_running(key, application, runner)
+    async def load(self, tag: str, own: Collection[str]) -> str:
+        stored = await asyncio.to_thread(default_store().get, tag)  # NotFound, AmbiguousTag
+        key = str(stored.tag)
+        if key in own:
+            return key  # served by the server's own application already
+        task = self._loads.get(key)
+        if task is None or task.done():
+            task = self._loads[key] = asyncio.ensure_future(self._load(Model.of(stored)))
+        # The load goes on, and cleans up after itself, when the client gives up (tritonclient
+        # waits 60 s by default) and Serve cancels this request.
+        await asyncio.shield(task)
         return key
 
+    async def _load(self, model: Model) -> None:
+        key, application = str(model.tag), self.application(model.tag)
+        status, _ = (await asyncio.to_thread(application_statuses)).get(application, (None, ""))
+        if status in _ROUTABLE:
+            return
+        runner = None
+        # Deploying: another ingress replica is loading it (two replicas that both see nothing
+        # both deploy; the second deploy only restarts the model's replica).
+        if status != "DEPLOYING":
+            runner = await asyncio.to_thread(_runner_for, model, await asyncio.to_thread(self._cpus_to_ask))
+            await asyncio.to_thread(_deploy, runner, application)
+            logger.info("loading model %s as application %r", key, application)
+        try:
+            await self._wait_until_running(key, application, runner)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(_delete, application))  # a failed load leaves nothing running
+            raise
+
     def _cpus_to_ask(self) -> float:
+        if not self.fit_to_free:
+            return self.cpus_per_model
         import ray
 
         free = ray.available_resources().get("CPU", 0.0)
@@ -146,10 +174,8 @@ class StoreRepository:
             if status in _ROUTABLE:
                 return
             if status == "DEPLOY_FAILED" or status is None:
-                await asyncio.to_thread(_delete, application)
                 raise RaystoreError(f"model {key} failed to load: {message or 'its application was deleted'}")
             if time.monotonic() > deadline:
-                await asyncio.to_thread(_delete, application)
                 asks = f" (a replica asks for {_asks(runner)})" if runner is not None else ""
                 raise RunnerNotReady(
                     f"model {key} did not start within {self.load_timeout_s:g} s{asks}; it is unloaded again. "
@@ -157,7 +183,10 @@ class StoreRepository:
                 )
             await asyncio.sleep(_POLL_S)
 
-    async def unload(self, tag: str) -> list[str]:
+    async def unload(self, tag: str, own: Collection[str]) -> list[str]:
+        """Unload what `tag` names: NAME every loaded version, NAME:VERSION (a prefix, `latest`, an
+        alias) that one. Versions of the server's own stay; naming one explicitly is refused.
+        Nothing loaded by that name is no error, as Triton answers."""
         wanted = Tag.from_str(tag)
         statuses = await asyncio.to_thread(application_statuses)
         loaded = {
@@ -165,15 +194,17 @@ class StoreRepository:
             for application in statuses
             if (found := self.tag_of(application)) is not None and found.name == wanted.name
         }
-        version = wanted.version
-        if version not in (None, "latest"):
-            loaded = {a: t for a, t in loaded.items() if str(t.version).startswith(str(version))}
-        elif version == "latest" and loaded:
-            newest = default_store().resolve(wanted)
-            loaded = {a: t for a, t in loaded.items() if t.version == newest.version}
-        if not loaded:
-            await asyncio.to_thread(default_store().resolve, wanted)  # NotFound when the store has no such model
-            return []  # in the store but not loaded: nothing to do, as Triton answers
+        if wanted.version is not None:
+            try:
+                version = (await asyncio.to_thread(default_store().resolve, wanted)).version
+            except NotFound:
+                version = str(wanted.version)  # deleted from the store since it was loaded: a prefix then
+            if f"{wanted.name}:{version}" in own:
+                raise BadInput(
+                    f"{wanted.name}:{version} is served by the server's own application (given when it started) "
+                    "and stays while it runs; only models loaded over this API unload"
+                )
+            loaded = {a: t for a, t in loaded.items() if str(t.version).startswith(version)}
         for application in loaded:
             await asyncio.to_thread(_delete, application)
             self._runners.pop(application, None)
@@ -209,13 +240,24 @@ def _delete(application: str) -> None:
 
 
 def application_statuses() -> dict[str, tuple[str, str]]:
-    """Serve's applications now: name -> (status, message)."""
+    """Serve's applications now: name -> (status, message). A failed application's message says
+    why its deployments failed (the last line of each one's error), not only that they did."""
     from ray import serve
 
-    return {
-        name: (getattr(app.status, "value", str(app.status)), app.message or "")
-        for name, app in serve.status().applications.items()
-    }
+    statuses = {}
+    for name, app in serve.status().applications.items():
+        status = getattr(app.status, "value", str(app.status))
+        message = app.message or ""
+        if status == "DEPLOY_FAILED":
+            causes = [_last_line(d.message) for d in (app.deployments or {}).values() if d.message]
+            message = "; ".join([message, *causes]) if causes else message
+        statuses[name] = (status, message)
+    return statuses
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def delete_loaded_models(service: str) -> list[str]:

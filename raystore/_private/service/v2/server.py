@@ -163,12 +163,14 @@ class ModelRepository(Protocol):
         service's own), its state: {name, version, state, reason}."""
         ...
 
-    async def load(self, tag: str) -> str:
-        """Load the model `tag` names (NAME is its latest version); answers NAME:VERSION."""
+    async def load(self, tag: str, own: Collection[str]) -> str:
+        """Load the model `tag` names (NAME is its latest version) unless it is one of `own`;
+        answers NAME:VERSION."""
         ...
 
-    async def unload(self, tag: str) -> list[str]:
-        """Unload the loaded versions `tag` names (NAME: all of them); answers those unloaded."""
+    async def unload(self, tag: str, own: Collection[str]) -> list[str]:
+        """Unload the loaded versions `tag` names (NAME: all of them; naming one of `own` is a
+        `BadInput`); answers those unloaded."""
         ...
 
 
@@ -179,6 +181,7 @@ class V2Routes:
     # Loaded models are looked up again when a request names one not known here, at most this often:
     # another ingress replica may have loaded (or unloaded) it.
     REFRESH_INTERVAL_S = 1.0
+    STALE_AFTER_S = 5.0
 
     def __init__(self, service: Service, is_ready: Callable[[], Awaitable[bool]]):
         self.service = service
@@ -189,6 +192,7 @@ class V2Routes:
         self._loaded: dict[str, ServedVersion] = {}  # by NAME:VERSION
         self._refreshed = -math.inf
         self._refreshing: asyncio.Lock | None = None
+        self._background: asyncio.Future | None = None
 
     # The infer route's paths: `ServiceApp` serves them with the body admitted as an API's is,
     # through `infer`. They come first in its router: inference is the traffic.
@@ -242,12 +246,19 @@ class V2Routes:
         return JSONResponse({"name": request.path_params["name"], "ready": ready}, status_code=200 if ready else 503)
 
     async def lookup(self, name: str, version: str | None, signature: str | None = None) -> tuple[ServedVersion, str]:
-        """`find`, after looking for newly loaded models when the name or version is not known here."""
+        """`find`, after looking for newly loaded models when the name or version is not known here.
+        What other ingress replicas loaded or unloaded is also looked up now and then in the
+        background (`STALE_AFTER_S`), so that `latest` and readiness follow them."""
+        if self.repository is None:
+            return self.find(name, version, signature)
+        if time.monotonic() - self._refreshed > self.STALE_AFTER_S and (
+            self._background is None or self._background.done()
+        ):
+            self._background = asyncio.ensure_future(self.refresh())
         try:
             return self.find(name, version, signature)
         except NotFound:
-            if self.repository is None or not await self.refresh():
-                raise
+            await self.refresh()  # at most once a REFRESH_INTERVAL_S; another request's refresh counts too
         return self.find(name, version, signature)
 
     def find(self, name: str, version: str | None, signature: str | None = None) -> tuple[ServedVersion, str]:
@@ -298,6 +309,9 @@ class V2Routes:
 
     # ---- repository -----------------------------------------------------------------------------
 
+    def _own_keys(self) -> list[str]:
+        return [f"{v.name}:{v.version}" for v in self.own]
+
     async def repository_index(self, request: Request) -> Response:
         assert self.repository is not None
         try:
@@ -305,7 +319,7 @@ class V2Routes:
             ready_only = options.get("ready", False)
             if not isinstance(ready_only, bool):
                 raise BadInput("'ready' must be true or false")
-            entries = await self.repository.index([f"{v.name}:{v.version}" for v in self.own])
+            entries = await self.repository.index(self._own_keys())
         except RaystoreError as exc:
             return _error(exc.http_status, str(exc))
         if ready_only:
@@ -316,7 +330,7 @@ class V2Routes:
         assert self.repository is not None
         try:
             await _json_object(request)  # parameters (a config, files) are Triton's; raystore loads from its store
-            await self.repository.load(request.path_params["name"])
+            await self.repository.load(request.path_params["name"], self._own_keys())
             await self.refresh(force=True)
         except RaystoreError as exc:
             return _error(exc.http_status, str(exc))
@@ -324,16 +338,9 @@ class V2Routes:
 
     async def repository_unload(self, request: Request) -> Response:
         assert self.repository is not None
-        name = request.path_params["name"]
         try:
             await _json_object(request)
-            own = sorted(f"{v.name}:{v.version}" for v in self.own if _names(name, v))
-            if own:
-                raise BadInput(
-                    f"{', '.join(own)} {'is' if len(own) == 1 else 'are'} served by the server's own application "
-                    "(given when it started) and stay while it runs; only models loaded over this API unload"
-                )
-            await self.repository.unload(name)
+            await self.repository.unload(request.path_params["name"], self._own_keys())
             await self.refresh(force=True)
         except RaystoreError as exc:
             return _error(exc.http_status, str(exc))
@@ -413,12 +420,6 @@ def _array(value: Any) -> np.ndarray:
         text[:] = flat
         return text.reshape(array.shape)
     return array
-
-
-def _names(tag: str, served: ServedVersion) -> bool:
-    """Whether `tag` (NAME or NAME:VERSION-PREFIX) names this served version."""
-    name, _, version = tag.partition(":")
-    return name == served.name and (version in ("", "latest") or served.version.startswith(version))
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
