@@ -26,7 +26,7 @@ class Settings:
     remote: str | None  # the bucket push/pull talk to
     cache_dir: str  # node-local cache of models read from a remote store
     s3_endpoint_url: str | None
-    pins: dict[str, str]  # model name -> version that `latest` means (set by deployment configs)
+    pins: dict[str, str]  # model name (or NAME:ALIAS) -> version it means (set by deployment configs)
     s3_connect_timeout: float = 5.0  # seconds to open a connection to S3
     s3_read_timeout: float = 6.0  # seconds S3 may stay silent mid-request before a retry, then an error
 
@@ -80,7 +80,8 @@ def _seconds(text: str | None) -> float:
 
 
 def _pins(text: str) -> dict[str, str]:
-    """`RAYSTORE_PINS`: a JSON object of model name to version, written by `raystore build`."""
+    """`RAYSTORE_PINS`: a JSON object of model name (what `latest` means) or `NAME:ALIAS` to version,
+    written by `raystore build`."""
     if not text.strip():
         return {}
     try:

@@ -1,4 +1,5 @@
-"""Public `raystore.models`: the configured store's create, get, list, delete, export, import, push, pull, gc.
+"""Public `raystore.models`: the configured store's create, get, list, delete, aliases, export, import, push,
+pull, gc.
 
 Transfers print one line saying what they did (to stderr, `quiet=True` silences it) and show a
 progress bar for large models when stderr is a terminal.
@@ -14,6 +15,7 @@ from raystore._private.runner.model import Model
 from raystore._private.store import Outcome, archive, default_store, remote_store
 from raystore._private.store.fs import open_filesystem
 from raystore._private.store.gc import local_temp_leftovers, store_leftovers, sweep
+from raystore._private.store.model_store import ModelStore
 from raystore._private.store.progress import progress_bar
 from raystore.exceptions import InvalidArgument
 from raystore.tag import Tag
@@ -29,14 +31,32 @@ def list(name: str | None = None, *, remote: bool = False) -> builtins.list[Mode
     return [Model.of(m) for m in (remote_store() if remote else default_store()).list(name)]
 
 
-def delete(tag: str | Tag) -> Tag:
-    """Delete one version; a bare name or `name:latest` deletes the newest. Returns the deleted tag."""
-    return default_store().delete(tag)
+def delete(tag: str | Tag, *, remove_aliases: bool = False) -> Tag:
+    """Delete one version; a bare name or `name:latest` deletes the newest. Returns the deleted tag.
+    A version an alias names is deleted (with the alias) only with `remove_aliases=True`."""
+    return default_store().delete(tag, remove_aliases=remove_aliases)
 
 
-def delete_all(name: str) -> builtins.list[Tag]:
-    """Delete every version of `name`. Returns the deleted tags."""
-    return default_store().delete_all(name)
+def delete_all(name: str, *, remove_aliases: bool = False) -> builtins.list[Tag]:
+    """Delete every version of `name` (and, with `remove_aliases=True`, its aliases). Returns the deleted tags."""
+    return default_store().delete_all(name, remove_aliases=remove_aliases)
+
+
+def set_alias(tag: str | Tag, alias: str) -> Tag:
+    """Make `NAME:alias` name the version `tag` names, wherever a tag is accepted (moving the alias
+    if it named another version). An alias may not be `latest`, a version, or the start of one.
+    Returns the version's tag."""
+    return default_store().set_alias(tag, alias)
+
+
+def remove_alias(name: str, alias: str) -> str:
+    """Remove the alias `name:alias` (the version stays); returns the version it named."""
+    return default_store().remove_alias(name, alias)
+
+
+def aliases(name: str, *, remote: bool = False) -> dict[str, str]:
+    """The aliases of model `name`: alias -> version."""
+    return (remote_store() if remote else default_store()).aliases.of_name(Tag.from_str(name).name)
 
 
 def verify(tag: str | Tag) -> Model:
@@ -76,6 +96,7 @@ def push(tag: str | Tag, *, force: bool = False, remote: str | None = None, quie
         pushed, outcome = dst.copy_from(src, model.tag, force=force, on_bytes=on_bytes)
     pushed = Model.of(pushed)
     _say(quiet, _outcome_line(pushed, outcome, f"pushed to {dst.url}", dst.url))
+    _carry_aliases(src, dst, model.tag, quiet)
     return pushed
 
 
@@ -87,6 +108,7 @@ def pull(tag: str | Tag, *, force: bool = False, remote: str | None = None, quie
         pulled, outcome = dst.copy_from(src, model.tag, force=force, on_bytes=on_bytes)
     pulled = Model.of(pulled)
     _say(quiet, _outcome_line(pulled, outcome, f"pulled from {src.url}", dst.url))
+    _carry_aliases(src, dst, model.tag, quiet)
     return pulled
 
 
@@ -104,6 +126,15 @@ def gc(*, remote: bool = False, older_than_s: float = 3600, dry_run: bool = Fals
     if not dry_run:
         sweep(found)
     return [{"what": f.what, "where": f.where, "size": f.size} for f in found]
+
+
+def _carry_aliases(src: ModelStore, dst: ModelStore, tag: Tag, quiet: bool) -> None:
+    """The aliases naming a copied version in `src` name it in `dst` too (moved there if they named another)."""
+    names = src.aliases.of_version(tag.name, tag.version)
+    for alias in names:
+        dst.aliases.put(tag.name, alias, tag.version)
+    if names:
+        _say(quiet, f"aliases {', '.join(f'{tag.name}:{a}' for a in names)} -> {tag.version} in {dst.url}")
 
 
 def _bar(quiet: bool, description: str, total_bytes: int):

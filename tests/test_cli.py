@@ -30,7 +30,7 @@ def test_list_table_json_yaml(three_models):
     out = run("models", "list")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert lines[0].split() == ["Tag", "Module", "Size", "Creation", "Time"]
+    assert lines[0].split() == ["Tag", "Aliases", "Module", "Size", "Creation", "Time"]
     assert [line.split()[0] for line in lines[1:]] == [str(b), str(a2), str(a1)]  # newest first
     assert "raystore.sklearn" in lines[2] and "KiB" in lines[2]
 

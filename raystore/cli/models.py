@@ -24,14 +24,24 @@ def _still_there(model: Model) -> bool:
         return False
 
 
-def _summary(model: Model) -> dict:
+def _summary(model: Model, aliases: list[str]) -> dict:
     return {
         "tag": str(model.tag),
         "module": model.info.module,
         "size": model.size,
         "creation_time": model.info.creation_time.isoformat(),
         "labels": model.info.labels,
+        "aliases": aliases,
     }
+
+
+def _aliases_by_version(found: list[Model], remote: bool) -> dict[str, list[str]]:
+    """NAME:VERSION -> the aliases naming it, read once per model name."""
+    by_version: dict[str, list[str]] = {}
+    for name in {m.tag.name for m in found}:
+        for alias, version in sorted(models.aliases(name, remote=remote).items()):
+            by_version.setdefault(f"{name}:{version}", []).append(alias)
+    return by_version
 
 
 @app.command("list")
@@ -42,15 +52,25 @@ def list_models(
 ) -> None:
     """List models, newest first."""
     found = [m for m in models.list(name, remote=remote) if _still_there(m)]
+    aliases = _aliases_by_version(found, remote)
     if output is not Format.table:
-        emit_data([_summary(m) for m in found], output)
+        emit_data([_summary(m, aliases.get(str(m.tag), [])) for m in found], output)
         return
     if not found:
         where = remote_store().url if remote else default_store().url
         typer.echo(f"No models{' named ' + name if name else ''} in {where}")
         return
-    rows = [[str(m.tag), m.info.module, human_size(m.size), local_time(m.info.creation_time)] for m in found]
-    emit_table(["Tag", "Module", "Size", "Creation Time"], rows)
+    rows = [
+        [
+            str(m.tag),
+            ", ".join(aliases.get(str(m.tag), [])),
+            m.info.module,
+            human_size(m.size),
+            local_time(m.info.creation_time),
+        ]
+        for m in found
+    ]
+    emit_table(["Tag", "Aliases", "Module", "Size", "Creation Time"], rows)
 
 
 class GetFormat(str, Enum):
@@ -69,7 +89,13 @@ def get_model(
     if output is GetFormat.path:
         typer.echo(model.path)
         return
-    data = {"tag": str(model.tag), "path": model.path, "size": model.size, **model.info.to_dict()}
+    data = {
+        "tag": str(model.tag),
+        "path": model.path,
+        "size": model.size,
+        "aliases": model.aliases,
+        **model.info.to_dict(),
+    }
     emit_data(data, Format(output.value))
 
 
@@ -96,16 +122,36 @@ def delete_models(
         targets.append((text, found))
     for text, found in targets:
         what = f"all {len(found)} version(s) of {text}" if all_versions else str(found[0])
+        doomed = {t.version for t in found}
+        named = sorted(a for a, v in models.aliases(found[0].name).items() if v in doomed) if found else []
+        if named:
+            what += f" and the aliases naming {'them' if len(found) > 1 else 'it'} ({', '.join(named)})"
         if not yes and not typer.confirm(f"Delete {what}?", default=False):
             typer.echo(f"Skipped {text}")
             continue
         for tag in found:
             try:
-                models.delete(tag)
+                models.delete(tag, remove_aliases=True)
             except NotFound:
                 typer.echo(f"{tag} was already deleted")
                 continue
             typer.echo(f"Deleted {tag}")
+
+
+@app.command("alias")
+def alias_model(
+    tag: str = typer.Argument(..., help="The version the alias names: name:VERSION (or a prefix, name, name:ALIAS)."),
+    alias: str = typer.Argument(..., help="The alias: NAME:ALIAS then names that version everywhere."),
+    remove: bool = typer.Option(False, "--remove", help="Remove the alias instead (TAG is then the model's name)."),
+) -> None:
+    """Set (or move, or with --remove remove) an alias: `raystore models alias iris_clf:1m90 prod`."""
+    if remove:
+        name = Tag.from_str(tag).name
+        version = models.remove_alias(name, alias)
+        typer.echo(f"Removed alias {name}:{alias} (it named {version})")
+        return
+    named = models.set_alias(tag, alias)
+    typer.echo(f"{named.name}:{alias} -> {named.version}")
 
 
 class Compression(str, Enum):

@@ -14,6 +14,7 @@ from raystore._private.replica import HEALTH_CHECK_OPTIONS
 from raystore._private.runner.served import deployment_groups, deployment_options
 from raystore._private.service.ingress import INGRESS_ACTOR_OPTIONS
 from raystore._private.service.service import load_service
+from raystore._private.store.aliases import resolved_aliases
 from raystore.config import settings
 from raystore.exceptions import InvalidArgument
 
@@ -37,7 +38,8 @@ def build_config(
     pythonpath: str | None = None,
 ) -> dict[str, Any]:
     """A Serve config (the `serve deploy` schema) for a service, with the store location and every
-    model the service's runners use pinned to the version `latest` means now.
+    model the service's runners use pinned to the version `latest` means now (and every alias the
+    service resolved to the version it names now).
 
     `store` and `pythonpath` say where the cluster finds the models and the service's module when
     they differ from this machine (an `s3://` store; the folder `cluster.yaml` mounts the code at);
@@ -59,6 +61,7 @@ def build_config(
         service, import_path = resolve_service(target, working_dir)
         args = {"service": import_path}
     pins = {m.tag.name: m.tag.version for runner in service.runners for m in runner.models}
+    pins.update(resolved_aliases())  # `NAME:ALIAS` keeps naming the version it named at build time
     folder = str(Path(working_dir or os.getcwd()).resolve())
     ingress = {
         "name": f"{service.name}-ingress",

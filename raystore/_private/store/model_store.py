@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from raystore._private.store import gc, manifest
+from raystore._private.store.aliases import Aliases, note_resolved
 from raystore._private.store.cache import NodeCache
 from raystore._private.store.fs import create_exclusive, is_local, open_filesystem, remote_errors
 from raystore._private.store.info import ModelInfo
@@ -37,8 +38,8 @@ from raystore._private.store.manifest import FileEntry
 from raystore._private.store.stored_model import StoredModel
 from raystore._private.store.transfer import OnBytes, RangeReader, copy_verified, run_parallel
 from raystore.config import settings
-from raystore.exceptions import AmbiguousTag, InvalidTag, NotFound, StoreError
-from raystore.tag import Tag, validate_part, validate_version
+from raystore.exceptions import AmbiguousTag, InvalidArgument, InvalidTag, NotFound, StoreError
+from raystore.tag import LATEST, Tag, validate_part, validate_version
 
 logger = logging.getLogger("raystore.store")
 
@@ -63,6 +64,7 @@ class ModelStore:
         self.url = str(root)
         self.fs, self.root = open_filesystem(self.url)
         self.is_local = is_local(self.fs)
+        self.aliases = Aliases(self)
 
     def __repr__(self) -> str:
         return f"ModelStore({self.url!r})"
@@ -233,6 +235,9 @@ class ModelStore:
             info = self._read_info(tag.name, tag.version)
             if info is not None:
                 return info
+            info = self._aliased(tag.name, tag.version)
+            if info is not None:
+                return info
         versions = self._versions(tag.name, prefix="" if tag.is_latest else tag.version)
         if tag.is_latest and versions:
             return versions[0]
@@ -244,10 +249,56 @@ class ModelStore:
         if matches:
             listed = ", ".join(str(i.tag) for i in matches[:10])
             raise AmbiguousTag(f"version prefix {tag} matches {len(matches)} versions ({listed}); give more characters")
-        raise NotFound(f"model {tag} not found in {self.url}; `raystore models list {tag.name}` shows its versions")
+        raise NotFound(
+            f"model {tag} not found in {self.url}: {tag.name} has no version or alias {tag.version!r}; "
+            f"`raystore models list {tag.name}` shows its versions and aliases"
+        )
+
+    def _aliased(self, name: str, alias: str) -> ModelInfo | None:
+        """The info of the version the alias `name:alias` names (pinned by RAYSTORE_PINS as built),
+        or None when there is no such alias."""
+        version = settings().pins.get(f"{name}:{alias}") or self.aliases.get(name, alias)
+        if version is None:
+            return None
+        info = self._read_info(name, version)
+        if info is None:
+            raise NotFound(
+                f"alias {name}:{alias} names version {version}, which is not in {self.url} (deleted, or not pushed "
+                f"here); set it again with `raystore models alias {name}:VERSION {alias}`"
+            )
+        note_resolved(name, alias, version)
+        return info
 
     def get(self, tag: str | Tag) -> StoredModel:
         return StoredModel(self, self.resolve(tag))
+
+    # ---- aliases ---------------------------------------------------------------------------
+
+    def set_alias(self, tag: str | Tag, alias: str) -> Tag:
+        """Make `NAME:alias` name the version `tag` names (moving the alias if it named another).
+        Returns the version's tag."""
+        info = self.resolve(tag)
+        alias = validate_part(alias, "alias")
+        if alias == LATEST:
+            raise InvalidArgument(f"an alias may not be named {LATEST!r}: that word means the newest version")
+        versions = self._version_names(info.name)
+        shadowed = [v for v in versions if v.startswith(alias)]
+        if shadowed:
+            what = "is a version" if alias in shadowed else f"is the start of version {shadowed[0]}"
+            raise InvalidArgument(
+                f"alias {alias!r} {what} of {info.name}; a tag {info.name}:{alias} would be ambiguous"
+            )
+        self.aliases.put(info.name, alias, info.version)
+        return info.tag
+
+    def remove_alias(self, name: str, alias: str) -> str:
+        """Remove the alias `name:alias`; returns the version it named."""
+        name, alias = validate_part(name, "name"), validate_part(alias, "alias")
+        version = self.aliases.get(name, alias)
+        if version is None or not self.aliases.remove(name, alias):
+            known = sorted(self.aliases.of_name(name))
+            raise NotFound(f"{name} has no alias {alias!r} in {self.url}; its aliases are {known}")
+        return version
 
     def content_key(self, tag: Tag) -> str | None:
         """What a committed version holds (its files, sizes and hashes, wherever they are kept),
@@ -414,28 +465,52 @@ class ModelStore:
                 raise StoreError(f"could not move {staging} to {target}: {exc.strerror}") from None
         raise StoreError(f"could not commit {tag}: {name_dir} kept disappearing")
 
-    def delete(self, tag: str | Tag) -> Tag:
+    def delete(self, tag: str | Tag, *, remove_aliases: bool = False) -> Tag:
         """Delete one version (`name` or `name:latest`: the newest). Returns the deleted tag.
+        A version that an alias names is deleted, with those aliases, only with `remove_aliases`.
 
         An exact version is removed without reading its model.yaml, so a corrupt version can go too.
         """
         tag = Tag.from_taglike(tag)
-        if not tag.is_latest and tag.version in self._version_names(tag.name):
-            self._remove_version(tag)
-            return tag
-        info = self.resolve(tag)
-        self._remove_version(info.tag)
-        return info.tag
+        if tag.is_latest or tag.version not in self._version_names(tag.name):
+            tag = self.resolve(tag).tag
+        self._check_aliases([tag], remove_aliases)
+        self._remove_version(tag)
+        self._remove_aliases_of([tag])
+        return tag
 
-    def delete_all(self, name: str) -> list[Tag]:
-        """Delete every version of `name`. Returns the deleted tags."""
+    def delete_all(self, name: str, *, remove_aliases: bool = False) -> list[Tag]:
+        """Delete every version of `name` (and its aliases, which `remove_aliases` must allow).
+        Returns the deleted tags."""
         tag = Tag.from_str(name)
         versions = self._versions(tag.name)
         if not versions:
             raise NotFound(f"no model named {tag.name!r} in {self.url}")
-        for info in versions:
-            self._remove_version(info.tag)
-        return [info.tag for info in versions]
+        tags = [info.tag for info in versions]
+        self._check_aliases(tags, remove_aliases)
+        for found in tags:
+            self._remove_version(found)
+        self._remove_aliases_of(tags)
+        return tags
+
+    def _check_aliases(self, tags: list[Tag], remove_aliases: bool) -> None:
+        if remove_aliases or not tags:
+            return
+        doomed = {t.version for t in tags}
+        named = sorted(
+            f"{tags[0].name}:{a} -> {v}" for a, v in self.aliases.of_name(tags[0].name).items() if v in doomed
+        )
+        if named:
+            raise InvalidArgument(
+                f"aliases name what would be deleted ({', '.join(named)}): move or remove them first, or delete "
+                "with remove_aliases=True (`raystore models delete` asks)"
+            )
+
+    def _remove_aliases_of(self, tags: list[Tag]) -> None:
+        doomed = {t.version for t in tags}
+        for alias, version in self.aliases.of_name(tags[0].name).items():
+            if version in doomed:
+                self.aliases.remove(tags[0].name, alias)
 
     def _remove_version(self, tag: Tag, *, missing_ok: bool = False) -> None:
         target = self._version_dir(tag)

@@ -56,6 +56,11 @@ class StoredModel:
         return self._store.read_manifest(self.tag)
 
     @property
+    def aliases(self) -> list[str]:
+        """The aliases that name this version now (read from the store on each access: they move)."""
+        return self._store.aliases.of_version(self.tag.name, self.tag.version)
+
+    @property
     def size(self) -> int:
         """Total bytes of the version's files."""
         return sum(entry.size for entry in self.manifest)

@@ -1,0 +1,124 @@
+"""Aliases: `NAME:ALIAS` names a version of NAME (`iris_clf:prod`), wherever a tag is accepted.
+
+An alias is one small file, `<root>/aliases/<name>/<alias>`, holding the version. Writing it is
+one atomic step (locally a rename over it, on object storage one PUT), so a reader sees the old
+version or the new one, never a torn file. It lives beside the versions, not in them: a version's
+files never change, an alias moves. Resolution (in `ModelStore.resolve`): an exact version first,
+then an alias, then a version prefix; so an alias may be neither a version nor the start of one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from typing import TYPE_CHECKING
+
+from raystore._private.store.fs import remote_errors
+from raystore.exceptions import InvalidTag, StoreError
+from raystore.tag import validate_part, validate_version
+
+if TYPE_CHECKING:
+    from raystore._private.store.model_store import ModelStore
+
+ALIASES_DIR = "aliases"
+MAX_ALIAS_BYTES = 256  # a version and a newline; anything longer was not written by raystore
+
+# Every alias this process resolved, `NAME:ALIAS` -> version: what `raystore build` pins, so that a
+# deployment keeps serving what the alias meant when it was built.
+_resolved: dict[str, str] = {}
+_resolved_lock = threading.Lock()
+
+
+def resolved_aliases() -> dict[str, str]:
+    with _resolved_lock:
+        return dict(_resolved)
+
+
+def note_resolved(name: str, alias: str, version: str) -> None:
+    with _resolved_lock:
+        _resolved[f"{name}:{alias}"] = version
+
+
+class Aliases:
+    """The aliases of one store."""
+
+    def __init__(self, store: ModelStore):
+        self.store = store
+
+    def _dir(self, name: str) -> str:
+        return self.store._join(ALIASES_DIR, name)
+
+    def get(self, name: str, alias: str) -> str | None:
+        """The version `NAME:ALIAS` names, or None when there is no such alias."""
+        data = self.store._cat(f"{self._dir(name)}/{alias}")
+        if data is None:
+            return None
+        return self._version_in(data, name, alias)
+
+    def _version_in(self, data: bytes, name: str, alias: str) -> str:
+        try:
+            if len(data) > MAX_ALIAS_BYTES:
+                raise InvalidTag("too long")
+            return validate_version(data.decode("ascii").strip())
+        except (UnicodeDecodeError, InvalidTag):
+            raise StoreError(
+                f"alias {name}:{alias} in {self.store.url} does not hold a version; set it again with "
+                f"`raystore models alias {name}:VERSION {alias}`"
+            ) from None
+
+    def of_name(self, name: str) -> dict[str, str]:
+        """Every alias of NAME -> the version it names."""
+        found = {}
+        for alias in self.store._ls_names(self._dir(name)):
+            try:
+                validate_part(alias, "alias")
+            except InvalidTag:
+                continue  # not ours (a temporary file, an editor's backup)
+            version = self.get(name, alias)
+            if version is not None:
+                found[alias] = version
+        return found
+
+    def of_version(self, name: str, version: str) -> list[str]:
+        return sorted(alias for alias, v in self.of_name(name).items() if v == version)
+
+    def put(self, name: str, alias: str, version: str) -> None:
+        data = f"{version}\n".encode()
+        target = f"{self._dir(name)}/{alias}"
+        store = self.store
+        if not store.is_local:
+            with remote_errors(store.url):
+                store.fs.pipe_file(target, data)
+            return
+        os.makedirs(self._dir(name), exist_ok=True)
+        staging = f"{self._dir(name)}/.{alias}.{uuid.uuid4().hex}.tmp"  # same folder: the rename is atomic
+        try:
+            with open(staging, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(staging, target)
+        except OSError as exc:
+            raise StoreError(f"could not write alias {name}:{alias} in {store.url}: {exc.strerror}") from None
+        finally:
+            if os.path.exists(staging):
+                os.unlink(staging)
+
+    def remove(self, name: str, alias: str) -> bool:
+        """Remove one alias; whether it was there."""
+        target = f"{self._dir(name)}/{alias}"
+        store = self.store
+        if store._cat(target) is None:  # object storage deletes a missing key without a word
+            return False
+        try:
+            with remote_errors(store.url):
+                store.fs.rm_file(target)
+        except FileNotFoundError:
+            return False
+        if store.is_local:
+            try:
+                os.rmdir(self._dir(name))  # only succeeds when no alias is left
+            except OSError:
+                pass
+        return True
