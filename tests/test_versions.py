@@ -1,0 +1,139 @@
+"""Many versions of one model behind one runner (`raystore.models.runner_for`): each call names
+its version (exact, alias, latest), a replica holds a bounded number and evicts the least recently
+used idle one, in process and served by a real Ray."""
+
+import asyncio
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import raystore
+from raystore.exceptions import InvalidArgument, NotFound
+
+
+class Answer:
+    """Answers every row with its own number `k`, after `delay_s`: versions are told apart by value."""
+
+    def __init__(self, k, delay_s=0.0):
+        self.k, self.delay_s = k, delay_s
+
+    def __call__(self, x):
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return np.zeros((len(x), 1)) + self.k
+
+
+def save_answer(k, delay_s=0.0):
+    return raystore.picklable_model.save_model(
+        "answer",
+        Answer(k, delay_s),
+        signatures={"__call__": {"batchable": True}},
+        external_modules=[sys.modules[__name__]],
+    ).tag
+
+
+def _lru_loads(trace, capacity):
+    held, loads = [], 0
+    for item in trace:
+        if item in held:
+            held.remove(item)
+        else:
+            loads += 1
+            if len(held) == capacity:
+                held.pop(0)
+        held.append(item)
+    return loads
+
+
+def test_versions_in_process_load_on_use_and_evict_the_least_recently_used():
+    tags = [save_answer(k) for k in range(4)]
+    runner = raystore.models.runner_for("answer", max_models_per_replica=2).init_local()
+    try:
+        trace = [0, 1, 0, 1, 2, 3, 2, 3, 0, 1]
+        for i in trace:
+            assert runner.run(np.zeros((2, 1)), version=tags[i].version).ravel().tolist() == [i, i]
+        stats = runner._backend.pool.stats()
+        assert stats["loads"] == _lru_loads(trace, 2) == 6 and stats["evictions"] == 4
+        assert stats["held"] == [tags[0].version, tags[1].version]
+        assert runner.run(np.zeros((1, 1))).item() == 3  # no version: latest
+        raystore.models.set_alias(tags[2], "prod")
+        assert runner.run(np.zeros((1, 1)), version="prod").item() == 2
+        with pytest.raises(NotFound, match="no version or alias 'nope'"):
+            runner.run(np.zeros((1, 1)), version="nope")
+    finally:
+        runner.destroy_local()
+    with pytest.raises(InvalidArgument, match="max_models_per_replica"):
+        raystore.models.runner_for("answer", max_models_per_replica=0)
+    with pytest.raises(NotFound):
+        raystore.models.runner_for("no_such_model")
+
+
+def test_concurrent_first_calls_load_a_version_once_and_batches_never_mix_versions():
+    tags = [save_answer(k) for k in range(3)]
+    runner = raystore.models.runner_for("answer", max_models_per_replica=3, max_latency_ms=50).init_local()
+
+    async def calls():
+        return await asyncio.gather(
+            *[runner.async_run(np.zeros((1, 1)), version=tags[j % 3].version) for j in range(90)]
+        )
+
+    try:
+        answers = asyncio.run(calls())
+        assert [a.item() for a in answers] == [j % 3 for j in range(90)]
+        assert runner._backend.pool.stats()["loads"] == 3
+    finally:
+        runner.destroy_local()
+
+
+@pytest.mark.ray
+def test_served_versions_each_answer_alias_moves_and_eviction_spares_requests_in_flight(ray_session):
+    from ray import serve
+
+    tags = [save_answer(k) for k in range(4)]
+    slow = save_answer(9, delay_s=2.0)  # the newest: `latest`
+    runner = raystore.models.runner_for(
+        "answer", max_models_per_replica=2, resources={"num_cpus": 0.05}, max_latency_ms=200
+    )
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.05})
+    class Caller:
+        def __init__(self, runner):
+            self.runner = runner
+
+        async def __call__(self, rows, version=None):
+            return (await self.runner.async_run(np.zeros((rows, 1)), version=version)).ravel().tolist()
+
+    handle = serve.run(Caller.bind(runner.bind()), name="versions", route_prefix=None)
+    stats = serve.get_deployment_handle("answer", "versions").stats
+    try:
+        trace = [0, 1, 0, 1, 2, 3, 2, 3, 0, 1]
+        for i in trace:  # interleaved, each by its own version
+            assert handle.remote(2, tags[i].version).result() == [i, i]
+        assert stats.remote().result()["loads"] == _lru_loads(trace, 2)
+
+        # 200 concurrent calls across versions, each answered by its own
+        pending = [(j % 4, handle.remote(1, tags[j % 4].version)) for j in range(200)]
+        assert all(response.result() == [k] for k, response in pending)
+
+        # a slow call in flight while other versions' traffic forces evictions: it still answers
+        in_flight = handle.remote(1, slow.version)
+        time.sleep(0.5)
+        for i in [0, 1, 2, 3, 0, 1]:
+            assert handle.remote(1, tags[i].version).result() == [i]
+        assert in_flight.result() == [9]
+        assert stats.remote().result()["evictions"] > 0
+
+        # an alias, moved while serving; a version saved after start, served without a restart
+        raystore.models.set_alias(tags[1], "prod")
+        assert handle.remote(1, "prod").result() == [1]
+        raystore.models.set_alias(tags[3], "prod")
+        newest = save_answer(7)
+        deadline = time.time() + 20
+        while time.time() < deadline and (handle.remote(1, "prod").result(), handle.remote(1).result()) != ([3], [7]):
+            time.sleep(0.5)  # what an alias and `latest` mean is looked up again after a few seconds
+        assert handle.remote(1, "prod").result() == [3] and handle.remote(1).result() == [7]
+        assert handle.remote(1, newest.version).result() == [7]
+    finally:
+        serve.delete("versions")
