@@ -3,8 +3,10 @@ its version (exact, alias, latest), a replica holds a bounded number and evicts 
 used idle one, in process and served by a real Ray."""
 
 import asyncio
+import re
 import sys
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -135,5 +137,26 @@ def test_served_versions_each_answer_alias_moves_and_eviction_spares_requests_in
             time.sleep(0.5)  # what an alias and `latest` mean is looked up again after a few seconds
         assert handle.remote(1, "prod").result() == [3] and handle.remote(1).result() == [7]
         assert handle.remote(1, newest.version).result() == [7]
+
+        # Prometheus metrics: loads, evictions, versions held, load time, requests per version
+        import ray
+
+        port = ray.nodes()[0]["MetricsExportPort"]
+        wanted = {
+            "loads": r'ray_raystore_version_loads_total\{[^}]*application="versions"[^}]*\} (\d+)',
+            "evictions": r'ray_raystore_version_evictions_total\{[^}]*application="versions"[^}]*\} (\d+)',
+            "held": r'ray_raystore_versions_held\{[^}]*application="versions"[^}]*\} (\d+)',
+            "load_s": r'ray_raystore_version_load_seconds_count\{[^}]*application="versions"[^}]*\} (\d+)',
+            "requests": r'ray_raystore_version_requests_total\{[^}]*version="' + tags[0].version + r'"[^}]*\} (\d+)',
+        }
+        deadline, found = time.time() + 60, {}
+        while time.time() < deadline and found.get("requests") != 55:  # 3 + 50 + 2 calls of version 0
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            found = {key: float(m.group(1)) for key, pattern in wanted.items() if (m := re.search(pattern, text))}
+            time.sleep(1)
+        final = stats.remote().result()
+        assert found.get("loads", 0) >= 6 and found.get("evictions", 0) >= 4, found
+        assert found.get("held") == 2 and found.get("load_s", 0) >= 6 and found.get("requests") == 55, found
+        assert final["loads"] >= found["loads"]
     finally:
         serve.delete("versions")

@@ -23,7 +23,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from raystore._private.replica import freeze_startup_heap, limit_threads
+from raystore._private.metric_buffer import MetricBuffer
+from raystore._private.replica import freeze_startup_heap, limit_threads, serve_replica_context
 from raystore._private.runner.local import LocalBackend, _LoopThread
 from raystore._private.runner.model import Model, runnable_for
 from raystore._private.runner.runner import Backend, Runner
@@ -102,10 +103,12 @@ class VersionPool:
         spec: RunnerSpec,
         options: VersionsOptions,
         on_change: Callable[[list[str]], None] | None = None,
+        metrics: VersionMetrics | None = None,
     ):
         self.spec = spec  # the template: methods, batching, resources; each version brings its runnable
         self.options = options
         self.on_change = on_change
+        self.metrics = metrics
         self.held: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
         self._loading: dict[str, asyncio.Future] = {}
         self._reserved = 0  # room taken by loads in progress
@@ -118,6 +121,8 @@ class VersionPool:
     async def call(self, version: str, method: str, args: tuple, kwargs: dict) -> Any:
         held = await self._acquire(version)
         self.requests[version] += 1
+        if self.metrics is not None:
+            self.metrics.request(version)
         try:
             return await held.backend.call_async(method, args, kwargs)
         finally:
@@ -145,9 +150,12 @@ class VersionPool:
                 started = time.perf_counter()
                 spec = await asyncio.to_thread(version_spec, self.spec, version)
                 backend = await asyncio.to_thread(LocalBackend, spec)  # loads the model
-                self.load_seconds += time.perf_counter() - started
+                took = time.perf_counter() - started
+                self.load_seconds += took
                 self.loads += 1
                 self.held[version] = _Held(backend)
+                if self.metrics is not None:
+                    self.metrics.loaded(took, len(self.held))
             finally:
                 self._reserved -= 1
             logger.info("runner %r loaded version %s (%d held)", self.spec.name, version, len(self.held))
@@ -169,6 +177,8 @@ class VersionPool:
                 continue
             held = self.held.pop(victim)
             self.evictions += 1
+            if self.metrics is not None:
+                self.metrics.evicted(len(self.held))
             await asyncio.to_thread(held.backend.close)
             logger.info("runner %r evicted version %s (%d held)", self.spec.name, victim, len(self.held))
             self._changed()
@@ -267,7 +277,7 @@ class VersionsReplica:
 
     def __init__(self, spec: RunnerSpec, options: VersionsOptions, num_cpus: float):
         limit_threads(num_cpus)
-        self.pool = VersionPool(spec, options, on_change=_report_versions)
+        self.pool = VersionPool(spec, options, on_change=_report_versions, metrics=VersionMetrics.in_replica())
         freeze_startup_heap()
 
     async def call(self, method: str, version: str, *args: Any, **kwargs: Any) -> Any:
@@ -279,6 +289,66 @@ class VersionsReplica:
 
     def stats(self) -> dict[str, Any]:
         return self.pool.stats()
+
+
+LOAD_S_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+_TAG_KEYS = ("deployment", "application")
+_ray_metrics: dict[str, Any] = {}  # one metric object per name and process
+
+
+class VersionMetrics:
+    """Ray metrics of a replica's versions: loads, evictions, load time (s), versions held, and
+    requests per version (counted on the event loop, handed to Ray once a second)."""
+
+    def __init__(self, deployment: str, application: str):
+        from ray.util import metrics
+
+        def made(kind: Any, name: str, description: str, **extra: Any) -> Any:
+            if name not in _ray_metrics:
+                tag_keys = _TAG_KEYS + extra.pop("more_tags", ())
+                _ray_metrics[name] = kind(name, description, tag_keys=tag_keys, **extra)
+            return _ray_metrics[name]
+
+        self._tags = {"deployment": deployment, "application": application}
+        self._loads = made(metrics.Counter, "raystore_version_loads_total", "Model versions loaded by a replica")
+        self._evictions = made(metrics.Counter, "raystore_version_evictions_total", "Model versions evicted")
+        self._load_s = made(
+            metrics.Histogram, "raystore_version_load_seconds", "Time to load a version", boundaries=LOAD_S_BOUNDARIES
+        )
+        self._held = made(metrics.Gauge, "raystore_versions_held", "Model versions a replica holds")
+        self._requests = made(
+            metrics.Counter,
+            "raystore_version_requests_total",
+            "Requests per model version",
+            more_tags=("version",),
+        )
+        self._buffer = MetricBuffer()
+        self._request_tags: dict[str, tuple[tuple[str, str], ...]] = {}
+
+    @classmethod
+    def in_replica(cls) -> VersionMetrics | None:
+        context = serve_replica_context()
+        if context is None:
+            return None
+        try:
+            return cls(context.deployment, context.app_name)
+        except Exception:  # metrics are a convenience: never let them stop the model from serving
+            return None
+
+    def loaded(self, seconds: float, held: int) -> None:
+        self._loads.inc(1, tags=self._tags)
+        self._load_s.observe(seconds, tags=self._tags)
+        self._held.set(held, tags=self._tags)
+
+    def evicted(self, held: int) -> None:
+        self._evictions.inc(1, tags=self._tags)
+        self._held.set(held, tags=self._tags)
+
+    def request(self, version: str) -> None:
+        tags = self._request_tags.get(version)
+        if tags is None:
+            tags = self._request_tags[version] = (*self._tags.items(), ("version", version))
+        self._buffer.inc(self._requests, tags)
 
 
 def _report_versions(versions: list[str]) -> None:
