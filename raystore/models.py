@@ -45,18 +45,18 @@ def delete_all(name: str, *, remove_aliases: bool = False) -> builtins.list[Tag]
 
 
 def runner_for(
-    name: str, *, max_models_per_replica: int = 4, gpu_memory_fraction: float | None = None, **runner_options: Any
+    model: str, *, max_models_per_replica: int = 4, gpu_memory_fraction: float | None = None, **runner_options: Any
 ) -> VersionedRunner:
-    """A runner for every version of model `name`, one deployment for all of them: each call names
+    """A runner for every version of model `model` (its store name), one deployment for all of them: each call names
     its version, `await runner.predict.async_run(x, version="prod")` (an exact version, a unique
     prefix, an alias or `latest`; none means `latest`, looked up again every few seconds). A
     replica loads a version on first use and holds at most `max_models_per_replica`, evicting the
     least recently used one with no request in flight (and, with `gpu_memory_fraction`, while its
     GPU holds more than that fraction). Requests go to replicas that hold their version. The
     methods, batching and resources are those of the latest version, with `runner_options` as
-    `to_runner` takes them (max_batch_size, max_latency_ms, method_configs, resources,
+    `to_runner` takes them (name, max_batch_size, max_latency_ms, method_configs, resources,
     num_replicas, autoscaling)."""
-    options = VersionsOptions(Tag.from_str(name).name, max_models_per_replica, gpu_memory_fraction)
+    options = VersionsOptions(Tag.from_str(model).name, max_models_per_replica, gpu_memory_fraction)
     return VersionedRunner.for_model(options.model, options, **runner_options)
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -117,9 +118,11 @@ class VersionPool:
         self.evictions = 0
         self.load_seconds = 0.0
         self.requests: Counter[str] = Counter()
+        self.cold_seconds: deque[float] = deque(maxlen=10_000)  # latencies of calls that waited for a load
 
     async def call(self, version: str, method: str, args: tuple, kwargs: dict) -> Any:
-        held = await self._acquire(version)
+        started = time.perf_counter()
+        held, waited = await self._acquire(version)
         self.requests[version] += 1
         if self.metrics is not None:
             self.metrics.request(version)
@@ -129,14 +132,19 @@ class VersionPool:
             held.in_flight -= 1
             if held.in_flight == 0 and self._idle is not None:
                 self._idle.set()
+            if waited:
+                self.cold_seconds.append(time.perf_counter() - started)
 
-    async def _acquire(self, version: str) -> _Held:
+    async def _acquire(self, version: str) -> tuple[_Held, bool]:
+        """The held version, with one more request in flight; and whether this call waited for a load."""
+        waited = False
         while True:
             held = self.held.get(version)
             if held is not None:
                 self.held.move_to_end(version)
                 held.in_flight += 1  # counted before any await: it cannot be evicted from here on
-                return held
+                return held, waited
+            waited = True
             loading = self._loading.get(version)
             if loading is None:
                 loading = self._loading[version] = asyncio.ensure_future(self._load(version))
@@ -210,6 +218,8 @@ class VersionPool:
             "evictions": self.evictions,
             "load_seconds": self.load_seconds,
             "requests": dict(self.requests),
+            "cold_seconds": list(self.cold_seconds),
+            "pid": os.getpid(),
         }
 
     def close(self) -> None:
@@ -421,8 +431,8 @@ class VersionedRunner(Runner):
     versions: VersionsOptions
 
     @classmethod
-    def for_model(cls, name: str, options: VersionsOptions, **runner_options: Any) -> VersionedRunner:
-        template = Model.of(default_store().get(Tag(name)))  # latest: its signatures are the runner's
+    def for_model(cls, model: str, options: VersionsOptions, **runner_options: Any) -> VersionedRunner:
+        template = Model.of(default_store().get(Tag(model)))  # latest: its signatures are the runner's
         if runner_options.get("embedded"):
             raise InvalidArgument("a runner of many versions runs in a deployment of its own; embedded=False")
         runner_options.setdefault("name", template.tag.name.replace(".", "-"))

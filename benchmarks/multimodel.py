@@ -1,0 +1,189 @@
+"""Benchmark: many versions of one model behind one runner (`raystore.models.runner_for`) against
+one deployment serving one version, with the same traffic.
+
+    .venv/bin/python benchmarks/multimodel.py [--duration SECONDS] [--versions 20] [--callers 64]
+
+20 versions of a small numpy MLP (64 -> 256 -> 8, a different seed each) are saved in a temporary
+store. 64 callers in this process call an entry deployment through a DeploymentHandle in a closed
+loop, one row a call. Each call's version is the next of one request trace drawn from a Zipf
+distribution (s = 1.1) over the versions, so a few are hot and most are cold.
+
+- baseline: the entry calls a plain runner of one version (2 replicas);
+- versions: the entry calls `runner_for(NAME, max_models_per_replica=4)` (2 replicas, so 8
+  versions held at most) with each call's version: first over 8 versions (Zipf too), which the
+  replicas can hold between them once routing has settled (the hit path), then over all 20.
+
+It reports throughput and p99 of both; the loads the replicas made against an ideal LRU cache of
+8 versions simulated on the same trace (in the order the calls were sent); and the p99 of the
+calls that waited for a load, as the replicas timed them. The first 2 s (warm-up) are in the load
+count but not in the latencies.
+
+Targets: throughput >= 0.9x the single-version deployment; loads <= 1.2x the simulated LRU.
+Starts and stops its own Ray; the store is a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+FEATURES = 64
+REPLICAS = 2
+PER_REPLICA = 4
+
+
+class Mlp:
+    def __init__(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.w1 = rng.standard_normal((FEATURES, 256)).astype(np.float32)
+        self.w2 = rng.standard_normal((256, 8)).astype(np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x @ self.w1, 0) @ self.w2
+
+
+def zipf_trace(versions: int, length: int, s: float = 1.1, seed: int = 0) -> np.ndarray:
+    """Indices of versions, rank k drawn with probability proportional to 1 / k**s."""
+    weights = 1.0 / np.arange(1, versions + 1) ** s
+    return np.random.default_rng(seed).choice(versions, size=length, p=weights / weights.sum())
+
+
+def lru_loads(trace: list[str], capacity: int) -> int:
+    held: list[str] = []
+    loads = 0
+    for item in trace:
+        if item in held:
+            held.remove(item)
+        else:
+            loads += 1
+            if len(held) == capacity:
+                held.pop(0)
+        held.append(item)
+    return loads
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return 1000 * values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+async def traced_closed_loop(call, versions: list[str], trace: np.ndarray, callers: int, duration_s: float):
+    """(calls/s, p50 ms, p99 ms, versions in the order sent) of `callers` callers in a closed loop,
+    each call taking the next version of `trace`; 2 s of warm-up are not measured."""
+    x = np.ones((1, FEATURES), dtype=np.float32)
+    latencies: list[float] = []
+    sent: list[str] = []
+    start = time.perf_counter()
+    measure_from, stop_at = start + 2.0, start + 2.0 + duration_s
+
+    async def caller() -> None:
+        while (now := time.perf_counter()) < stop_at:
+            version = versions[trace[len(sent) % len(trace)]]
+            sent.append(version)
+            await call(x, version)
+            if now >= measure_from:
+                latencies.append(time.perf_counter() - now)
+
+    await asyncio.gather(*[caller() for _ in range(callers)])
+    latencies.sort()
+    return len(latencies) / duration_s, percentile_ms(latencies, 0.5), percentile_ms(latencies, 0.99), sent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--versions", type=int, default=20)
+    parser.add_argument("--callers", type=int, default=64)
+    args = parser.parse_args()
+    os.environ["RAYSTORE_HOME"] = tempfile.mkdtemp(prefix="raystore-multimodel-")
+    import ray
+    from ray import serve
+
+    import raystore
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
+    class Entry:
+        def __init__(self, runner) -> None:
+            self.runner = runner
+
+        async def __call__(self, x: np.ndarray, version: str | None) -> np.ndarray:
+            if version is None:
+                return await self.runner.predict.async_run(x)
+            return await self.runner.predict.async_run(x, version=version)
+
+    tags = [
+        raystore.picklable_model.save_model("mlp", Mlp(seed), signatures={"predict": {"batchable": True}}).tag
+        for seed in range(args.versions)
+    ]
+    versions = [t.version for t in tags]
+    trace = zipf_trace(args.versions, 200_000)
+    resources = {"num_cpus": 0.5}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        single = raystore.models.get(tags[0]).to_runner(name="single", resources=resources, num_replicas=REPLICAS)
+        handle = serve.run(Entry.bind(single.bind()), name="single", route_prefix=None)
+        base = asyncio.run(
+            traced_closed_loop(lambda x, v: handle.remote(x, None), versions, trace, args.callers, args.duration)
+        )
+        serve.delete("single")
+
+        def versioned(app: str, trace: np.ndarray) -> tuple[tuple, dict[int, dict]]:
+            many = raystore.models.runner_for(
+                "mlp", name=app, max_models_per_replica=PER_REPLICA, resources=resources, num_replicas=REPLICAS
+            )
+            handle = serve.run(Entry.bind(many.bind()), name=app, route_prefix=None)
+            result = asyncio.run(
+                traced_closed_loop(lambda x, v: handle.remote(x, v), versions, trace, args.callers, args.duration)
+            )
+            stats_handle = serve.get_deployment_handle(app, app).stats
+            replicas: dict[int, dict] = {}
+            deadline = time.time() + 30
+            while len(replicas) < REPLICAS and time.time() < deadline:
+                stats = stats_handle.remote().result()
+                replicas[stats["pid"]] = stats
+            serve.delete(app)
+            return result, replicas
+
+        # The hit path: traffic over as many versions as the replicas hold between them.
+        hot = versioned("hot", zipf_trace(REPLICAS * PER_REPLICA, 200_000))
+        zipf = versioned("zipf", trace)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    print(
+        f"\n{args.versions} versions, Zipf s=1.1, {args.callers} callers through a DeploymentHandle, "
+        f"{args.duration:.0f} s each, 1-row requests, {REPLICAS} replicas x {PER_REPLICA} versions\n"
+    )
+    header = f"{'variant':<22} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'req/s ratio':>11} {'p99 ratio':>9}"
+    print(header)
+    print("-" * len(header))
+    rows = [
+        ("one version", base),
+        (f"{REPLICAS * PER_REPLICA} versions (all held)", hot[0]),
+        (f"{args.versions} versions", zipf[0]),
+    ]
+    for name, (rps, p50, p99, _) in rows:
+        ratios = "" if name == "one version" else f"{rps / base[0]:>11.2f} {p99 / base[2]:>9.2f}"
+        print(f"{name:<22} {rps:>7.0f} {p50:>7.1f} {p99:>7.1f} {ratios}")
+    for name, (result, replicas) in ((rows[1][0], hot), (rows[2][0], zipf)):
+        loads = sum(s["loads"] for s in replicas.values())
+        ideal = lru_loads(result[3], REPLICAS * PER_REPLICA)
+        cold = [t for s in replicas.values() for t in s["cold_seconds"]]
+        print(
+            f"\n{name}: loads {loads} by the replicas ({', '.join(str(s['loads']) for s in replicas.values())}), "
+            f"{ideal} by an ideal LRU of {REPLICAS * PER_REPLICA} on the same {len(result[3])} calls: "
+            f"ratio {loads / max(ideal, 1):.2f}; calls that waited for a load: {len(cold)}, "
+            f"p50 {percentile_ms(cold, 0.5):.0f} ms, p99 {percentile_ms(cold, 0.99):.0f} ms (replica-side)"
+        )
+    print("\ntargets: hit path (all held) req/s ratio >= 0.9; loads <= 1.2x the ideal LRU")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
