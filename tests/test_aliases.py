@@ -141,6 +141,9 @@ def test_the_cli_sets_lists_and_removes_aliases_and_asks_before_deleting(two_ver
     out = run("models", "delete", "iris_clf:prod", input="n\n")
     assert f"Delete {first.tag} and the aliases naming it (prod)?" in out.stdout and "Skipped" in out.stdout
     assert raystore.models.get("iris_clf:prod").tag == first.tag
+    out = run("models", "delete", "iris_clf:prod", "-y")
+    assert out.returncode == 1 and "pass --remove-aliases with -y" in out.stderr
+    assert raystore.models.get("iris_clf:prod").tag == first.tag  # nothing deleted
     out = run("models", "alias", "iris_clf", "Prod")
     assert out.returncode == 1 and "uppercase" in out.stderr
     out = run("models", "alias", "iris_clf", "prod", "--remove")

@@ -89,6 +89,42 @@ def test_concurrent_first_calls_load_a_version_once_and_batches_never_mix_versio
         runner.destroy_local()
 
 
+class Unloadable:
+    def __init__(self):
+        self.weights = [1.0]
+
+    def __call__(self, x):
+        return x
+
+    def __setstate__(self, state):
+        raise RuntimeError("cannot load here")
+
+
+def test_a_failed_load_leaves_room_and_sync_and_async_calls_mix(iris):
+    good = save_answer(5)
+    bad = raystore.picklable_model.save_model(
+        "answer", Unloadable(), signatures={"__call__": {"batchable": True}}, external_modules=[sys.modules[__name__]]
+    ).tag
+    runner = raystore.models.runner_for("answer", max_models_per_replica=1).init_local()
+
+    async def both():
+        # the failing load holds the one slot while the good one waits for room: it must not hang
+        failing = asyncio.ensure_future(runner.async_run(np.zeros((1, 1)), version=bad.version))
+        working = asyncio.ensure_future(runner.async_run(np.zeros((1, 1)), version=good.version))
+        done, _ = await asyncio.wait([failing, working], timeout=30)
+        return failing, working, done
+
+    try:
+        failing, working, done = asyncio.run(both())
+        assert len(done) == 2, "a load waiting for room hung after another load failed"
+        with pytest.raises(RuntimeError, match="cannot load here"):
+            failing.result()
+        assert working.result().item() == 5
+        assert runner.run(np.zeros((1, 1)), version=good.version).item() == 5  # sync, after async
+    finally:
+        runner.destroy_local()
+
+
 @pytest.mark.ray
 def test_served_versions_each_answer_alias_moves_and_eviction_spares_requests_in_flight(ray_session):
     from ray import serve

@@ -106,9 +106,12 @@ def delete_models(
     ),
     all_versions: bool = typer.Option(False, "--all", help="Delete every version of each NAME given."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    remove_aliases: bool = typer.Option(
+        False, "--remove-aliases", help="With -y: also delete versions that aliases name (and those aliases)."
+    ),
 ) -> None:
     """Delete model versions: a tag means what it means everywhere, as in raystore.models.delete."""
-    targets: list[tuple[str, list[Tag]]] = []  # (what the user typed, the versions it means)
+    targets: list[tuple[str, list[Tag], list[str]]] = []  # (what the user typed, its versions, their aliases)
     for text in tags:
         tag = Tag.from_str(text)
         if all_versions:
@@ -119,11 +122,16 @@ def delete_models(
                 models.get(tag)  # raises NotFound with the usual message
         else:
             found = [models.get(tag).tag]
-        targets.append((text, found))
-    for text, found in targets:
-        what = f"all {len(found)} version(s) of {text}" if all_versions else str(found[0])
         doomed = {t.version for t in found}
-        named = sorted(a for a, v in models.aliases(found[0].name).items() if v in doomed) if found else []
+        named = sorted(a for a, v in models.aliases(tag.name).items() if v in doomed)
+        if named and yes and not remove_aliases:  # checked for every tag before anything is deleted
+            raise InvalidArgument(
+                f"aliases name what {text} means ({', '.join(named)}): answer the prompt (no -y), or pass "
+                "--remove-aliases with -y"
+            )
+        targets.append((text, found, named))
+    for text, found, named in targets:
+        what = f"all {len(found)} version(s) of {text}" if all_versions else str(found[0])
         if named:
             what += f" and the aliases naming {'them' if len(found) > 1 else 'it'} ({', '.join(named)})"
         if not yes and not typer.confirm(f"Delete {what}?", default=False):

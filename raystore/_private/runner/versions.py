@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
+import sys
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
@@ -39,6 +41,7 @@ from raystore.tag import LATEST, Tag
 
 logger = logging.getLogger("raystore.runner")
 
+DEFAULT_MODELS_PER_REPLICA = 4
 RESOLVE_TTL_S = 2.0  # how long what `latest` or an alias means is trusted before it is looked up again
 VERSION_KWARG = "version"
 
@@ -46,7 +49,7 @@ VERSION_KWARG = "version"
 @dataclasses.dataclass(frozen=True)
 class VersionsOptions:
     model: str  # the store name whose versions the runner serves
-    max_models_per_replica: int = 4
+    max_models_per_replica: int = DEFAULT_MODELS_PER_REPLICA
     gpu_memory_fraction: float | None = None  # evict idle versions while the GPU holds more than this
 
     def __post_init__(self) -> None:
@@ -59,35 +62,55 @@ class VersionsOptions:
 
 
 class VersionResolver:
-    """A call's version (None, `latest`, an alias, a prefix, an exact version) -> the exact version."""
+    """A call's version (None, `latest`, an alias, a prefix, an exact version) -> the exact version.
+
+    An answer is trusted for `ttl_s`; after that the next call gets it at once while one lookup
+    refreshes it (many concurrent calls never each read the store), and an exact version is
+    checked again too, so that a deleted one stops being sent."""
 
     def __init__(self, store: ModelStore, model: str, ttl_s: float = RESOLVE_TTL_S):
         self.store = store
         self.model = model
         self.ttl_s = ttl_s
         self._known: dict[str, tuple[float, str]] = {}  # asked -> (when looked up, exact version)
+        self._refreshing: dict[str, asyncio.Future] = {}
 
-    def cached(self, asked: str | None) -> str | None:
-        hit = self._known.get(asked or LATEST)
-        if hit is None:
-            return None
-        looked_up, exact = hit
-        if exact == asked or time.monotonic() - looked_up < self.ttl_s:  # an exact version never moves
-            return exact
-        return None
-
-    def resolve(self, asked: str | None) -> str:
-        exact = self.cached(asked)
-        if exact is None:
-            if asked is not None and not isinstance(asked, str):
-                raise InvalidArgument(f"version must be a string (a version, an alias or 'latest'), got {asked!r}")
-            exact = self.store.resolve(Tag(self.model, asked or LATEST)).version
-            self._known[asked or LATEST] = (time.monotonic(), exact)
+    def _lookup(self, key: str) -> str:
+        exact = self.store.resolve(Tag(self.model, key)).version
+        self._known[key] = (time.monotonic(), exact)
         return exact
 
+    @staticmethod
+    def _key(asked: str | None) -> str:
+        if asked is not None and not isinstance(asked, str):
+            raise InvalidArgument(f"version must be a string (a version, an alias or 'latest'), got {asked!r}")
+        return asked or LATEST
+
+    def resolve(self, asked: str | None) -> str:
+        key = self._key(asked)
+        hit = self._known.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        return self._lookup(key)
+
     async def resolve_async(self, asked: str | None) -> str:
-        exact = self.cached(asked)
-        return exact if exact is not None else await asyncio.to_thread(self.resolve, asked)
+        key = self._key(asked)
+        hit = self._known.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        pending = self._refreshing.get(key)
+        if pending is None:
+            pending = self._refreshing[key] = asyncio.ensure_future(asyncio.to_thread(self._lookup, key))
+            pending.add_done_callback(lambda _: self._refreshing.pop(key, None))
+        if hit is not None:  # stale: answer with it while the one lookup runs
+            pending.add_done_callback(_ignore_failure)
+            return hit[1]
+        return await asyncio.shield(pending)
+
+
+def _ignore_failure(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # read, so that a failed background lookup is not logged as never retrieved
 
 
 @dataclasses.dataclass
@@ -97,7 +120,8 @@ class _Held:
 
 
 class VersionPool:
-    """The versions of one model this process holds (see the module's docstring)."""
+    """The versions of one model this process holds (see the module's docstring). Runs on one
+    event loop."""
 
     def __init__(
         self,
@@ -112,8 +136,10 @@ class VersionPool:
         self.metrics = metrics
         self.held: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
         self._loading: dict[str, asyncio.Future] = {}
+        self._waiting: Counter[str] = Counter()  # callers waiting for a version's load: it is theirs once loaded
+        self._draining: set[str] = set()  # chosen for eviction: no new requests, evicted once idle
         self._reserved = 0  # room taken by loads in progress
-        self._idle: asyncio.Event | None = None  # set when a request ends: an eviction may be possible
+        self._room: asyncio.Event | None = None  # set, and replaced, whenever room may have changed
         self.loads = 0
         self.evictions = 0
         self.load_seconds = 0.0
@@ -130,8 +156,8 @@ class VersionPool:
             return await held.backend.call_async(method, args, kwargs)
         finally:
             held.in_flight -= 1
-            if held.in_flight == 0 and self._idle is not None:
-                self._idle.set()
+            if held.in_flight == 0:
+                self._room_changed()
             if waited:
                 self.cold_seconds.append(time.perf_counter() - started)
 
@@ -140,15 +166,26 @@ class VersionPool:
         waited = False
         while True:
             held = self.held.get(version)
-            if held is not None:
+            if held is not None and version not in self._draining:
                 self.held.move_to_end(version)
                 held.in_flight += 1  # counted before any await: it cannot be evicted from here on
                 return held, waited
             waited = True
+            if held is not None:  # being drained for eviction: wait until it is gone, then load it anew
+                await self._wait_for_room()
+                continue
             loading = self._loading.get(version)
             if loading is None:
                 loading = self._loading[version] = asyncio.ensure_future(self._load(version))
-            await asyncio.shield(loading)  # a load failure reaches every caller; a cancelled caller leaves it be
+                self._changed()  # routed here from now on: the next requests wait for this load
+            self._waiting[version] += 1  # from here until this caller holds it, it is not evicted
+            try:
+                await asyncio.shield(loading)  # a load failure reaches every caller; a cancelled one leaves it be
+            finally:
+                self._waiting[version] -= 1
+                if not self._waiting[version]:
+                    del self._waiting[version]
+                    self._room_changed()  # loaded for callers that all left: evictable now
 
     async def _load(self, version: str) -> None:
         try:
@@ -167,47 +204,69 @@ class VersionPool:
             finally:
                 self._reserved -= 1
             logger.info("runner %r loaded version %s (%d held)", self.spec.name, version, len(self.held))
-            self._changed()
         finally:
             self._loading.pop(version, None)
+            self._changed()  # a failed load stops being advertised too
+            self._room_changed()  # its reservation is released, loaded or not
+
+    def _full(self) -> bool:
+        return len(self.held) + self._reserved >= self.options.max_models_per_replica
 
     async def _make_room(self) -> None:
-        """Evict idle versions, least recently used first, until one more fits; wait for a request
-        to end while every held version has one in flight."""
-        while len(self.held) + self._reserved >= self.options.max_models_per_replica or self._gpu_over_budget():
-            victim = next((v for v, h in self.held.items() if h.in_flight == 0), None)
-            if victim is None:
-                if len(self.held) + self._reserved < self.options.max_models_per_replica:
-                    return  # over the GPU budget with nothing idle: load anyway rather than wait forever
-                self._idle = self._idle or asyncio.Event()
-                self._idle.clear()
-                await self._idle.wait()
+        """Evict idle versions, least recently used first, until one more fits. While every held
+        version is busy, the least recently used one stops taking new requests and goes once idle."""
+        while self._full() or self._gpu_over_budget():
+            victim = next(
+                (v for v, h in self.held.items() if h.in_flight == 0 and not self._waiting.get(v)),
+                None,
+            )
+            if victim is not None:
+                await self._evict(victim)
                 continue
-            held = self.held.pop(victim)
-            self.evictions += 1
-            if self.metrics is not None:
-                self.metrics.evicted(len(self.held))
-            await asyncio.to_thread(held.backend.close)
-            logger.info("runner %r evicted version %s (%d held)", self.spec.name, victim, len(self.held))
-            self._changed()
+            if not self._full():
+                return  # over the GPU budget with nothing idle: load anyway rather than wait forever
+            draining = next((v for v in self.held if not self._waiting.get(v)), None)
+            if draining is not None and not self._draining:
+                self._draining.add(draining)
+            await self._wait_for_room()
+
+    async def _evict(self, victim: str) -> None:
+        held = self.held.pop(victim)
+        self._draining.discard(victim)
+        self.evictions += 1
+        if self.metrics is not None:
+            self.metrics.evicted(len(self.held))
+        self._changed()
+        await asyncio.to_thread(_close, held.backend, self.options.gpu_memory_fraction is not None)
+        logger.info("runner %r evicted version %s (%d held)", self.spec.name, victim, len(self.held))
+        self._room_changed()
+
+    async def _wait_for_room(self) -> None:
+        if self._room is None:
+            self._room = asyncio.Event()
+        await self._room.wait()
+
+    def _room_changed(self) -> None:
+        """Wake every waiter (a request ended, a load ended, a version went): each checks again."""
+        if self._room is not None:
+            self._room.set()
+            self._room = None
 
     def _gpu_over_budget(self) -> bool:
+        """Whether this process holds more GPU memory than its fraction of the device (PyTorch's)."""
         fraction = self.options.gpu_memory_fraction
-        if fraction is None or not self.held:
+        if fraction is None or not self.held or "torch" not in sys.modules:
             return False
-        try:
-            import torch
-        except ImportError:
-            return False
+        torch = sys.modules["torch"]
         if not torch.cuda.is_available():
             return False
-        free, total = torch.cuda.mem_get_info()
-        return (total - free) / total > fraction
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        return torch.cuda.memory_reserved() / total > fraction
 
     def _changed(self) -> None:
         if self.on_change is not None:
             try:
-                self.on_change(list(self.held))
+                self.on_change([*self.held, *(v for v in self._loading if v not in self.held)])
             except Exception as exc:  # routing is an optimisation: a failed report costs loads, not answers
                 logger.warning("could not report the versions held to Serve: %s", exc)
 
@@ -226,6 +285,15 @@ class VersionPool:
         for held in self.held.values():
             held.backend.close()
         self.held.clear()
+
+
+def _close(backend: LocalBackend, free_gpu_cache: bool) -> None:
+    backend.close()
+    if free_gpu_cache and "torch" in sys.modules:
+        gc.collect()  # the model's tensors go now, not at the next collection
+        torch = sys.modules["torch"]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # and PyTorch's cache gives their memory back to the device
 
 
 def version_spec(template: RunnerSpec, version: str) -> RunnerSpec:
@@ -247,24 +315,26 @@ def _pop_version(kwargs: dict) -> tuple[str | None, dict]:
 
 
 class LocalVersionsBackend:
-    """A versioned runner in this process (`init_local()`): one pool, resolution without a TTL
-    wait for exact versions."""
+    """A versioned runner in this process (`init_local()`). Its pool runs on a loop thread of its
+    own, whatever loop or thread calls: the pool's state belongs to one loop."""
 
     def __init__(self, spec: RunnerSpec, options: VersionsOptions):
         self.spec = spec
         self.pool = VersionPool(spec, options)
         self.resolver = VersionResolver(spec.models[0].store, options.model)
-        self._loop_thread: _LoopThread | None = None
+        self._loop_thread = _LoopThread()
 
-    async def call_async(self, name: str, args: tuple, kwargs: dict) -> Any:
+    async def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
         asked, kwargs = _pop_version(kwargs)
         version = await self.resolver.resolve_async(asked)
         return await self.pool.call(version, name, args, kwargs)
 
+    async def call_async(self, name: str, args: tuple, kwargs: dict) -> Any:
+        future = asyncio.run_coroutine_threadsafe(self._call(name, args, kwargs), self._loop_thread.loop)
+        return await asyncio.wrap_future(future)
+
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
-        if self._loop_thread is None:
-            self._loop_thread = _LoopThread()
-        return self._loop_thread.run(self.call_async(name, args, kwargs))
+        return self._loop_thread.run(self._call(name, args, kwargs))
 
     def remote(self, name: str, args: tuple, kwargs: dict) -> Any:
         raise InvalidArgument(f"runner {self.spec.name!r} runs in this process; .remote() needs a served runner")
@@ -274,9 +344,7 @@ class LocalVersionsBackend:
 
     def close(self) -> None:
         self.pool.close()
-        if self._loop_thread is not None:
-            self._loop_thread.stop()
-            self._loop_thread = None
+        self._loop_thread.stop()
 
     def __getstate__(self) -> dict[str, Any]:
         raise InvalidArgument("a runner initialised with init_local() stays in its process")
@@ -445,6 +513,18 @@ class VersionedRunner(Runner):
         self._backend = LocalVersionsBackend(self.spec, self.versions)
         return self
 
+    async def resolve_version(self, asked: str | None) -> str:
+        """The exact version a call with `version=asked` gets now (NotFound when there is none)."""
+        backend = self._running_backend()
+        if isinstance(backend, ServedVersionsBackend):
+            return await backend.resolver.resolve_async(asked)
+        resolver = getattr(backend, "resolver", None) or VersionResolver(self.spec.models[0].store, self.versions.model)
+        return await asyncio.to_thread(resolver.resolve, asked)  # a local pool's resolver lives on its own loop
+
+    def stored_versions(self) -> list[str]:
+        """Every version of the model in its store, newest first (reads the store)."""
+        return [m.tag.version for m in self.spec.models[0].store.list(self.versions.model)]
+
     def destroy_local(self) -> None:
         if isinstance(self._backend, LocalVersionsBackend):
             self._backend.close()
@@ -472,3 +552,23 @@ class VersionedRunner(Runner):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._start(state["spec"], state["backend"])
         self.versions = state["versions"]
+
+
+def runner_for(
+    model: str,
+    *,
+    max_models_per_replica: int = DEFAULT_MODELS_PER_REPLICA,
+    gpu_memory_fraction: float | None = None,
+    **runner_options: Any,
+) -> VersionedRunner:
+    """A runner for every version of model `model` (its store name), one deployment for all of
+    them: each call names its version, `await runner.predict.async_run(x, version="prod")` (an
+    exact version, a unique prefix, an alias or `latest`; none means `latest`, looked up again
+    every few seconds). A replica loads a version on first use and holds at most
+    `max_models_per_replica`, evicting the least recently used one with no request in flight
+    (and, with `gpu_memory_fraction`, while its GPU holds more than that fraction). Requests go
+    to replicas that hold their version. The methods, batching and resources are those of the
+    latest version, with `runner_options` as `to_runner` takes them (name, max_batch_size,
+    max_latency_ms, method_configs, resources, num_replicas, autoscaling)."""
+    options = VersionsOptions(Tag.from_str(model).name, max_models_per_replica, gpu_memory_fraction)
+    return VersionedRunner.for_model(options.model, options, **runner_options)

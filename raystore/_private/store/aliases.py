@@ -9,6 +9,7 @@ then an alias, then a version prefix; so an alias may be neither a version nor t
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -20,6 +21,8 @@ from raystore.tag import validate_part, validate_version
 
 if TYPE_CHECKING:
     from raystore._private.store.model_store import ModelStore
+
+logger = logging.getLogger("raystore.store")
 
 ALIASES_DIR = "aliases"
 MAX_ALIAS_BYTES = 256  # a version and a newline; anything longer was not written by raystore
@@ -75,7 +78,11 @@ class Aliases:
                 validate_part(alias, "alias")
             except InvalidTag:
                 continue  # not ours (a temporary file, an editor's backup)
-            version = self.get(name, alias)
+            try:
+                version = self.get(name, alias)
+            except StoreError as exc:  # one bad alias must not hide the others (resolving it says why)
+                logger.warning("%s", exc)
+                continue
             if version is not None:
                 found[alias] = version
         return found
@@ -91,19 +98,26 @@ class Aliases:
             with remote_errors(store.url):
                 store.fs.pipe_file(target, data)
             return
-        os.makedirs(self._dir(name), exist_ok=True)
         staging = f"{self._dir(name)}/.{alias}.{uuid.uuid4().hex}.tmp"  # same folder: the rename is atomic
-        try:
-            with open(staging, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(staging, target)
-        except OSError as exc:
-            raise StoreError(f"could not write alias {name}:{alias} in {store.url}: {exc.strerror}") from None
-        finally:
-            if os.path.exists(staging):
-                os.unlink(staging)
+        for attempt in range(3):
+            try:
+                os.makedirs(self._dir(name), exist_ok=True)
+                with open(staging, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(staging, target)
+                return
+            except FileNotFoundError:
+                if attempt == 2:  # the folder went each time: the last alias removed meanwhile
+                    raise StoreError(
+                        f"could not write alias {name}:{alias} in {store.url}: its folder kept vanishing"
+                    ) from None
+            except OSError as exc:
+                raise StoreError(f"could not write alias {name}:{alias} in {store.url}: {exc.strerror}") from None
+            finally:
+                if os.path.exists(staging):
+                    os.unlink(staging)
 
     def remove(self, name: str, alias: str) -> bool:
         """Remove one alias; whether it was there."""
