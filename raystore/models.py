@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import builtins
 import sys
-from typing import Any
 
 from raystore._private.frameworks.own_files import create as create  # public here: raystore.models.create
 from raystore._private.runner.model import Model
-from raystore._private.runner.versions import VersionedRunner, VersionsOptions
+from raystore._private.runner.versions import runner_for as runner_for  # public here: raystore.models.runner_for
 from raystore._private.store import Outcome, archive, default_store, remote_store
 from raystore._private.store.fs import open_filesystem
 from raystore._private.store.gc import local_temp_leftovers, store_leftovers, sweep
@@ -42,22 +41,6 @@ def delete(tag: str | Tag, *, remove_aliases: bool = False) -> Tag:
 def delete_all(name: str, *, remove_aliases: bool = False) -> builtins.list[Tag]:
     """Delete every version of `name` (and, with `remove_aliases=True`, its aliases). Returns the deleted tags."""
     return default_store().delete_all(name, remove_aliases=remove_aliases)
-
-
-def runner_for(
-    model: str, *, max_models_per_replica: int = 4, gpu_memory_fraction: float | None = None, **runner_options: Any
-) -> VersionedRunner:
-    """A runner for every version of model `model` (its store name), one deployment for all of them: each call names
-    its version, `await runner.predict.async_run(x, version="prod")` (an exact version, a unique
-    prefix, an alias or `latest`; none means `latest`, looked up again every few seconds). A
-    replica loads a version on first use and holds at most `max_models_per_replica`, evicting the
-    least recently used one with no request in flight (and, with `gpu_memory_fraction`, while its
-    GPU holds more than that fraction). Requests go to replicas that hold their version. The
-    methods, batching and resources are those of the latest version, with `runner_options` as
-    `to_runner` takes them (name, max_batch_size, max_latency_ms, method_configs, resources,
-    num_replicas, autoscaling)."""
-    options = VersionsOptions(Tag.from_str(model).name, max_models_per_replica, gpu_memory_fraction)
-    return VersionedRunner.for_model(options.model, options, **runner_options)
 
 
 def set_alias(tag: str | Tag, alias: str) -> Tag:

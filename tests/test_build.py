@@ -53,7 +53,7 @@ def test_build_pins_latest_and_validates(store_home, monkeypatch):
 def test_build_models_pins_each_tag_and_serves_them_over_v2(store_home):
     first = _save_iris()
     current = _save_iris()
-    config = build_config(None, models=["iris_clf", str(first.tag)])
+    config = build_config(None, models=["iris_clf:latest", str(first.tag)])
     validate_config(config)
     (app,) = config["applications"]
     assert app["args"] == {"models": [str(current.tag), str(first.tag)]}  # latest, settled now
@@ -63,6 +63,16 @@ def test_build_models_pins_each_tag_and_serves_them_over_v2(store_home):
     assert names[versioned[0]]["ray_actor_options"] == {"num_cpus": 1.0}
     with pytest.raises(InvalidArgument, match="not both"):
         build_config("service:svc", models=["iris_clf"])
+
+    # a bare name: every version from one deployment, latest per request, so not pinned
+    config = build_config(None, models=["iris_clf"], max_models_per_replica=3)
+    validate_config(config)
+    (app,) = config["applications"]
+    assert app["args"] == {"models": ["iris_clf"], "max_models_per_replica": 3}
+    assert json.loads(app["runtime_env"]["env_vars"]["RAYSTORE_PINS"]) == {}
+    assert {d["name"] for d in app["deployments"]} == {"models-ingress", "iris_clf"}
+    with pytest.raises(InvalidArgument, match="given more than once: a bare name serves every version"):
+        build_config(None, models=["iris_clf", str(first.tag)])
 
 
 def test_bad_pins_are_a_config_error(monkeypatch):

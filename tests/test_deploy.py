@@ -103,7 +103,7 @@ def test_deploy_models_over_v2(head_cluster, http_port, tmp_path, subprocess_env
     env = dict(subprocess_env)
     tag = train_iris(env)
     config_file = tmp_path / "models.yaml"
-    out = raystore_cli("build", "--model", "iris_clf", "-o", str(config_file), env=env)
+    out = raystore_cli("build", "--model", "iris_clf:latest", "-o", str(config_file), env=env)
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(config_file.read_text())
     assert config["applications"][0]["args"] == {"models": [tag]}

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from serving import free_port, raystore_serve
 
+import raystore
+
 pytestmark = pytest.mark.ray
 triton = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -24,6 +26,22 @@ class SlowDouble:
     def __call__(self, x):
         time.sleep(0.02)
         return x * 2
+
+
+class Answer:
+    """Answers every row with its own number: versions are told apart by value."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self, x):
+        return np.zeros((len(x), 1), dtype=np.float32) + self.k
+
+
+def save_answer(k):
+    return raystore.picklable_model.save_model(
+        "answer", Answer(k), signatures={"__call__": {"batchable": True}}, external_modules=[sys.modules[__name__]]
+    )
 
 
 class FailsToLoad:
@@ -47,8 +65,6 @@ def v2_server(tmp_path_factory, iris):
     from sklearn.linear_model import LogisticRegression
     from sklearn.tree import DecisionTreeClassifier
 
-    import raystore
-
     home = tmp_path_factory.mktemp("v2-store")
     x, y = iris
     with pytest.MonkeyPatch.context() as patch:
@@ -68,6 +84,8 @@ def v2_server(tmp_path_factory, iris):
         )
         tree = DecisionTreeClassifier(max_depth=2).fit(x, y)  # in the store, not served until loaded
         raystore.sklearn.save_model("iris_tree", tree, signatures={"predict": {"batchable": True}})
+        answers = [save_answer(k).tag for k in range(3)]  # served as a bare name: every version
+        raystore.models.set_alias(answers[0], "prod")
         raystore.picklable_model.save_model(
             "fails_to_load",
             FailsToLoad(),
@@ -75,12 +93,20 @@ def v2_server(tmp_path_factory, iris):
             external_modules=[sys.modules[__name__]],
         )
     env = {**os.environ, "RAYSTORE_HOME": str(home), "RAY_metrics_report_interval_ms": "500"}
-    models = (f"--model={old.tag}", f"--model={new.tag}", "--model=iris_onnx", "--model=slow_double")
+    models = (
+        f"--model={old.tag}",
+        f"--model={new.tag}",
+        "--model=iris_onnx:latest",
+        "--model=slow_double:latest",
+        "--model=answer",
+        "--max-models-per-replica=2",
+    )
     metrics_port = free_port()
     with raystore_serve(env, models[0], home, *models[1:], "--no-access-log", metrics_port=metrics_port) as (_, port):
         client = triton.InferenceServerClient(url=f"127.0.0.1:{port}", concurrency=16)
         client.base_url = f"http://127.0.0.1:{port}"
         client.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        client.store_home, client.answers = home, answers
         yield client, old, new, onnx_model, graph, classifier, tree
 
 
@@ -251,3 +277,39 @@ def test_models_load_and_unload_through_the_repository_api(v2_server, iris):
     (state,) = [e["state"] for e in client.get_model_repository_index() if e["name"] == "fails_to_load"]
     assert state in ("UNLOADING", "UNAVAILABLE")
     assert not client.is_model_ready("fails_to_load")
+
+
+def test_a_bare_name_serves_every_version_latest_per_request(v2_server):
+    client, *_ = v2_server
+    answers = client.answers
+    one_row = np.zeros((1, 1), dtype=np.float32)
+
+    def answer(version=""):
+        result = client.infer("answer", [_input("input__0", one_row, "FP32", True)], model_version=version)
+        return result.as_numpy("output__0").item(), result.get_response()["model_version"]
+
+    assert answer() == (2, answers[2].version)  # latest
+    assert answer(answers[0].version[:12]) == (0, answers[0].version)  # a prefix
+    assert answer("prod") == (0, answers[0].version)  # an alias
+    assert answer(answers[1].version) == (1, answers[1].version)  # a third version, with 2 held
+    meta = client.get_model_metadata("answer")
+    assert meta["versions"] == [a.version for a in reversed(answers)]
+    assert client.get_model_metadata("answer", model_version="prod")["versions"] == [answers[0].version]
+    with pytest.raises(InferenceServerException) as err:
+        answer("zzzz")
+    assert err.value.status() == "404" and "no version or alias 'zzzz'" in str(err.value)
+    assert not client.is_model_ready("answer", model_version="zzzz")
+
+    # a version saved while serving is served without a restart; its model stays on demand, not loadable
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAYSTORE_HOME", str(client.store_home))
+        newest = save_answer(3).tag
+    deadline = time.time() + 20
+    while time.time() < deadline and answer()[0] != 3:
+        time.sleep(0.5)  # `latest` is looked up again after 2 s
+    assert answer() == (3, newest.version) and answer(newest.version)[0] == 3
+    client.load_model("answer")  # served already, every version
+    with pytest.raises(InferenceServerException, match="served by the server's own application"):
+        client.unload_model(f"answer:{answers[0].version}")
+    states = {e["version"]: e["state"] for e in client.get_model_repository_index() if e["name"] == "answer"}
+    assert states == {t.version: "READY" for t in [*answers, newest]}

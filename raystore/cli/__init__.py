@@ -82,8 +82,11 @@ def serve_command(
         [],
         "--model",
         "-m",
-        help="A store model to serve over the Open Inference Protocol (KServe V2), e.g. iris_clf or "
-        "iris_clf:VERSION; repeat for several. No service module needed.",
+        help="A store model to serve over the Open Inference Protocol (KServe V2): NAME serves every version "
+        "(latest per request), NAME:VERSION (or :latest, an alias) that one; repeat for several. No service module needed.",
+    ),
+    max_models: int = typer.Option(
+        4, "--max-models-per-replica", min=1, help="Versions a replica of a bare --model NAME holds at most."
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(3000, "--port", help="HTTP port."),
@@ -106,8 +109,15 @@ def serve_command(
     if models:
         from raystore._private.deploy.models import CLUSTER_CPUS_PER_MODEL, service_for_models
 
-        service = service_for_models(models, cpus_per_model=None if address is None else CLUSTER_CPUS_PER_MODEL)
-        what = ", ".join(f"{r.models[0].tag}" for r in service.runners)
+        service = service_for_models(
+            models,
+            cpus_per_model=None if address is None else CLUSTER_CPUS_PER_MODEL,
+            max_models_per_replica=max_models,
+        )
+        what = ", ".join(
+            f"{r.versions.model} (every version)" if hasattr(r, "versions") else f"{r.models[0].tag}"
+            for r in service.runners
+        )
         docs = "models over the Open Inference Protocol at {url}/v2/models/NAME"
     else:
         service, what, docs = target, target, "API docs at {url}/docs"
@@ -142,7 +152,11 @@ def build_command(
         [],
         "--model",
         "-m",
-        help="A store model to serve over the Open Inference Protocol (KServe V2) instead of a service; repeat for several.",
+        help="A store model to serve over the Open Inference Protocol (KServe V2) instead of a service: NAME every "
+        "version, NAME:VERSION that one (pinned); repeat for several.",
+    ),
+    max_models: int = typer.Option(
+        4, "--max-models-per-replica", min=1, help="Versions a replica of a bare --model NAME holds at most."
     ),
     output: str = typer.Option(..., "--output", "-o", help="Where to write the config, e.g. deployments/NAME.yaml."),
     working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
@@ -162,7 +176,13 @@ def build_command(
     from raystore._private.deploy.build import build_config, validate_config
 
     config = build_config(
-        target, models=models, working_dir=working_dir, store=store, pythonpath=pythonpath, route_prefix=route_prefix
+        target,
+        models=models,
+        working_dir=working_dir,
+        store=store,
+        pythonpath=pythonpath,
+        route_prefix=route_prefix,
+        max_models_per_replica=max_models,
     )
     validate_config(config)
     path = Path(output)
@@ -182,7 +202,11 @@ def deploy_command(
         [],
         "--model",
         "-m",
-        help="A store model to serve over the Open Inference Protocol (KServe V2) instead of a service; repeat for several.",
+        help="A store model to serve over the Open Inference Protocol (KServe V2) instead of a service: NAME every "
+        "version, NAME:VERSION that one (pinned); repeat for several.",
+    ),
+    max_models: int = typer.Option(
+        4, "--max-models-per-replica", min=1, help="Versions a replica of a bare --model NAME holds at most."
     ),
     address: str = typer.Option(..., "--address", "-a", help="The cluster's dashboard, e.g. http://HEAD:8265."),
     working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
@@ -194,7 +218,7 @@ def deploy_command(
     if target is not None and target.endswith((".yaml", ".yml")) and not models:
         config = yaml.safe_load(Path(target).read_text())
     else:
-        config = build_config(target, models=models, working_dir=working_dir)
+        config = build_config(target, models=models, working_dir=working_dir, max_models_per_replica=max_models)
     validate_config(config)
     shown: dict = {}
 

@@ -12,6 +12,7 @@ from raystore._private.deploy.local import resolve_service
 from raystore._private.deploy.models import CLUSTER_CPUS_PER_MODEL, service_for_models
 from raystore._private.replica import HEALTH_CHECK_OPTIONS
 from raystore._private.runner.served import deployment_groups, deployment_options
+from raystore._private.runner.versions import DEFAULT_MODELS_PER_REPLICA, VersionedRunner
 from raystore._private.service.ingress import INGRESS_ACTOR_OPTIONS
 from raystore._private.service.service import load_service
 from raystore._private.store.aliases import resolved_aliases
@@ -23,7 +24,10 @@ def build_application(args: dict[str, Any]) -> Any:
     """Serve application builder named by built configs: `args = {"service": "MODULE:ATTRIBUTE"}`,
     or `{"models": ["NAME:VERSION", ...]}` for store models served over the V2 protocol."""
     if "models" in args:
-        return service_for_models(args["models"], cpus_per_model=CLUSTER_CPUS_PER_MODEL).to_app()
+        limit = args.get("max_models_per_replica", DEFAULT_MODELS_PER_REPLICA)
+        return service_for_models(
+            args["models"], cpus_per_model=CLUSTER_CPUS_PER_MODEL, max_models_per_replica=limit
+        ).to_app()
     service = load_service(args["service"])
     return service.to_app(args["service"])
 
@@ -36,6 +40,7 @@ def build_config(
     route_prefix: str = "/",
     store: str | None = None,
     pythonpath: str | None = None,
+    max_models_per_replica: int = DEFAULT_MODELS_PER_REPLICA,
 ) -> dict[str, Any]:
     """A Serve config (the `serve deploy` schema) for a service, with the store location and every
     model the service's runners use pinned to the version `latest` means now (and every alias the
@@ -55,12 +60,19 @@ def build_config(
     if (target is None) == (not models):
         raise InvalidArgument("give a service (MODULE:ATTRIBUTE) or models (--model TAG), not both")
     if models:
-        service = service_for_models(models, cpus_per_model=CLUSTER_CPUS_PER_MODEL)
-        args: dict[str, Any] = {"models": [str(runner.models[0].tag) for runner in service.runners]}
+        service = service_for_models(
+            models, cpus_per_model=CLUSTER_CPUS_PER_MODEL, max_models_per_replica=max_models_per_replica
+        )
+        # each version pinned by its full tag; a bare name stays bare: every version, latest per request
+        args: dict[str, Any] = {
+            "models": [r.versions.model if _every_version(r) else str(r.models[0].tag) for r in service.runners]
+        }
+        if max_models_per_replica != DEFAULT_MODELS_PER_REPLICA:
+            args["max_models_per_replica"] = max_models_per_replica
     else:
         service, import_path = resolve_service(target, working_dir)
         args = {"service": import_path}
-    pins = {m.tag.name: m.tag.version for runner in service.runners for m in runner.models}
+    pins = {m.tag.name: m.tag.version for r in service.runners if not _every_version(r) for m in r.models}
     pins.update(resolved_aliases())  # `NAME:ALIAS` keeps naming the version it named at build time
     folder = str(Path(working_dir or os.getcwd()).resolve())
     ingress = {
@@ -96,6 +108,10 @@ def build_config(
             }
         ]
     }
+
+
+def _every_version(runner: Any) -> bool:
+    return isinstance(runner, VersionedRunner)
 
 
 def validate_config(config: dict[str, Any]) -> None:

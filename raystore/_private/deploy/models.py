@@ -8,43 +8,78 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from raystore._private.deploy.repository import StoreRepository
 from raystore._private.runner.model import Model
+from raystore._private.runner.versions import DEFAULT_MODELS_PER_REPLICA, runner_for
 from raystore._private.service.ingress import INGRESS_ACTOR_OPTIONS
 from raystore._private.service.service import Service
 from raystore._private.store import default_store
 from raystore.exceptions import InvalidArgument
+from raystore.tag import Tag
 
 MODELS_SERVICE = "models"
 CLUSTER_CPUS_PER_MODEL = 1.0  # on a cluster, a model replica asks for a CPU of its own, as any runner does
 
 
-def service_for_models(tags: Sequence[str], name: str = MODELS_SERVICE, cpus_per_model: float | None = None) -> Service:
-    """A V2-only service of the store's models `tags` (each resolved now: `latest` means the
-    version that is newest as the server starts). Each model runs in one deployment for all its
-    signatures (one copy of the model), with `cpus_per_model` CPUs a replica (default: one, or
-    a fair share of this machine's when that is less, so that every model and the ingress fit)."""
+def service_for_models(
+    tags: Sequence[str],
+    name: str = MODELS_SERVICE,
+    cpus_per_model: float | None = None,
+    max_models_per_replica: int = DEFAULT_MODELS_PER_REPLICA,
+) -> Service:
+    """A V2-only service of the store's models `tags`.
+
+    - `NAME:VERSION` (or `NAME:latest`, an alias, a prefix): that version, resolved now, in a
+      deployment of its own for all its signatures;
+    - a bare `NAME`: every version of NAME from one deployment, a version loaded on first use and
+      at most `max_models_per_replica` held by a replica; a request without a version gets the
+      one `latest` means at that moment.
+
+    Each deployment's replica asks for `cpus_per_model` CPUs (default: one, or a fair share of
+    this machine's when that is less, so that every model and the ingress fit)."""
     if not tags:
         raise InvalidArgument("give at least one model: --model NAME[:VERSION]")
     store = default_store()
-    models = [Model.of(store.get(tag)) for tag in tags]
-    share = cpus_per_model if cpus_per_model is not None else local_share(len(models))
+    every_version = [Tag.from_str(tag).name for tag in tags if ":" not in tag]
+    pinned = {tag: Model.of(store.get(tag)) for tag in tags if ":" in tag}
+    share = cpus_per_model if cpus_per_model is not None else local_share(len(tags))
+    resources = {"num_cpus": share}  # GPUs stay "auto": one where the framework uses it and the cluster has one
+    runners: list[Any] = []
     seen = set()
-    runners = []
-    for model in models:
+    for tag in tags:  # in the order given
+        model = pinned.get(tag)
+        if model is None:
+            model_name = Tag.from_str(tag).name
+            if every_version.count(model_name) > 1 or any(m.tag.name == model_name for m in pinned.values()):
+                raise InvalidArgument(
+                    f"model {model_name} is given more than once: a bare name serves every version, "
+                    f"NAME:VERSION one; give {model_name} or its versions"
+                )
+            runners.append(
+                runner_for(
+                    model_name,
+                    max_models_per_replica=max_models_per_replica,
+                    name=_runner_name(model_name),
+                    resources=resources,
+                )
+            )
+            continue
         if model.tag in seen:
             raise InvalidArgument(f"model {model.tag} is given twice")
         seen.add(model.tag)
-        twins = sum(1 for other in models if other.tag.name == model.tag.name)
-        runner_name = model.tag.name.replace(".", "-")
-        if twins > 1:  # several versions of one model: a runner each
+        runner_name = _runner_name(model.tag.name)
+        if sum(1 for other in pinned.values() if other.tag.name == model.tag.name) > 1:  # a runner per version
             runner_name = f"{runner_name}-{model.tag.version}"
-        resources = {"num_cpus": share}  # GPUs stay "auto": one where the framework uses it and the cluster has one
         runners.append(model.to_runner(name=runner_name, colocate=True, resources=resources))
     service = Service(name, runners=runners, v2=True)
     service.v2_repository = StoreRepository(service.name, share, fit_to_free=cpus_per_model is None)
     return service
+
+
+def _runner_name(model: str) -> str:
+    return model.replace(".", "-")
 
 
 def local_share(models: int) -> float:

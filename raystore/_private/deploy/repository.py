@@ -107,7 +107,9 @@ class StoreRepository:
             asyncio.to_thread(application_statuses), asyncio.to_thread(default_store().list)
         )
         own = set(served)
-        states: dict[str, tuple[str, str]] = {key: ("READY", "") for key in own}
+        every_version = {key.split(":")[0] for key in own if key.endswith(":*")}  # served on demand
+        states: dict[str, tuple[str, str]] = {key: ("READY", "") for key in own if not key.endswith(":*")}
+        states.update({str(m.tag): ("READY", "") for m in stored if m.tag.name in every_version})
         for application, (status, message) in statuses.items():
             tag = self.tag_of(application)
             if tag is not None:
@@ -131,7 +133,7 @@ class StoreRepository:
     async def load(self, tag: str, own: Collection[str]) -> str:
         stored = await asyncio.to_thread(default_store().get, tag)  # NotFound, AmbiguousTag
         key = str(stored.tag)
-        if key in own:
+        if key in own or f"{stored.tag.name}:*" in own:
             return key  # served by the server's own application already
         task = self._loads.get(key)
         if task is None or task.done():
@@ -199,7 +201,7 @@ class StoreRepository:
                 version = (await asyncio.to_thread(default_store().resolve, wanted)).version
             except NotFound:
                 version = str(wanted.version)  # deleted from the store since it was loaded: a prefix then
-            if f"{wanted.name}:{version}" in own:
+            if f"{wanted.name}:{version}" in own or f"{wanted.name}:*" in own:
                 raise BadInput(
                     f"{wanted.name}:{version} is served by the server's own application (given when it started) "
                     "and stays while it runs; only models loaded over this API unload"

@@ -22,6 +22,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from raystore._private.runner.versions import VersionedRunner
 from raystore._private.service.v2.codec import HEADER_LENGTH, Tensor, decode_request, encode_response
 from raystore._private.version import __version__
 from raystore.exceptions import BadInput, NotFound, RaystoreError
@@ -71,6 +72,9 @@ class ServedVersion:
     signatures: list[str]
     default_signature: str
     created: float  # the version's creation time (seconds since the epoch): the newest is `latest`
+    # A runner of every version of the model (`runner_for`): a request's version is resolved per
+    # request, `version` and `created` being those of the version it was made from.
+    every_version: bool = False
     inputs: dict[str, list[TensorSpec]] = field(default_factory=dict)  # by signature
     outputs: dict[str, list[TensorSpec]] = field(default_factory=dict)
 
@@ -99,6 +103,7 @@ def served_version(runner: Runner) -> ServedVersion | None:
         signatures=signatures,
         default_signature=next((s for s in DEFAULT_SIGNATURES if s in signatures), signatures[0]),
         created=model.info.creation_time.timestamp(),
+        every_version=isinstance(runner, VersionedRunner),
     )
     for signature in signatures:
         served.inputs[signature], served.outputs[signature] = _tensor_specs(model, signature)
@@ -231,15 +236,28 @@ class V2Routes:
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     async def model_metadata(self, request: Request) -> Response:
+        version = request.path_params.get("version")
         try:
-            served, signature = await self.lookup(request.path_params["name"], request.path_params.get("version"))
+            served, signature = await self.lookup(request.path_params["name"], version)
+            metadata = served.metadata(signature)
+            if served.every_version:  # the version asked for, or every one the store has
+                runner: Any = served.runner
+                versions = (
+                    [await runner.resolve_version(version)]
+                    if version not in (None, "")
+                    else await asyncio.to_thread(runner.stored_versions)
+                )
+                metadata["versions"] = versions
         except (NotFound, BadInput) as exc:
             return _error(exc.http_status, str(exc))
-        return JSONResponse(served.metadata(signature))
+        return JSONResponse(metadata)
 
     async def model_ready(self, request: Request) -> Response:
+        version = request.path_params.get("version")
         try:
-            await self.lookup(request.path_params["name"], request.path_params.get("version"))
+            served, _ = await self.lookup(request.path_params["name"], version)
+            if served.every_version and version not in (None, ""):
+                await served.runner.resolve_version(version)  # type: ignore[attr-defined]
         except (NotFound, BadInput) as exc:
             return _error(exc.http_status, str(exc))
         ready = await self.is_ready()
@@ -272,7 +290,7 @@ class V2Routes:
                 name = base
         if versions is None:
             raise NotFound(f"no model {name!r} here; the models are {sorted(self.models)}")
-        if version in (None, "", "latest"):
+        if version in (None, "", "latest") or versions[0].every_version:
             served = versions[0]
         else:
             matches = [v for v in versions if v.version.startswith(version)]
@@ -310,7 +328,8 @@ class V2Routes:
     # ---- repository -----------------------------------------------------------------------------
 
     def _own_keys(self) -> list[str]:
-        return [f"{v.name}:{v.version}" for v in self.own]
+        """NAME:VERSION of the versions the service serves itself; NAME:* where it serves them all."""
+        return [f"{v.name}:*" if v.every_version else f"{v.name}:{v.version}" for v in self.own]
 
     async def repository_index(self, request: Request) -> Response:
         assert self.repository is not None
@@ -356,8 +375,14 @@ class V2Routes:
             raise BadInput("the 'signature' parameter must be a signature's name")
         served, signature = await self.lookup(request.path_params["name"], request.path_params.get("version"), asked)
         value = _call_value(served, signature, decoded.inputs)
+        version = served.version
+        options: dict[str, Any] = {}
+        if served.every_version:
+            version = options["version"] = await served.runner.resolve_version(  # type: ignore[attr-defined]
+                request.path_params.get("version") or None
+            )
         try:
-            result = await getattr(served.runner, signature).async_run(value)
+            result = await getattr(served.runner, signature).async_run(value, **options)
         except Exception as exc:
             if self.repository is None or type(_cause(exc)).__name__ != "DeploymentUnavailableError":
                 raise
@@ -377,7 +402,7 @@ class V2Routes:
         else:
             binary = decoded.binary_outputs
         public_name = served.name if signature == served.default_signature else f"{served.name}.{signature}"
-        content, headers = encode_response(public_name, served.version, outputs, decoded.id, binary)
+        content, headers = encode_response(public_name, version, outputs, decoded.id, binary)
         return Response(content, headers=headers)
 
 
