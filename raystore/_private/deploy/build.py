@@ -15,7 +15,6 @@ from raystore._private.runner.served import deployment_groups, deployment_option
 from raystore._private.runner.versions import DEFAULT_MODELS_PER_REPLICA, VersionedRunner
 from raystore._private.service.ingress import INGRESS_ACTOR_OPTIONS
 from raystore._private.service.service import load_service
-from raystore._private.store.aliases import resolved_aliases
 from raystore.config import settings
 from raystore.exceptions import InvalidArgument
 
@@ -43,8 +42,8 @@ def build_config(
     max_models_per_replica: int = DEFAULT_MODELS_PER_REPLICA,
 ) -> dict[str, Any]:
     """A Serve config (the `serve deploy` schema) for a service, with the store location and every
-    model the service's runners use pinned to the version `latest` means now (and every alias the
-    service resolved to the version it names now).
+    model the service's runners use pinned to the version `latest` means now, and every alias
+    naming one of those versions to it.
 
     `store` and `pythonpath` say where the cluster finds the models and the service's module when
     they differ from this machine (an `s3://` store; the folder `cluster.yaml` mounts the code at);
@@ -72,8 +71,10 @@ def build_config(
     else:
         service, import_path = resolve_service(target, working_dir)
         args = {"service": import_path}
-    pins = {m.tag.name: m.tag.version for r in service.runners if not _every_version(r) for m in r.models}
-    pins.update(resolved_aliases())  # `NAME:ALIAS` keeps naming the version it named at build time
+    served = [m for r in service.runners if not _every_version(r) for m in r.models]
+    pins = {m.tag.name: m.tag.version for m in served}
+    # and every alias naming a served version keeps naming it: `NAME:ALIAS` -> what it means now
+    pins.update({f"{m.tag.name}:{alias}": m.tag.version for m in served for alias in m.aliases})
     folder = str(Path(working_dir or os.getcwd()).resolve())
     ingress = {
         "name": f"{service.name}-ingress",

@@ -82,8 +82,13 @@ def _runner_name(model: str) -> str:
     return model.replace(".", "-")
 
 
+LOAD_ROOM_CPUS = 0.1  # on one machine, kept free for models loaded over the repository API
+
+
 def local_share(models: int) -> float:
-    """One CPU per model, or less when this machine has fewer CPUs than models and the ingress need."""
+    """One CPU per model, or less when this machine has fewer CPUs than models, the ingress and
+    some room for models loaded later need."""
     cpus = os.cpu_count() or 1
-    share = math.floor(100 * (cpus - INGRESS_ACTOR_OPTIONS["num_cpus"]) / max(models, 1)) / 100  # down: all must fit
+    free = cpus - INGRESS_ACTOR_OPTIONS["num_cpus"] - LOAD_ROOM_CPUS
+    share = math.floor(100 * free / max(models, 1)) / 100  # down: all must fit
     return min(1.0, max(0.05, share))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import uuid
 from typing import TYPE_CHECKING
 
@@ -26,21 +25,6 @@ logger = logging.getLogger("raystore.store")
 
 ALIASES_DIR = "aliases"
 MAX_ALIAS_BYTES = 256  # a version and a newline; anything longer was not written by raystore
-
-# Every alias this process resolved, `NAME:ALIAS` -> version: what `raystore build` pins, so that a
-# deployment keeps serving what the alias meant when it was built.
-_resolved: dict[str, str] = {}
-_resolved_lock = threading.Lock()
-
-
-def resolved_aliases() -> dict[str, str]:
-    with _resolved_lock:
-        return dict(_resolved)
-
-
-def note_resolved(name: str, alias: str, version: str) -> None:
-    with _resolved_lock:
-        _resolved[f"{name}:{alias}"] = version
 
 
 class Aliases:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from raystore._private.store import gc, manifest
-from raystore._private.store.aliases import Aliases, note_resolved
+from raystore._private.store.aliases import Aliases
 from raystore._private.store.cache import NodeCache
 from raystore._private.store.fs import create_exclusive, is_local, open_filesystem, remote_errors
 from raystore._private.store.info import ModelInfo
@@ -266,7 +266,6 @@ class ModelStore:
                 f"alias {name}:{alias} names version {version}, which is not in {self.url} (deleted, or not pushed "
                 f"here); set it again with `raystore models alias {name}:VERSION {alias}`"
             )
-        note_resolved(name, alias, version)
         return info
 
     def get(self, tag: str | Tag) -> StoredModel:
