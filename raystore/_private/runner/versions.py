@@ -42,7 +42,8 @@ from raystore.tag import LATEST, Tag
 logger = logging.getLogger("raystore.runner")
 
 DEFAULT_MODELS_PER_REPLICA = 4
-RESOLVE_TTL_S = 2.0  # how long what `latest` or an alias means is trusted before it is looked up again
+RESOLVE_TTL_S = 2.0
+VERSIONED_MAX_ONGOING_REQUESTS = 256  # how long what `latest` or an alias means is trusted before it is looked up again
 VERSION_KWARG = "version"
 
 
@@ -538,6 +539,9 @@ class VersionedRunner(Runner):
             gpu_capable=self.spec.runnable_class.gpu_capable(), cluster_gpus=cluster_gpus()
         )
         options = deployment_options(self.spec, methods, resources.ray_actor_options())
+        # A replica that Serve's router finds full sends the requests for its versions to another,
+        # which then loads them too (ray-project/ray#48741): let the batch queues absorb the bursts.
+        options["max_ongoing_requests"] = max(options["max_ongoing_requests"], VERSIONED_MAX_ONGOING_REQUESTS)
         app = serve.deployment(VersionsReplica).options(**options).bind(self.spec, self.versions, resources.num_cpus)
         bound = VersionedRunner._from_spec(self.spec, ServedVersionsBackend(self.spec, self.versions, app))
         bound.versions = self.versions
