@@ -65,10 +65,10 @@ def test_build_models_pins_each_tag_and_serves_them_over_v2(store_home):
         build_config("service:svc", models=["iris_clf"])
 
     # a bare name: every version from one deployment, latest per request, so not pinned
-    config = build_config(None, models=["iris_clf"], max_models_per_replica=3)
+    config = build_config(None, models=["iris_clf"], max_models_per_replica=3, gpu_memory_fraction=0.5)
     validate_config(config)
     (app,) = config["applications"]
-    assert app["args"] == {"models": ["iris_clf"], "max_models_per_replica": 3}
+    assert app["args"] == {"models": ["iris_clf"], "max_models_per_replica": 3, "gpu_memory_fraction": 0.5}
     assert json.loads(app["runtime_env"]["env_vars"]["RAYSTORE_PINS"]) == {}
     assert {d["name"] for d in app["deployments"]} == {"models-ingress", "iris_clf"}
     with pytest.raises(InvalidArgument, match="given more than once: a bare name serves every version"):

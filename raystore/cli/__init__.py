@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 import yaml
 
 from raystore._private.deploy.cluster import delete_application, deploy_config, serve_status
 from raystore._private.runner.gpus import list_gpus
+from raystore._private.runner.versions import DEFAULT_MODELS_PER_REPLICA
 from raystore._private.version import __version__
 from raystore.cli import models as models_cli
 from raystore.cli.output import emit_table, human_size
@@ -73,21 +75,44 @@ def gpus() -> None:
     emit_table(["Index", "Name", "Memory Total", "Memory Free", "Utilization"], rows)
 
 
+def _models_option() -> Any:
+    return typer.Option(
+        [],
+        "--model",
+        "-m",
+        help="A store model to serve over the Open Inference Protocol (KServe V2) instead of a service: NAME "
+        "serves every version (latest per request), NAME:VERSION (or :latest, an alias) that one, pinned; "
+        "repeat for several. No service module needed.",
+    )
+
+
+def _max_models_option() -> Any:
+    return typer.Option(
+        DEFAULT_MODELS_PER_REPLICA,
+        "--max-models-per-replica",
+        min=1,
+        help="Versions a replica of a bare --model NAME holds at most.",
+    )
+
+
+def _gpu_memory_fraction_option() -> Any:
+    return typer.Option(
+        None,
+        "--gpu-memory-fraction",
+        min=0.01,
+        max=1.0,
+        help="A replica of a bare --model NAME also evicts idle versions while its PyTorch GPU memory is above this.",
+    )
+
+
 @app.command("serve")
 def serve_command(
     target: str | None = typer.Argument(
         None, help="The service as MODULE:ATTRIBUTE, e.g. service:svc (or --model instead)."
     ),
-    models: list[str] = typer.Option(
-        [],
-        "--model",
-        "-m",
-        help="A store model to serve over the Open Inference Protocol (KServe V2): NAME serves every version "
-        "(latest per request), NAME:VERSION (or :latest, an alias) that one; repeat for several. No service module needed.",
-    ),
-    max_models: int = typer.Option(
-        4, "--max-models-per-replica", min=1, help="Versions a replica of a bare --model NAME holds at most."
-    ),
+    models: list[str] = _models_option(),
+    max_models: int = _max_models_option(),
+    gpu_memory_fraction: float | None = _gpu_memory_fraction_option(),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(3000, "--port", help="HTTP port."),
     address: str | None = typer.Option(None, "--address", help="An existing Ray cluster (else a local one starts)."),
@@ -113,6 +138,7 @@ def serve_command(
             models,
             cpus_per_model=None if address is None else CLUSTER_CPUS_PER_MODEL,
             max_models_per_replica=max_models,
+            gpu_memory_fraction=gpu_memory_fraction,
         )
         what = ", ".join(
             f"{r.versions.model} (every version)" if hasattr(r, "versions") else f"{r.models[0].tag}"
@@ -148,16 +174,9 @@ def serve_command(
 @app.command("build")
 def build_command(
     target: str | None = typer.Argument(None, help="The service as MODULE:ATTRIBUTE, e.g. service:svc (or --model)."),
-    models: list[str] = typer.Option(
-        [],
-        "--model",
-        "-m",
-        help="A store model to serve over the Open Inference Protocol (KServe V2) instead of a service: NAME every "
-        "version, NAME:VERSION that one (pinned); repeat for several.",
-    ),
-    max_models: int = typer.Option(
-        4, "--max-models-per-replica", min=1, help="Versions a replica of a bare --model NAME holds at most."
-    ),
+    models: list[str] = _models_option(),
+    max_models: int = _max_models_option(),
+    gpu_memory_fraction: float | None = _gpu_memory_fraction_option(),
     output: str = typer.Option(..., "--output", "-o", help="Where to write the config, e.g. deployments/NAME.yaml."),
     working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
     store: str = typer.Option(
@@ -183,6 +202,7 @@ def build_command(
         pythonpath=pythonpath,
         route_prefix=route_prefix,
         max_models_per_replica=max_models,
+        gpu_memory_fraction=gpu_memory_fraction,
     )
     validate_config(config)
     path = Path(output)
@@ -198,16 +218,9 @@ def deploy_command(
     target: str | None = typer.Argument(
         None, help="MODULE:ATTRIBUTE of a service, or a config built by `raystore build` (or --model)."
     ),
-    models: list[str] = typer.Option(
-        [],
-        "--model",
-        "-m",
-        help="A store model to serve over the Open Inference Protocol (KServe V2) instead of a service: NAME every "
-        "version, NAME:VERSION that one (pinned); repeat for several.",
-    ),
-    max_models: int = typer.Option(
-        4, "--max-models-per-replica", min=1, help="Versions a replica of a bare --model NAME holds at most."
-    ),
+    models: list[str] = _models_option(),
+    max_models: int = _max_models_option(),
+    gpu_memory_fraction: float | None = _gpu_memory_fraction_option(),
     address: str = typer.Option(..., "--address", "-a", help="The cluster's dashboard, e.g. http://HEAD:8265."),
     working_dir: str = typer.Option(".", "--working-dir", help="Folder MODULE is imported from."),
     timeout: float = typer.Option(300, "--timeout", help="Seconds to wait for the application to run."),
@@ -218,7 +231,13 @@ def deploy_command(
     if target is not None and target.endswith((".yaml", ".yml")) and not models:
         config = yaml.safe_load(Path(target).read_text())
     else:
-        config = build_config(target, models=models, working_dir=working_dir, max_models_per_replica=max_models)
+        config = build_config(
+            target,
+            models=models,
+            working_dir=working_dir,
+            max_models_per_replica=max_models,
+            gpu_memory_fraction=gpu_memory_fraction,
+        )
     validate_config(config)
     shown: dict = {}
 

@@ -23,9 +23,11 @@ def build_application(args: dict[str, Any]) -> Any:
     """Serve application builder named by built configs: `args = {"service": "MODULE:ATTRIBUTE"}`,
     or `{"models": ["NAME:VERSION", ...]}` for store models served over the V2 protocol."""
     if "models" in args:
-        limit = args.get("max_models_per_replica", DEFAULT_MODELS_PER_REPLICA)
         return service_for_models(
-            args["models"], cpus_per_model=CLUSTER_CPUS_PER_MODEL, max_models_per_replica=limit
+            args["models"],
+            cpus_per_model=CLUSTER_CPUS_PER_MODEL,
+            max_models_per_replica=args.get("max_models_per_replica", DEFAULT_MODELS_PER_REPLICA),
+            gpu_memory_fraction=args.get("gpu_memory_fraction"),
         ).to_app()
     service = load_service(args["service"])
     return service.to_app(args["service"])
@@ -40,6 +42,7 @@ def build_config(
     store: str | None = None,
     pythonpath: str | None = None,
     max_models_per_replica: int = DEFAULT_MODELS_PER_REPLICA,
+    gpu_memory_fraction: float | None = None,
 ) -> dict[str, Any]:
     """A Serve config (the `serve deploy` schema) for a service, with the store location and every
     model the service's runners use pinned to the version `latest` means now, and every alias
@@ -60,7 +63,10 @@ def build_config(
         raise InvalidArgument("give a service (MODULE:ATTRIBUTE) or models (--model TAG), not both")
     if models:
         service = service_for_models(
-            models, cpus_per_model=CLUSTER_CPUS_PER_MODEL, max_models_per_replica=max_models_per_replica
+            models,
+            cpus_per_model=CLUSTER_CPUS_PER_MODEL,
+            max_models_per_replica=max_models_per_replica,
+            gpu_memory_fraction=gpu_memory_fraction,
         )
         # each version pinned by its full tag; a bare name stays bare: every version, latest per request
         args: dict[str, Any] = {
@@ -68,6 +74,8 @@ def build_config(
         }
         if max_models_per_replica != DEFAULT_MODELS_PER_REPLICA:
             args["max_models_per_replica"] = max_models_per_replica
+        if gpu_memory_fraction is not None:
+            args["gpu_memory_fraction"] = gpu_memory_fraction
     else:
         service, import_path = resolve_service(target, working_dir)
         args = {"service": import_path}

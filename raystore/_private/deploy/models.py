@@ -28,14 +28,15 @@ def service_for_models(
     name: str = MODELS_SERVICE,
     cpus_per_model: float | None = None,
     max_models_per_replica: int = DEFAULT_MODELS_PER_REPLICA,
+    gpu_memory_fraction: float | None = None,
 ) -> Service:
     """A V2-only service of the store's models `tags`.
 
     - `NAME:VERSION` (or `NAME:latest`, an alias, a prefix): that version, resolved now, in a
       deployment of its own for all its signatures;
     - a bare `NAME`: every version of NAME from one deployment, a version loaded on first use and
-      at most `max_models_per_replica` held by a replica; a request without a version gets the
-      one `latest` means at that moment.
+      at most `max_models_per_replica` held by a replica (fewer while its GPU memory is above
+      `gpu_memory_fraction`); a request without a version gets the one `latest` means then.
 
     Each deployment's replica asks for `cpus_per_model` CPUs (default: one, or a fair share of
     this machine's when that is less, so that every model and the ingress fit)."""
@@ -61,6 +62,7 @@ def service_for_models(
                 runner_for(
                     model_name,
                     max_models_per_replica=max_models_per_replica,
+                    gpu_memory_fraction=gpu_memory_fraction,
                     name=_runner_name(model_name),
                     resources=resources,
                 )
