@@ -1,7 +1,7 @@
 """Benchmark: many versions of one model behind one runner (`raystore.models.runner_for`) against
 one deployment serving one version, with the same traffic.
 
-    .venv/bin/python benchmarks/multimodel.py [--duration SECONDS] [--versions 20] [--callers 64]
+    .venv/bin/python benchmarks/multimodel.py [--duration SECONDS] [--rounds 3] [--versions 20] [--callers 64]
 
 20 versions of a small numpy MLP (64 -> 256 -> 8, a different seed each) are saved in a temporary
 store. 64 callers in this process call an entry deployment through a DeploymentHandle in a closed
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--versions", type=int, default=20)
     parser.add_argument("--callers", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     os.environ["RAYSTORE_HOME"] = tempfile.mkdtemp(prefix="raystore-multimodel-")
     import ray
@@ -137,12 +139,15 @@ def main() -> None:
     resources = {"num_cpus": 0.5}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        single = raystore.models.get(tags[0]).to_runner(name="single", resources=resources, num_replicas=REPLICAS)
-        handle = serve.run(Entry.bind(single.bind()), name="single", route_prefix=None)
-        base = asyncio.run(
-            traced_closed_loop(lambda x, v: handle.remote(x, None), versions, trace, args.callers, args.duration)
-        )
-        serve.delete("single")
+
+        def single_version(app: str) -> tuple:
+            single = raystore.models.get(tags[0]).to_runner(name=app, resources=resources, num_replicas=REPLICAS)
+            handle = serve.run(Entry.bind(single.bind()), name=app, route_prefix=None)
+            base = asyncio.run(
+                traced_closed_loop(lambda x, v: handle.remote(x, None), versions, trace, args.callers, args.duration)
+            )
+            serve.delete(app)
+            return base
 
         def versioned(app: str, trace: np.ndarray) -> tuple[tuple, dict[int, dict]]:
             many = raystore.models.runner_for(
@@ -168,41 +173,69 @@ def main() -> None:
             serve.delete(app)
             return result, replicas
 
-        # The hit path: traffic over as many versions as the replicas hold between them.
-        hot = versioned("hot", zipf_trace(REPLICAS * PER_REPLICA, 200_000))
-        zipf = versioned("zipf", trace)
+        # Each round measures the three in turn, so that a machine speeding up or slowing down
+        # affects them alike; the hit path is traffic over as many versions as the replicas hold.
+        hot_trace = zipf_trace(REPLICAS * PER_REPLICA, 200_000)
+        rounds = []
+        for i in range(args.rounds):
+            rounds.append((single_version(f"single{i}"), versioned(f"hot{i}", hot_trace), versioned(f"zipf{i}", trace)))
+            print(f"round {i + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         serve.shutdown()
         ray.shutdown()
 
     print(
         f"\n{args.versions} versions, Zipf s=1.1, {args.callers} callers through a DeploymentHandle, "
-        f"{args.duration:.0f} s each, 1-row requests, {REPLICAS} replicas x {PER_REPLICA} versions\n"
+        f"{args.duration:.0f} s each, 1-row requests, {REPLICAS} replicas x {PER_REPLICA} versions, "
+        f"median of {args.rounds} rounds\n"
     )
-    header = f"{'variant':<22} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'req/s ratio':>11} {'p99 ratio':>9}"
+    header = (
+        f"{'variant':<22} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'req/s ratio':>11} {'p99 ratio':>9} "
+        f"{'loads':>6} {'ideal':>6} {'ratio':>6} {'cold p99':>8}"
+    )
     print(header)
     print("-" * len(header))
-    rows = [
-        ("one version", base),
-        (f"{REPLICAS * PER_REPLICA} versions (all held)", hot[0]),
-        (f"{args.versions} versions", zipf[0]),
-    ]
-    for name, (rps, p50, p99, *_) in rows:
-        ratios = "" if name == "one version" else f"{rps / base[0]:>11.2f} {p99 / base[2]:>9.2f}"
-        print(f"{name:<22} {rps:>7.0f} {p50:>7.1f} {p99:>7.1f} {ratios}")
-    for name, (result, replicas) in ((rows[1][0], hot), (rows[2][0], zipf)):
-        sent, warm, at_start = result[3], result[4], result[5]
-        loads = sum(s["loads"] for s in replicas.values()) - sum(s["loads"] for s in at_start.values())
-        warm_loads = sum(s["loads"] for s in at_start.values())
-        ideal = lru_loads(sent, REPLICAS * PER_REPLICA, count_from=warm)
-        cold = [t for s in replicas.values() for t in s["cold_seconds"]]
+    names = ("one version", f"{REPLICAS * PER_REPLICA} versions (all held)", f"{args.versions} versions")
+    for column, name in enumerate(names):
+        cells = [one[column] for one in rounds]
+        results = [c if column == 0 else c[0] for c in cells]
+        rps, p50, p99 = (statistics.median(r[k] for r in results) for k in range(3))
+        line = f"{name:<22} {rps:>7.0f} {p50:>7.1f} {p99:>7.1f}"
+        if column:
+            rps_ratio = statistics.median(c[0][0] / one[0][0] for c, one in zip(cells, rounds, strict=True))
+            p99_ratio = statistics.median(c[0][2] / one[0][2] for c, one in zip(cells, rounds, strict=True))
+            loads = [_loads(c) for c in cells]
+            cold = [t for c in cells for s in c[1].values() for t in s["cold_seconds"]]
+            line += (
+                f" {rps_ratio:>11.2f} {p99_ratio:>9.2f} {statistics.median(x[0] for x in loads):>6.0f}"
+                f" {statistics.median(x[1] for x in loads):>6.0f}"
+                f" {statistics.median(x[0] / max(x[1], 1) for x in loads):>6.2f} {percentile_ms(cold, 0.99):>8.0f}"
+            )
+        print(line)
+    print("\nreq/s ratio of each round (the spread is the machine's noise):")
+    for column, name in list(enumerate(names))[1:]:
+        ratios = [one[column][0][0] / one[0][0] for one in rounds]
+        loads = [_loads(one[column]) for one in rounds]
         print(
-            f"\n{name}: {loads} loads by the replicas after warm-up ({warm_loads} in it), {ideal} by an ideal "
-            f"LRU of {REPLICAS * PER_REPLICA} on the same {len(sent) - warm} calls (warmed by the {warm} before): "
-            f"ratio {loads / max(ideal, 1):.2f}; calls that waited for a load: {len(cold)}, "
-            f"p50 {percentile_ms(cold, 0.5):.0f} ms, p99 {percentile_ms(cold, 0.99):.0f} ms (replica-side)"
+            f"{name:<22} "
+            + " ".join(f"{r:.2f}" for r in ratios)
+            + "   loads/ideal "
+            + " ".join(f"{a}/{b}" for a, b in loads)
         )
-    print("\ntargets: hit path (all held) req/s ratio >= 0.9; loads <= 1.2x the ideal LRU")
+    print(
+        "\nloads: by the replicas after the 2 s warm-up; ideal: an LRU of "
+        f"{REPLICAS * PER_REPLICA} on the same calls, warmed by the warm-up's; cold p99: of the calls that "
+        "waited for a load, timed in the replica, in ms"
+    )
+    print("targets: hit path (all held) req/s ratio >= 0.9; loads <= 1.2x the ideal LRU")
+
+
+def _loads(cell: tuple) -> tuple[int, int]:
+    """(loads after warm-up, ideal LRU loads on the same calls) of one versioned measurement."""
+    result, replicas = cell
+    sent, warm, at_start = result[3], result[4], result[5]
+    loads = sum(s["loads"] for s in replicas.values()) - sum(s["loads"] for s in at_start.values())
+    return loads, lru_loads(sent, REPLICAS * PER_REPLICA, count_from=warm)
 
 
 if __name__ == "__main__":
