@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from raystore._private.batching import BatchStats
@@ -91,14 +91,18 @@ class ServedBackend:
         return {"spec": self.spec, "targets": self.targets, "_handles": {}}
 
     async def call_async(self, name: str, args: tuple, kwargs: dict) -> Any:
+        return await self.sent_again_if_lost(name, lambda: self.remote(name, args, kwargs))
+
+    async def sent_again_if_lost(self, name: str, send: Callable[[], Any]) -> Any:
+        """`await send()`, and once more when the replica it went to was lost."""
         try:
-            return await self.remote(name, args, kwargs)
+            return await send()
         except Exception as exc:
             if not _replica_lost(exc):
                 raise
             self._log_retry(name, exc)
         await asyncio.sleep(_RETRY_PAUSE_S)
-        return await self.remote(name, args, kwargs)
+        return await send()
 
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
         try:
@@ -120,6 +124,13 @@ class ServedBackend:
 
     def stats(self, name: str) -> BatchStats | None:
         return None  # the queues live in the runner's replicas (their Ray metrics tell)
+
+
+def remote_cause(exc: Exception) -> Exception:
+    """The error as raised in the replica a call went to: Ray wraps it (RayTaskError), `.cause`."""
+    while isinstance(getattr(exc, "cause", None), Exception):
+        exc = exc.cause  # type: ignore[attr-defined]
+    return exc
 
 
 def _replica_lost(exc: BaseException) -> bool:

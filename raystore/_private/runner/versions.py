@@ -42,8 +42,8 @@ from raystore.tag import LATEST, Tag
 logger = logging.getLogger("raystore.runner")
 
 DEFAULT_MODELS_PER_REPLICA = 4
-RESOLVE_TTL_S = 2.0
-VERSIONED_MAX_ONGOING_REQUESTS = 256  # how long what `latest` or an alias means is trusted before it is looked up again
+RESOLVE_TTL_S = 2.0  # how long what `latest` or an alias means is trusted before it is looked up again
+VERSIONED_MAX_ONGOING_REQUESTS = 256
 VERSION_KWARG = "version"
 
 
@@ -467,16 +467,7 @@ class ServedVersionsBackend(ServedBackend):
     async def call_async(self, name: str, args: tuple, kwargs: dict) -> Any:
         asked, kwargs = _pop_version(kwargs)
         version = await self.resolver.resolve_async(asked)
-        try:
-            return await self._send(name, version, args, kwargs)
-        except Exception as exc:
-            from raystore._private.runner.served import _replica_lost
-
-            if not _replica_lost(exc):
-                raise
-            self._log_retry(name, exc)
-        await asyncio.sleep(0.05)
-        return await self._send(name, version, args, kwargs)
+        return await self.sent_again_if_lost(name, lambda: self._send(name, version, args, kwargs))
 
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
         return self.remote(name, args, kwargs).result()
@@ -504,7 +495,6 @@ class VersionedRunner(Runner):
         template = Model.of(default_store().get(Tag(model)))  # latest: its signatures are the runner's
         if runner_options.get("embedded"):
             raise InvalidArgument("a runner of many versions runs in a deployment of its own; embedded=False")
-        runner_options.setdefault("name", template.tag.name.replace(".", "-"))
         plain = template.to_runner(colocate=True, **runner_options)
         runner = cls._from_spec(plain.spec, None)
         runner.versions = options
@@ -519,8 +509,7 @@ class VersionedRunner(Runner):
         backend = self._running_backend()
         if isinstance(backend, ServedVersionsBackend):
             return await backend.resolver.resolve_async(asked)
-        resolver = getattr(backend, "resolver", None) or VersionResolver(self.spec.models[0].store, self.versions.model)
-        return await asyncio.to_thread(resolver.resolve, asked)  # a local pool's resolver lives on its own loop
+        return await asyncio.to_thread(backend.resolver.resolve, asked)  # a local pool's resolver lives on its own loop
 
     def stored_versions(self) -> list[str]:
         """Every version of the model in its store, newest first (reads the store)."""
@@ -534,7 +523,7 @@ class VersionedRunner(Runner):
     def bind(self) -> Runner:
         from ray import serve
 
-        (methods,) = [tuple(self.spec.methods)]
+        methods = tuple(self.spec.methods)  # all in one deployment
         resources = self.spec.resources.resolve(
             gpu_capable=self.spec.runnable_class.gpu_capable(), cluster_gpus=cluster_gpus()
         )

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route, Router, get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
+from raystore._private.runner.served import remote_cause
 from raystore._private.service.access_log import REQUEST_ID_KEY, AccessLog, request_id
 from raystore._private.service.admission import Admission
 from raystore._private.service.openapi import openapi_spec, swagger_asset, swagger_page
@@ -67,7 +68,7 @@ def api_endpoint(
             return api.output.to_http(result)
         except Exception as exc:  # every failure becomes a JSON error; the server keeps serving
             if reserved >= 0:
-                cause = _unwrap(exc)
+                cause = remote_cause(exc)
                 if isinstance(cause, QueueFull):  # a runner's batch queue is full: shed before parsing
                     gate.note_overloaded(api.name, cause.retry_after_s)
             rid = request.scope.get(REQUEST_ID_KEY, "-")
@@ -92,7 +93,7 @@ def v2_infer_endpoint(
             body, reserved = await admission.read(request, V2_API)
             return await v2.infer(request, body)
         except Exception as exc:
-            cause = _unwrap(exc)
+            cause = remote_cause(exc)
             if isinstance(cause, NotFound):
                 return error_response(404, str(cause))
             if reserved >= 0 and isinstance(cause, QueueFull):
@@ -136,7 +137,7 @@ def exception_response(
     kin: 400, 413, 415) and an overloaded queue (`ServiceUnavailable`: 503 with `Retry-After`)
     answer with the error's own status. Anything else raised on the way is the API's failure:
     logged with its traceback and answered 500, or the 5xx status a raystore error carries."""
-    cause = _unwrap(exc)
+    cause = remote_cause(exc)
     if isinstance(cause, ClientDisconnect):  # nobody to answer: one access-log line (499), no traceback
         return error_response(CLIENT_CLOSED, "the client closed the connection before the answer")
     if isinstance(cause, ServiceUnavailable):
@@ -150,13 +151,6 @@ def exception_response(
         access_log.failure(rid, "".join(traceback.format_exception(exc)), api=api_name)
     status = cause.http_status if isinstance(cause, RaystoreError) and cause.http_status >= 500 else 500
     return error_response(status, f"{type(cause).__name__} in API {api_name!r}: {cause}")
-
-
-def _unwrap(exc: Exception) -> Exception:
-    """Ray wraps errors raised in another replica (RayTaskError); the original is `.cause`."""
-    while isinstance(getattr(exc, "cause", None), Exception):
-        exc = exc.cause
-    return exc
 
 
 class _Endpoint:

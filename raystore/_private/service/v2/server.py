@@ -22,6 +22,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from raystore._private.runner.served import remote_cause
 from raystore._private.runner.versions import VersionedRunner
 from raystore._private.service.v2.codec import HEADER_LENGTH, Tensor, decode_request, encode_response
 from raystore._private.version import __version__
@@ -305,15 +306,15 @@ class V2Routes:
             raise NotFound(f"model {name!r} has no signature {signature!r}; it has {served.signatures}")
         return served, signature
 
-    async def refresh(self, force: bool = False) -> bool:
+    async def refresh(self, force: bool = False) -> None:
         """Ask the repository which models are loaded now (unless asked less than
-        `REFRESH_INTERVAL_S` ago); whether the answer was fresh."""
+        `REFRESH_INTERVAL_S` ago, or `force`)."""
         assert self.repository is not None
         if self._refreshing is None:
             self._refreshing = asyncio.Lock()
         async with self._refreshing:
             if not force and time.monotonic() - self._refreshed < self.REFRESH_INTERVAL_S:
-                return False
+                return
             runners = await self.repository.loaded()
             loaded = {}
             for runner in runners:
@@ -323,7 +324,6 @@ class V2Routes:
             self._loaded = loaded
             self.models = by_name([*self.own, *(v for v in loaded.values() if v is not None)])
             self._refreshed = time.monotonic()
-            return True
 
     # ---- repository -----------------------------------------------------------------------------
 
@@ -384,7 +384,7 @@ class V2Routes:
         try:
             result = await getattr(served.runner, signature).async_run(value, **options)
         except Exception as exc:
-            if self.repository is None or type(_cause(exc)).__name__ != "DeploymentUnavailableError":
+            if self.repository is None or type(remote_cause(exc)).__name__ != "DeploymentUnavailableError":
                 raise
             # Unloaded through another ingress replica since this one last looked.
             await self.refresh(force=True)
@@ -459,13 +459,6 @@ async def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadInput("the body must be a JSON object")
     return value
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """Ray wraps errors raised in another process (RayTaskError); the original is `.cause`."""
-    while isinstance(getattr(exc, "cause", None), BaseException):
-        exc = exc.cause  # type: ignore[attr-defined]
-    return exc
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
