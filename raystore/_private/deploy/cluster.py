@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from raystore._private.deploy.repository import SEPARATOR
+from raystore._private.deploy.repository import loaded_model_of
 from raystore.exceptions import ClusterError
 
 APPLICATIONS = "/api/serve/applications/"
@@ -114,9 +114,12 @@ def delete_application(address: str, name: str, *, keep_loaded: bool = False) ->
         raise ClusterError(f"no application {name!r} on {address}; it has {sorted(current)}")
     if (current[name] or {}).get("status") == "DELETING":
         raise ClusterError(f"no application {name!r} on {address}: it is being deleted")
-    loaded = sorted(n for n, s in current.items() if n.startswith(name + SEPARATOR) and s.get("status") != "DELETING")
-    if loaded and not keep_loaded:
-        models = [n.split(SEPARATOR, 1)[1] for n in loaded]
+    models = sorted(
+        str(tag)
+        for n, s in current.items()
+        if (tag := loaded_model_of(name, n)) is not None and s.get("status") != "DELETING"
+    )
+    if models and not keep_loaded:
         raise ClusterError(
             f"{name!r} has models loaded over the V2 repository API, each an application of its own: {models}. "
             f"Unload them through it first (POST /v2/repository/models/NAME/unload, or tritonclient's "

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from raystore._private.deploy.repository import StoreRepository
+from raystore._private.deploy.repository import StoreRepository, model_runner
 from raystore._private.runner.model import Model
 from raystore._private.runner.versions import DEFAULT_MODELS_PER_REPLICA, runner_for
 from raystore._private.service.ingress import INGRESS_ACTOR_OPTIONS
@@ -46,7 +46,7 @@ def service_for_models(
     every_version = [Tag.from_str(tag).name for tag in tags if ":" not in tag]
     pinned = {tag: Model.of(store.get(tag)) for tag in tags if ":" in tag}
     share = cpus_per_model if cpus_per_model is not None else local_share(len(tags))
-    resources = {"num_cpus": share}  # GPUs stay "auto": one where the framework uses it and the cluster has one
+    resources = {"num_cpus": share}  # GPUs stay "auto", as in model_runner
     runners: list[Any] = []
     seen = set()
     for tag in tags:  # in the order given
@@ -63,7 +63,6 @@ def service_for_models(
                     model_name,
                     max_models_per_replica=max_models_per_replica,
                     gpu_memory_fraction=gpu_memory_fraction,
-                    name=_runner_name(model_name),
                     resources=resources,
                 )
             )
@@ -71,17 +70,13 @@ def service_for_models(
         if model.tag in seen:
             raise InvalidArgument(f"model {model.tag} is given twice")
         seen.add(model.tag)
-        runner_name = _runner_name(model.tag.name)
+        runner_name = None  # the model's name, as to_runner names it
         if sum(1 for other in pinned.values() if other.tag.name == model.tag.name) > 1:  # a runner per version
-            runner_name = f"{runner_name}-{model.tag.version}"
-        runners.append(model.to_runner(name=runner_name, colocate=True, resources=resources))
+            runner_name = f"{model.tag.name.replace('.', '-')}-{model.tag.version}"
+        runners.append(model_runner(model, share, name=runner_name))
     service = Service(name, runners=runners, v2=True)
     service.v2_repository = StoreRepository(service.name, share, fit_to_free=cpus_per_model is None)
     return service
-
-
-def _runner_name(model: str) -> str:
-    return model.replace(".", "-")
 
 
 LOAD_ROOM_CPUS = 0.1  # on one machine, kept free for models loaded over the repository API

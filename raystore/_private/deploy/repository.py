@@ -66,15 +66,7 @@ class StoreRepository:
         return SEPARATOR.join((self.service, tag.name, str(tag.version)))
 
     def tag_of(self, application: str) -> Tag | None:
-        """The model an application of this server's holds, or None for any other application."""
-        service, _, rest = application.partition(SEPARATOR)
-        name, _, version = rest.partition(SEPARATOR)
-        if service != self.service or not name or not version:
-            return None
-        try:
-            return Tag(name, version)
-        except InvalidTag:
-            return None  # named like ours, but not a model's application
+        return loaded_model_of(self.service, application)
 
     # ---- what is loaded -------------------------------------------------------------------------
 
@@ -99,7 +91,7 @@ class StoreRepository:
     def _runner_of(self, tag: Tag, application: str) -> Runner:
         from ray import serve
 
-        runner = _runner_for(Model.of(default_store().get(tag)), self.cpus_per_model)
+        runner = model_runner(Model.of(default_store().get(tag)), self.cpus_per_model)
         return runner.served_through(serve.get_app_handle(application))
 
     async def index(self, served: Any) -> list[dict[str, str]]:
@@ -133,7 +125,7 @@ class StoreRepository:
     async def load(self, tag: str, own: Collection[str]) -> str:
         stored = await asyncio.to_thread(default_store().get, tag)  # NotFound, AmbiguousTag
         key = str(stored.tag)
-        if key in own or f"{stored.tag.name}:*" in own:
+        if _own(own, stored.tag):
             return key  # served by the server's own application already
         task = self._loads.get(key)
         if task is None or task.done():
@@ -152,7 +144,7 @@ class StoreRepository:
         # Deploying: another ingress replica is loading it (two replicas that both see nothing
         # both deploy; the second deploy only restarts the model's replica).
         if status != "DEPLOYING":
-            runner = await asyncio.to_thread(_runner_for, model, await asyncio.to_thread(self._cpus_to_ask))
+            runner = await asyncio.to_thread(model_runner, model, await asyncio.to_thread(self._cpus_to_ask))
             await asyncio.to_thread(_deploy, runner, application)
             logger.info("loading model %s as application %r", key, application)
         try:
@@ -201,7 +193,7 @@ class StoreRepository:
                 version = (await asyncio.to_thread(default_store().resolve, wanted)).version
             except NotFound:
                 version = str(wanted.version)  # deleted from the store since it was loaded: a prefix then
-            if f"{wanted.name}:{version}" in own or f"{wanted.name}:*" in own:
+            if _own(own, Tag(wanted.name, version)):
                 raise BadInput(
                     f"{wanted.name}:{version} is served by the server's own application (given when it started) "
                     "and stays while it runs; only models loaded over this API unload"
@@ -214,9 +206,28 @@ class StoreRepository:
         return sorted(str(t) for t in loaded.values())
 
 
-def _runner_for(model: Model, cpus: float) -> Runner:
-    # GPUs stay "auto": one where the framework uses it and the cluster has one
-    return model.to_runner(name=model.tag.name.replace(".", "-"), colocate=True, resources={"num_cpus": cpus})
+def loaded_model_of(service: str, application: str) -> Tag | None:
+    """The model a Serve application loaded into the server `service` holds, or None for any
+    other application."""
+    owner, _, rest = application.partition(SEPARATOR)
+    name, _, version = rest.partition(SEPARATOR)
+    if owner != service or not name or not version:
+        return None
+    try:
+        return Tag(name, version)
+    except InvalidTag:
+        return None  # named like ours, but not a model's application
+
+
+def model_runner(model: Model, cpus: float, name: str | None = None) -> Runner:
+    """A store model's runner as a `--model` server runs it: every signature in one deployment,
+    `cpus` CPUs a replica, GPUs "auto" (one where the framework uses it and the cluster has one)."""
+    return model.to_runner(name=name, colocate=True, resources={"num_cpus": cpus})
+
+
+def _own(own: Collection[str], tag: Tag) -> bool:
+    """Whether the server's own application serves `tag` (`own`: NAME:VERSION, or NAME:* for every version)."""
+    return f"{tag.name}:{tag.version}" in own or f"{tag.name}:*" in own
 
 
 def _asks(runner: Runner) -> str:
@@ -265,10 +276,9 @@ def _last_line(text: str) -> str:
 def delete_loaded_models(service: str) -> list[str]:
     """Delete the applications of the models loaded into the server `service` (when it stops on a
     Ray it did not start); the names of those deleted."""
-    repository = StoreRepository(service, 0.0)
     deleted = []
     for application in application_statuses():
-        if repository.tag_of(application) is not None:
+        if loaded_model_of(service, application) is not None:
             _delete(application)
             deleted.append(application)
     return deleted
