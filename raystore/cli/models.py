@@ -122,8 +122,7 @@ def delete_models(
                 models.get(tag)  # raises NotFound with the usual message
         else:
             found = [models.get(tag).tag]
-        doomed = {t.version for t in found}
-        named = sorted(a for a, v in models.aliases(tag.name).items() if v in doomed)
+        named = list(default_store().aliases.naming(tag.name, {t.version for t in found}))
         if named and yes and not remove_aliases:  # checked for every tag before anything is deleted
             raise InvalidArgument(
                 f"aliases name what {text} means ({', '.join(named)}): answer the prompt (no -y), or pass "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from raystore._private.store.fs import remote_errors
@@ -71,8 +72,12 @@ class Aliases:
                 found[alias] = version
         return found
 
+    def naming(self, name: str, versions: Collection[str]) -> dict[str, str]:
+        """The aliases of NAME that name one of `versions` -> the version each names."""
+        return {alias: v for alias, v in sorted(self.of_name(name).items()) if v in versions}
+
     def of_version(self, name: str, version: str) -> list[str]:
-        return sorted(alias for alias, v in self.of_name(name).items() if v == version)
+        return list(self.naming(name, {version}))
 
     def put(self, name: str, alias: str, version: str) -> None:
         data = f"{version}\n".encode()

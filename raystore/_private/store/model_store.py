@@ -473,9 +473,7 @@ class ModelStore:
         tag = Tag.from_taglike(tag)
         if tag.is_latest or tag.version not in self._version_names(tag.name):
             tag = self.resolve(tag).tag
-        self._check_aliases([tag], remove_aliases)
-        self._remove_version(tag)
-        self._remove_aliases_of([tag])
+        self._delete_versions([tag], remove_aliases)
         return tag
 
     def delete_all(self, name: str, *, remove_aliases: bool = False) -> list[Tag]:
@@ -486,30 +484,23 @@ class ModelStore:
         if not versions:
             raise NotFound(f"no model named {tag.name!r} in {self.url}")
         tags = [info.tag for info in versions]
-        self._check_aliases(tags, remove_aliases)
-        for found in tags:
-            self._remove_version(found)
-        self._remove_aliases_of(tags)
+        self._delete_versions(tags, remove_aliases)
         return tags
 
-    def _check_aliases(self, tags: list[Tag], remove_aliases: bool) -> None:
-        if remove_aliases or not tags:
-            return
-        doomed = {t.version for t in tags}
-        named = sorted(
-            f"{tags[0].name}:{a} -> {v}" for a, v in self.aliases.of_name(tags[0].name).items() if v in doomed
-        )
-        if named:
+    def _delete_versions(self, tags: list[Tag], remove_aliases: bool) -> None:
+        """Delete versions of one model, and the aliases naming them, which `remove_aliases` must allow."""
+        name = tags[0].name
+        named = self.aliases.naming(name, {t.version for t in tags})
+        if named and not remove_aliases:
+            listed = ", ".join(f"{name}:{alias} -> {version}" for alias, version in named.items())
             raise InvalidArgument(
-                f"aliases name what would be deleted ({', '.join(named)}): move or remove them first, or delete "
+                f"aliases name what would be deleted ({listed}): move or remove them first, or delete "
                 "with remove_aliases=True (`raystore models delete` asks)"
             )
-
-    def _remove_aliases_of(self, tags: list[Tag]) -> None:
-        doomed = {t.version for t in tags}
-        for alias, version in self.aliases.of_name(tags[0].name).items():
-            if version in doomed:
-                self.aliases.remove(tags[0].name, alias)
+        for tag in tags:
+            self._remove_version(tag)
+        for alias in named:
+            self.aliases.remove(name, alias)
 
     def _remove_version(self, tag: Tag, *, missing_ok: bool = False) -> None:
         target = self._version_dir(tag)
