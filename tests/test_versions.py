@@ -125,6 +125,35 @@ def test_a_failed_load_leaves_room_and_sync_and_async_calls_mix(iris):
         runner.destroy_local()
 
 
+def test_a_version_drained_for_eviction_is_evicted_even_when_another_goes_idle_first():
+    slow, slower = save_answer(1, delay_s=0.5), save_answer(2, delay_s=1.0)
+    third = save_answer(3)
+    runner = raystore.models.runner_for("answer", max_models_per_replica=2, max_latency_ms=1).init_local()
+
+    async def calls():
+        x = np.zeros((1, 1))
+        first = asyncio.ensure_future(runner.async_run(x, version=slower.version))  # least recently asked
+        await asyncio.sleep(0.2)
+        second = asyncio.ensure_future(runner.async_run(x, version=slow.version))
+        await asyncio.sleep(0.2)
+        # no room: the slower one (the least recently used, busy) is drained; the slow one goes idle first
+        third_call = asyncio.ensure_future(runner.async_run(x, version=third.version))
+        await asyncio.sleep(1.5)
+        # the drained one asked for again: it must load anew, not wait forever
+        again = asyncio.ensure_future(runner.async_run(x, version=slower.version))
+        done, _ = await asyncio.wait([first, second, third_call, again], timeout=30)
+        assert len(done) == 4, "a call for a version drained for eviction never returned"
+        return [c.result().item() for c in (first, second, third_call, again)]
+
+    try:
+        assert asyncio.run(calls()) == [2, 1, 3, 2]
+        stats = runner._backend.pool.stats()
+        assert stats["loads"] == 4 and stats["evictions"] == 2  # the drained one, then the least recently used
+        assert sorted(stats["held"]) == sorted([third.version, slower.version])
+    finally:
+        runner.destroy_local()
+
+
 @pytest.mark.ray
 def test_served_versions_each_answer_alias_moves_and_eviction_spares_requests_in_flight(ray_session):
     from ray import serve

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import itertools
 import logging
 import os
 import sys
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -109,6 +110,11 @@ class VersionResolver:
         return await asyncio.shield(pending)
 
 
+def _log_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("evicting a version failed", exc_info=future.exception())
+
+
 def _ignore_failure(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()  # read, so that a failed background lookup is not logged as never retrieved
@@ -135,7 +141,11 @@ class VersionPool:
         self.options = options
         self.on_change = on_change
         self.metrics = metrics
-        self.held: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
+        self.held: dict[str, _Held] = {}
+        # when each version was last asked for, in arrival order (not when it was served, which
+        # for a version being loaded comes later): the order the router keeps too
+        self._asked: dict[str, int] = {}
+        self._asks = itertools.count(1)
         self._loading: dict[str, asyncio.Future] = {}
         self._waiting: Counter[str] = Counter()  # callers waiting for a version's load: it is theirs once loaded
         self._draining: set[str] = set()  # chosen for eviction: no new requests, evicted once idle
@@ -149,6 +159,7 @@ class VersionPool:
 
     async def call(self, version: str, method: str, args: tuple, kwargs: dict) -> Any:
         started = time.perf_counter()
+        self._asked[version] = next(self._asks)
         held, waited = await self._acquire(version)
         self.requests[version] += 1
         if self.metrics is not None:
@@ -158,6 +169,8 @@ class VersionPool:
         finally:
             held.in_flight -= 1
             if held.in_flight == 0:
+                if version in self._draining and self.held.get(version) is held:
+                    self._evict_soon(version)  # its last request is answered: it goes now
                 self._room_changed()
             if waited:
                 self.cold_seconds.append(time.perf_counter() - started)
@@ -168,7 +181,6 @@ class VersionPool:
         while True:
             held = self.held.get(version)
             if held is not None and version not in self._draining:
-                self.held.move_to_end(version)
                 held.in_flight += 1  # counted before any await: it cannot be evicted from here on
                 return held, waited
             waited = True
@@ -214,22 +226,28 @@ class VersionPool:
         return len(self.held) + self._reserved >= self.options.max_models_per_replica
 
     async def _make_room(self) -> None:
-        """Evict idle versions, least recently used first, until one more fits. While every held
-        version is busy, the least recently used one stops taking new requests and goes once idle."""
+        """Evict the least recently used version until one more fits. One with requests in flight
+        takes no new ones and goes once they are answered (then the next load may pick another):
+        evicting a more recently used idle one instead would reload it moments later, since a busy
+        version is idle only between two batches."""
         while self._full() or self._gpu_over_budget():
-            victim = next(
-                (v for v, h in self.held.items() if h.in_flight == 0 and not self._waiting.get(v)),
-                None,
-            )
-            if victim is not None:
+            if self._draining:  # a version is on its way out: room is coming
+                await self._wait_for_room()
+                continue
+            # a version whose callers wait for it to load is theirs first
+            victim = min((v for v in self.held if not self._waiting.get(v)), key=self._asked.__getitem__, default=None)
+            if victim is not None and self.held[victim].in_flight == 0:
                 await self._evict(victim)
                 continue
             if not self._full():
                 return  # over the GPU budget with nothing idle: load anyway rather than wait forever
-            draining = next((v for v in self.held if not self._waiting.get(v)), None)
-            if draining is not None and not self._draining:
-                self._draining.add(draining)
+            if victim is not None:
+                self._draining.add(victim)  # evicted by its last request's end (`call`)
             await self._wait_for_room()
+
+    def _evict_soon(self, victim: str) -> None:
+        eviction = asyncio.ensure_future(self._evict(victim))
+        eviction.add_done_callback(_log_failure)
 
     async def _evict(self, victim: str) -> None:
         held = self.held.pop(victim)
