@@ -38,6 +38,7 @@ import numpy as np
 FEATURES = 64
 REPLICAS = 2
 PER_REPLICA = 4
+CALL_TIMEOUT_S = 60.0  # a call unanswered this long means the server stalled: stop, loudly
 
 
 class Mlp:
@@ -97,7 +98,12 @@ async def traced_closed_loop(call, versions, trace, callers: int, duration_s: fl
         while (now := time.perf_counter()) < stop_at:
             version = versions[trace[len(sent) % len(trace)]]
             sent.append(version)
-            await call(x, version)
+            try:
+                await asyncio.wait_for(call(x, version), CALL_TIMEOUT_S)
+            except TimeoutError:
+                raise SystemExit(
+                    f"a call for version {version} got no answer in {CALL_TIMEOUT_S:.0f} s: stalled"
+                ) from None
             if now >= measure_from:
                 latencies.append(time.perf_counter() - now)
 

@@ -154,6 +154,38 @@ def test_a_version_drained_for_eviction_is_evicted_even_when_another_goes_idle_f
         runner.destroy_local()
 
 
+def test_placement_routes_as_one_lru_cache_over_every_replica_and_trusts_reports_after_a_grace():
+    from raystore._private.runner.placement import VersionPlacement
+
+    rng = np.random.default_rng(0)
+    weights = 1.0 / np.arange(1, 21) ** 1.1
+    trace = [f"v{i}" for i in rng.choice(20, size=3000, p=weights / weights.sum())]
+    placement, loads = VersionPlacement(capacity=4), 0
+    for version in trace:
+        holders = placement.holders(version, ["a", "b"])
+        loads += not holders
+        placement.used(version, holders[0] if holders else placement.target(["a", "b"]))
+    assert loads == _lru_loads(trace, 8)  # two replicas of 4 evict as one LRU cache of 8
+    assert all(len(held) == 4 for held in placement.held.values())
+
+    now = [0.0]
+    placement = VersionPlacement(capacity=2, grace_s=5.0, clock=lambda: now[0])
+    placement.used("x", "a")
+    placement.used("x", "b")  # held twice: the one that served it last comes first
+    assert placement.holders("x", ["a", "b"]) == ["b", "a"]
+    placement.used("y", "a")
+    placement.reported("a", [])  # a report from before both placements: they stay
+    assert placement.holders("y", ["a", "b"]) == ["a"]
+    now[0] = 6.0
+    placement.reported("a", ["y", "z"])  # past the grace: what the replica says wins
+    assert placement.holders("x", ["a", "b"]) == ["b"] and set(placement.held["a"]) == {"y", "z"}
+    placement.used("w", "a")  # full: the least recently used goes (z, known from a report only)
+    assert set(placement.held["a"]) == {"y", "w"}
+    assert placement.target(["a", "b"]) == "b"  # b has room
+    placement.forget(["a"])
+    assert "b" not in placement.held
+
+
 @pytest.mark.ray
 def test_served_versions_each_answer_alias_moves_and_eviction_spares_requests_in_flight(ray_session):
     from ray import serve
@@ -225,3 +257,46 @@ def test_served_versions_each_answer_alias_moves_and_eviction_spares_requests_in
         assert final["loads"] >= found["loads"]
     finally:
         serve.delete("versions")
+
+
+@pytest.mark.ray
+def test_a_hot_version_spreads_to_a_second_replica_and_a_cold_one_stays_on_one(ray_session):
+    from ray import serve
+
+    hot, cold = save_answer(6, delay_s=0.2), save_answer(8)
+    # a full batch is 2 requests: a replica with 2 in flight is saturated, and the version spreads
+    runner = raystore.models.runner_for(
+        "answer", max_batch_size=2, max_latency_ms=5000, num_replicas=2, resources={"num_cpus": 0.05}
+    )
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.05})
+    class Caller:
+        def __init__(self, runner):
+            self.runner = runner
+
+        async def __call__(self, version):
+            return (await self.runner.async_run(np.zeros((1, 1)), version=version)).item()
+
+    handle = serve.run(Caller.bind(runner.bind()), name="spread", route_prefix=None)
+    stats = serve.get_deployment_handle("answer", "spread").stats
+
+    def replica_stats():
+        found, deadline = {}, time.time() + 30
+        while len(found) < 2 and time.time() < deadline:
+            one = stats.remote().result()
+            found[one["pid"]] = one
+        assert len(found) == 2
+        return list(found.values())
+
+    try:
+        for _ in range(5):  # one caller at a time: one replica loads it, the other is never asked
+            assert handle.remote(cold.version).result() == 8
+        assert sorted(s["loads"] for s in replica_stats()) == [0, 1]
+
+        responses = [handle.remote(hot.version) for _ in range(40)]
+        assert [r.result() for r in responses] == [6] * 40
+        replicas = replica_stats()
+        assert all(hot.version in s["held"] for s in replicas), [s["held"] for s in replicas]
+        assert all(s["requests"].get(hot.version, 0) > 0 for s in replicas)
+    finally:
+        serve.delete("spread")

@@ -5,10 +5,11 @@ alias, `latest` or none), and a replica holds up to `max_models_per_replica` of 
   aliases move, so what they mean is looked up again after `RESOLVE_TTL_S`.
 - `VersionPool`: the versions one process holds, each a `LocalBackend` with its own batch queues
   (batches never mix versions). A version loads on first use, once however many requests ask at
-  the same moment; when the pool is full, the least recently used version with no request in
-  flight is evicted (a load waits for one to become idle rather than break a request).
-- `VersionsReplica`: the Serve deployment hosting a pool. It tells Serve's router which versions
-  it holds (Serve's model multiplexing), so that a version's requests go where it is loaded.
+  the same moment; when the pool is full, the least recently asked-for version is evicted, once
+  its requests in flight are answered (a load waits rather than break a request).
+- `VersionsReplica`: the Serve deployment hosting a pool. It reports which versions it holds
+  (Serve's model multiplexing) to the deployment's own request router (`version_router.py`),
+  which sends a version's requests where it is loaded.
 - `VersionedRunner`: the `Runner` users hold (`raystore.models.runner_for(NAME)`);
   `await runner.predict.async_run(x, version="prod")`.
 """
@@ -540,15 +541,25 @@ class VersionedRunner(Runner):
 
     def bind(self) -> Runner:
         from ray import serve
+        from ray.serve.config import RequestRouterConfig
+
+        from raystore._private.runner.version_router import VersionsRouter
 
         methods = tuple(self.spec.methods)  # all in one deployment
         resources = self.spec.resources.resolve(
             gpu_capable=self.spec.runnable_class.gpu_capable(), cluster_gpus=cluster_gpus()
         )
         options = deployment_options(self.spec, methods, resources.ray_actor_options())
-        # A replica that Serve's router finds full sends the requests for its versions to another,
-        # which then loads them too (ray-project/ray#48741): let the batch queues absorb the bursts.
+        # Refusing requests is not how a version spreads here (the router spreads a version whose
+        # replicas each have a full batch in flight): let the batch queues absorb bursts.
         options["max_ongoing_requests"] = max(options["max_ongoing_requests"], VERSIONED_MAX_ONGOING_REQUESTS)
+        options["request_router_config"] = RequestRouterConfig(
+            request_router_class=VersionsRouter,
+            request_router_kwargs={
+                "max_models_per_replica": self.versions.max_models_per_replica,
+                "spread_at": max(m.batch.max_batch_size for m in self.spec.methods.values()),
+            },
+        )
         app = serve.deployment(VersionsReplica).options(**options).bind(self.spec, self.versions, resources.num_cpus)
         bound = VersionedRunner._from_spec(self.spec, ServedVersionsBackend(self.spec, self.versions, app))
         bound.versions = self.versions
@@ -576,9 +587,10 @@ def runner_for(
     them: each call names its version, `await runner.predict.async_run(x, version="prod")` (an
     exact version, a unique prefix, an alias or `latest`; none means `latest`, looked up again
     every few seconds). A replica loads a version on first use and holds at most
-    `max_models_per_replica`, evicting the least recently used one with no request in flight
-    (and, with `gpu_memory_fraction`, while its GPU holds more than that fraction). Requests go
-    to replicas that hold their version. The methods, batching and resources are those of the
+    `max_models_per_replica`, evicting the least recently used one once its requests in flight
+    are answered (and, with `gpu_memory_fraction`, idle ones while its GPU holds more than that
+    fraction). Requests go to a replica that holds their version; a version whose replicas each
+    have a full batch (`max_batch_size`) in flight spreads to another. The methods, batching and resources are those of the
     latest version, with `runner_options` as `to_runner` takes them (name, max_batch_size,
     max_latency_ms, method_configs, resources, num_replicas, autoscaling)."""
     options = VersionsOptions(Tag.from_str(model).name, max_models_per_replica, gpu_memory_fraction)
