@@ -300,3 +300,38 @@ def test_a_hot_version_spreads_to_a_second_replica_and_a_cold_one_stays_on_one(r
         assert all(s["requests"].get(hot.version, 0) > 0 for s in replicas)
     finally:
         serve.delete("spread")
+
+
+@pytest.mark.ray
+def test_versioned_calls_in_flight_on_a_killed_replica_are_sent_again(ray_session):
+    import os
+    import signal
+
+    from ray import serve
+
+    slow = save_answer(5, delay_s=2.0)
+    runner = raystore.models.runner_for("answer", max_latency_ms=5000, resources={"num_cpus": 0.05})
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.05})
+    class Caller:
+        def __init__(self, runner):
+            self.runner = runner
+
+        async def __call__(self, version, sync=False):
+            x = np.zeros((1, 1))
+            if sync:  # the blocking call, as synchronous code makes it
+                return (await asyncio.to_thread(self.runner.run, x, version=version)).item()
+            return (await self.runner.async_run(x, version=version)).item()
+
+    handle = serve.run(Caller.bind(runner.bind()), name="lost", route_prefix=None)
+    stats = serve.get_deployment_handle("answer", "lost").stats
+    try:
+        assert handle.remote(slow.version).result() == 5  # loaded: the next calls wait only for the model
+        replica = stats.remote().result()["pid"]
+        in_flight = [handle.remote(slow.version), handle.remote(slow.version, sync=True)]
+        time.sleep(1.0)
+        os.kill(replica, signal.SIGKILL)  # this test's own replica, mid-call
+        assert [r.result(timeout_s=120) for r in in_flight] == [5, 5]
+        assert stats.remote().result()["pid"] != replica
+    finally:
+        serve.delete("lost")

@@ -488,9 +488,6 @@ class ServedVersionsBackend(ServedBackend):
         version = await self.resolver.resolve_async(asked)
         return await self.sent_again_if_lost(name, lambda: self._send(name, version, args, kwargs))
 
-    def call(self, name: str, args: tuple, kwargs: dict) -> Any:
-        return self.remote(name, args, kwargs).result()
-
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "options": self.options}
 
