@@ -3,9 +3,10 @@ handle routes with it.
 
 - A request goes to the replica that served its version last (`placement.py` keeps the picture),
   and a version held nowhere to where loading it costs least.
-- A hot version spreads: when every replica holding it has `spread_at` requests in flight (a full
-  batch: the method's `max_batch_size`) and another replica has under half as many as the least
-  busy of them, the request goes to that one, which loads the version too. Serve's own router
+- A hot version spreads: when every replica holding it has `spread_at` requests in flight (the
+  method's `max_batch_size`; requests of all versions, by Serve's queue-length cache) and another
+  replica has under half as many as the least busy of them, the request goes to that one, which
+  loads the version too. Serve's own router
   spreads a version only once its replicas refuse requests, at `max_ongoing_requests`
   (ray-project/ray#48741), which for a batching replica is long after it is saturated.
 - A request is matched to the replica chosen for it, not first-in-first-out: a replica chosen for
@@ -17,21 +18,23 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
+from ray.serve.request_router import MultiplexMixin, PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
 from raystore._private.runner.placement import VersionPlacement
 
 DEFAULT_SPREAD_AT = 100
 
 
-class VersionsRouter(RequestRouter):
+class VersionsRouter(MultiplexMixin, RequestRouter):
+    """(MultiplexMixin only for its upkeep of Serve's index of pending requests by model id, which
+    its matcher prunes: without it, the index keeps every request ever routed.)"""
+
     def initialize_state(self, max_models_per_replica: int = 4, spread_at: int = DEFAULT_SPREAD_AT, **_: Any) -> None:
         self._placement().capacity = max_models_per_replica
         self.spread_at = spread_at
 
     def _placement(self) -> VersionPlacement:
-        # Serve may hand over the first replicas before it calls initialize_state: what they report is kept
-        if not hasattr(self, "placement"):
+        if not hasattr(self, "placement"):  # Serve calls initialize_state first; this is in case it did not
             self.placement = VersionPlacement(capacity=4)
             self.spread_at = DEFAULT_SPREAD_AT
         return self.placement
@@ -49,9 +52,11 @@ class VersionsRouter(RequestRouter):
         if not candidate_replicas:
             return []
         version = pending_request.metadata.multiplexed_model_id if pending_request is not None else ""
+        if pending_request is not None:
+            pending_request.routing_context.should_backoff = True  # every replica full: wait before trying again
         if not version:  # a call without a version (stats): the less busy of two
             return [random.sample(candidate_replicas, min(2, len(candidate_replicas)))]
-        pending_request.routing_context.should_backoff = True  # every replica full: wait before trying again
+        self._get_pending_request_matching_multiplexed_model_id(pending_request.metadata)  # prunes the index
         placement = self._placement()
         by_id = {r.replica_id: r for r in candidate_replicas}
         holders = [by_id[i] for i in placement.holders(version, by_id)]

@@ -151,6 +151,7 @@ class VersionPool:
         self._waiting: Counter[str] = Counter()  # callers waiting for a version's load: it is theirs once loaded
         self._draining: set[str] = set()  # chosen for eviction: no new requests, evicted once idle
         self._reserved = 0  # room taken by loads in progress
+        self._evictions: set[asyncio.Future] = set()  # evictions of drained versions, running
         self._room: asyncio.Event | None = None  # set, and replaced, whenever room may have changed
         self.loads = 0
         self.evictions = 0
@@ -236,30 +237,42 @@ class VersionPool:
                 await self._wait_for_room()
                 continue
             # a version whose callers wait for it to load is theirs first
-            victim = min((v for v in self.held if not self._waiting.get(v)), key=self._asked.__getitem__, default=None)
+            evictable = [v for v in self.held if not self._waiting.get(v)]
+            victim = min(evictable, key=self._asked.__getitem__, default=None)
             if victim is not None and self.held[victim].in_flight == 0:
                 await self._evict(victim)
                 continue
-            if not self._full():
-                return  # over the GPU budget with nothing idle: load anyway rather than wait forever
+            if not self._full():  # over the GPU budget only: free memory now, from an idle version
+                idle = [v for v in evictable if self.held[v].in_flight == 0]
+                if not idle:
+                    return  # nothing idle: load anyway rather than wait for memory that may never come
+                await self._evict(min(idle, key=self._asked.__getitem__))
+                continue
             if victim is not None:
                 self._draining.add(victim)  # evicted by its last request's end (`call`)
             await self._wait_for_room()
 
     def _evict_soon(self, victim: str) -> None:
         eviction = asyncio.ensure_future(self._evict(victim))
+        self._evictions.add(eviction)  # a task nothing refers to may be collected before it ends
+        eviction.add_done_callback(self._evictions.discard)
         eviction.add_done_callback(_log_failure)
 
     async def _evict(self, victim: str) -> None:
-        held = self.held.pop(victim)
+        held = self.held.pop(victim, None)
         self._draining.discard(victim)
+        if held is None:  # gone already (the pool closed)
+            self._room_changed()
+            return
         self.evictions += 1
         if self.metrics is not None:
             self.metrics.evicted(len(self.held))
         self._changed()
-        await asyncio.to_thread(_close, held.backend, self.options.gpu_memory_fraction is not None)
-        logger.info("runner %r evicted version %s (%d held)", self.spec.name, victim, len(self.held))
-        self._room_changed()
+        try:
+            await asyncio.to_thread(_close, held.backend, self.options.gpu_memory_fraction is not None)
+            logger.info("runner %r evicted version %s (%d held)", self.spec.name, victim, len(self.held))
+        finally:
+            self._room_changed()  # its room is free even when closing it failed: a load waits for it
 
     async def _wait_for_room(self) -> None:
         if self._room is None:
