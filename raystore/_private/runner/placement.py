@@ -13,9 +13,8 @@ for in a long time. Here:
   `replicas * capacity` versions would;
 - a version held by several replicas goes to the one that served it last, so that its other
   copies age out and free their room (unless the router spreads it on purpose);
-- a placement is trusted before its replica reports it (for `grace_s` after a request last went
-  there): the requests that follow the first one go to the same replica instead of loading the
-  version elsewhere.
+- a placement is trusted before its replica reports it (for `grace_s`): the requests that follow
+  the first one go to the same replica instead of loading the version elsewhere.
 
 No Ray here: the Serve request router (`version_router.py`) feeds it what replicas report.
 """
@@ -40,7 +39,7 @@ class VersionPlacement:
         self._clock = clock
         self._uses = itertools.count(1)
         self.held: dict[Hashable, dict[str, int]] = {}  # replica -> version -> its last use there
-        self._sent_at: dict[Hashable, dict[str, float]] = {}  # replica -> version -> when a request last went
+        self._unconfirmed: dict[Hashable, dict[str, float]] = {}  # replica -> version -> when placed
 
     def holders(self, version: str, replicas: Iterable[R]) -> list[R]:
         """The replicas of `replicas` holding `version`, the one that served it last first."""
@@ -62,22 +61,26 @@ class VersionPlacement:
         """A request for `version` goes to `replica`: it holds it from now on (loading it if it
         did not, and dropping its least recently used version if that makes one too many)."""
         held = self.held.setdefault(replica, {})
-        # whatever a report said, the replica holds it once this request arrives (it loads on
-        # demand): a report older than this request must not take it away
-        self._sent_at.setdefault(replica, {})[version] = self._clock()
+        # Trusted until a report confirms it, not after each request: a report that lacks it
+        # later is recent (reports lag by a moment), and believing it keeps this picture in step
+        # with the replica's own evictions.
+        if version not in held:
+            self._unconfirmed.setdefault(replica, {})[version] = self._clock()
         held[version] = next(self._uses)
         self._trim(replica)
 
     def reported(self, replica: Hashable, versions: Collection[str]) -> None:
-        """What `replica` says it holds (or is loading). A version it does not list stays while a
-        request for it went there within `grace_s`: the report may predate that request."""
+        """What `replica` says it holds (or is loading). Placements it does not list yet stay for
+        `grace_s`: its report may predate them."""
         now = self._clock()
         held = self.held.setdefault(replica, {})
-        sent_at = self._sent_at.setdefault(replica, {})
+        unconfirmed = self._unconfirmed.setdefault(replica, {})
         for version in list(held):
-            if version not in versions and now - sent_at.get(version, -self.grace_s - 1) > self.grace_s:
+            if version in versions:
+                unconfirmed.pop(version, None)
+            elif now - unconfirmed.get(version, -self.grace_s - 1) > self.grace_s:
                 del held[version]
-                sent_at.pop(version, None)
+                unconfirmed.pop(version, None)
         for version in versions:
             held.setdefault(version, 0)  # loaded for another caller: the first to go, as far as this router knows
         self._trim(replica)
@@ -86,11 +89,11 @@ class VersionPlacement:
         """Only `replicas` remain (the others stopped)."""
         for replica in [r for r in self.held if r not in replicas]:
             del self.held[replica]
-            self._sent_at.pop(replica, None)
+            self._unconfirmed.pop(replica, None)
 
     def _trim(self, replica: Hashable) -> None:
         held = self.held[replica]
         while len(held) > self.capacity:
             victim = min(held, key=held.__getitem__)
             del held[victim]
-            self._sent_at.get(replica, {}).pop(victim, None)
+            self._unconfirmed.get(replica, {}).pop(victim, None)
