@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         transformers,
         xgboost,
     )
-    from raystore._private.batching import batch
+    from raystore._private.batching import batch, batch_request_contexts
     from raystore._private.runner.model import Model
     from raystore._private.runner.runnable import Runnable
     from raystore._private.runner.runner import Runner
@@ -67,6 +67,7 @@ _LAZY_ATTRIBUTES = {
     "ServiceUnavailable": "raystore.exceptions",
     "Tag": "raystore.tag",
     "batch": "raystore._private.batching",
+    "batch_request_contexts": "raystore._private.batching",
 }
 
 __all__ = ["__version__", *sorted(_LAZY_ATTRIBUTES), *sorted(_LAZY_MODULES)]

@@ -204,6 +204,104 @@ def test_a_request_larger_than_max_batch_size_is_split_and_reassembled():
     assert [b.shape[1] for b in model.batches] == [1, 8, 8, 8, 4]
 
 
+# ---- batch_size_fn: batches bounded by units of work ---------------------------------------------
+
+
+def total_tokens(items):
+    """A batch's size: the tokens of all its texts (each request sends a list of texts)."""
+    return sum(len(text.split()) for texts in items for text in texts)
+
+
+def test_batch_size_fn_bounds_batches_by_units_and_never_cuts_a_request():
+    model = Gated(lambda texts: [len(t.split()) for t in texts])
+    batched = batch(max_batch_size=10, batch_size_fn=total_tokens)(model)
+    payloads = [["a"], ["b c d e", "f g"], ["h i j"], ["k l m n o p"], ["q"], ["r s"]]
+
+    results = run(gated_burst(batched, model, payloads))
+
+    assert results == [[1], [4, 2], [3], [6], [1], [2]]
+    # sizes 1 | 6 + 3 = 9 (6 more would make 15) | 6 + 1 + 2 = 9: whole requests, within 10 units
+    assert model.batches == [["a"], ["b c d e", "f g", "h i j"], ["k l m n o p", "q", "r s"]]
+    assert batched.stats.batched_rows == 1 + 9 + 9  # stats count units too
+
+
+def test_batch_size_fn_may_size_a_batch_other_than_by_adding_its_requests():
+    def padded(items):  # every sequence padded to the longest: sequences x longest
+        sequences = [seq for sent in items for seq in sent]
+        return len(sequences) * max(len(seq) for seq in sequences)
+
+    model = Gated(lambda x: [len(v) for v in x])
+    batched = batch(max_batch_size=8, batch_size_fn=padded)(model)
+    payloads = [[[1]], [[1, 2]], [[1, 2, 3]], [[4, 5, 6]], [[7]]]  # each request: one sequence
+
+    results = run(gated_burst(batched, model, payloads))
+
+    assert results == [[1], [2], [3], [3], [1]]
+    # [1,2] alone is 2; with [1,2,3], 2 x 3 = 6; with [4,5,6] too, 3 x 3 = 9 > 8 (added up: 8, it would fit)
+    assert [len(b) for b in model.batches] == [1, 2, 2]
+
+
+def test_a_failing_or_oversized_batch_size_fn_fails_only_that_request():
+    def size(items):
+        if any(t == ["bad"] for t in items):
+            raise ValueError("cannot size this one")
+        return total_tokens(items)
+
+    model = Gated(lambda texts: [t.upper() for t in texts])
+    batched = batch(max_batch_size=5, batch_size_fn=size)(model)
+
+    async def main():
+        first = asyncio.ensure_future(batched(["x"]))
+        await settle(lambda: model.batches)
+        rest = [asyncio.ensure_future(batched(p)) for p in (["bad"], ["a b c d e f"], ["y z"])]
+        await settle()
+        model.release()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    first, bad, huge, fine = run(main())
+    assert first == ["X"] and fine == ["Y Z"]
+    assert isinstance(bad, ValueError) and "cannot size this one" in str(bad)
+    assert isinstance(huge, InvalidArgument) and "size 6" in str(huge) and "max_batch_size=5" in str(huge)
+    assert model.batches == [["x"], ["y z"]]  # nothing waits behind the requests that failed
+
+    with pytest.raises(InvalidArgument, match="batch_size_fn must be a function"):
+        batch(batch_size_fn=3)
+    returns_text = batch(batch_size_fn=lambda items: "2")(Gated())
+    with pytest.raises(InvalidArgument, match="must return an int >= 0, got '2'"):
+        run(returns_text(["a"]))
+
+
+# ---- request contexts ------------------------------------------------------------------------------
+
+
+def test_a_batch_runs_in_no_callers_context_and_lists_one_context_per_request():
+    import contextvars
+
+    from raystore import batch_request_contexts
+
+    who = contextvars.ContextVar("who", default=None)  # what a caller's request sets (an id, a span)
+    seen = []
+
+    def body(x):
+        seen.append((who.get(), batch_request_contexts()))
+        return x
+
+    model = Gated(body)
+    batched = batch(max_batch_size=8)(model)
+
+    async def as_caller(name, x):
+        who.set(name)  # in this caller's own task context, as Serve sets a request's
+        return await batched(x)
+
+    results = run(gated_burst(lambda p: as_caller(*p), model, [("first", [1]), ("a", [2]), ("b", [3, 4])]))
+
+    assert results == [[1], [2], [3, 4]]
+    # the batches ran as nobody (the first was started by "first"'s arrival, the second by a
+    # batch's end); outside Serve, each request's context is None: one per request
+    assert seen == [(None, [None]), (None, [None, None])]
+    assert batch_request_contexts() == []  # outside a batch
+
+
 # ---- failures and cancellation ------------------------------------------------------------------
 
 

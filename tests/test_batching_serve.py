@@ -55,3 +55,46 @@ def test_serve_replica_batches_200_callers_along_dim_1(ray_session):
         assert handle.records_ray_metrics.remote().result()
     finally:
         serve.delete(APP)
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
+class WhoAsked:
+    """Answers, for each caller, the request ids its batch saw: raystore's accessor, Serve's own,
+    and the request id the batch body itself runs under."""
+
+    @batch(max_batch_size=8, max_latency_ms=30_000)
+    async def ids(self, x: list) -> list:
+        import raystore
+
+        await asyncio.sleep(0.05)
+        ours = [c.request_id for c in raystore.batch_request_contexts()]
+        serves = [c.request_id for c in serve.context._get_serve_batch_request_context()]
+        running_as = serve.context._get_serve_request_context().request_id
+        return [(ours, serves, running_as)] * len(x)
+
+    async def __call__(self, _) -> dict:
+        own = serve.context._get_serve_request_context().request_id
+        ours, serves, running_as = (await self.ids([0]))[0]
+        return {"own": own, "ours": ours, "serves": serves, "running_as": running_as}
+
+
+@pytest.mark.ray
+def test_a_batch_sees_every_callers_request_context_and_runs_as_none_of_them(ray_session):
+    handle = serve.run(WhoAsked.bind(), name="who_asked", route_prefix=None)
+    try:
+
+        async def call_all():
+            return await asyncio.gather(*(handle.remote(i) for i in range(24)))
+
+        answers = asyncio.run(call_all())
+        owns = {a["own"] for a in answers}
+        assert len(owns) == 24 and "" not in owns
+        for a in answers:
+            assert a["own"] in a["ours"]  # its own request is in its batch's contexts
+            assert a["serves"] == a["ours"]  # and Serve's accessor says the same
+            assert a["running_as"] not in owns  # the batch body runs as none of its callers
+        assert max(len(a["ours"]) for a in answers) > 1  # batches did hold several callers
+        batches = {tuple(a["ours"]) for a in answers}
+        assert sorted(i for b in batches for i in b) == sorted(owns)  # each caller in exactly one batch
+    finally:
+        serve.delete("who_asked")

@@ -28,8 +28,12 @@ class BatchConfig:
         max_latency_ms: float = DEFAULT_MAX_LATENCY_MS,
         batch_dim: int | tuple[int, int] = 0,
         max_concurrent_batches: int = 1,
+        batch_size_fn: Callable[[list], int] | None = None,
     ):
         self.max_batch_size = validate_max_batch_size(max_batch_size)
+        if batch_size_fn is not None and not callable(batch_size_fn):
+            raise InvalidArgument(f"batch_size_fn must be a function of a list of items, got {batch_size_fn!r}")
+        self.batch_size_fn = batch_size_fn  # a batch's size in units (tokens, pixels); None: its rows
         self.max_latency_ms = validate_max_latency_ms(max_latency_ms)
         self.input_dim, self.output_dim = validate_batch_dim(batch_dim)
         self.max_concurrent_batches = _positive_int(max_concurrent_batches, "max_concurrent_batches")
@@ -42,6 +46,7 @@ class BatchConfig:
             max_latency_ms=self.max_latency_ms,
             batch_dim=(self.input_dim, self.output_dim),
             max_concurrent_batches=self.max_concurrent_batches,
+            batch_size_fn=self.batch_size_fn,
         )
 
     @property
@@ -78,7 +83,8 @@ class BatchConfig:
     def __repr__(self) -> str:
         return (
             f"BatchConfig(max_batch_size={self.max_batch_size}, max_latency_ms={self.max_latency_ms:g}, "
-            f"batch_dim=({self.input_dim}, {self.output_dim}), max_concurrent_batches={self.max_concurrent_batches})"
+            f"batch_dim=({self.input_dim}, {self.output_dim}), max_concurrent_batches={self.max_concurrent_batches}"
+            + (f", batch_size_fn={self.batch_size_fn!r})" if self.batch_size_fn is not None else ")")
         )
 
 

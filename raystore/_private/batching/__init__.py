@@ -4,6 +4,7 @@
 - `containers`: concatenating payloads along a batch dim and splitting results back;
 - `policy`: when to dispatch, how many rows, whom to reject (pure, clock-free);
 - `dispatcher`: the asyncio queue that applies the policy;
+- `contexts`: the callers' request contexts, as a batch sees them (`batch_request_contexts()`);
 - `stats` / `serve_metrics`: what the queue did, as a plain object and, inside Ray Serve, as Ray metrics.
 
 Its settings are `BatchConfig` (`raystore._private.batch_config`), the errors it raises are in
@@ -13,6 +14,7 @@ Its settings are `BatchConfig` (`raystore._private.batch_config`), the errors it
 from raystore._private.batch_config import BatchConfig
 from raystore._private.batching.api import BatchedFunction, BatchedMethod, batch
 from raystore._private.batching.containers import concat, slice_rows, split
+from raystore._private.batching.contexts import batch_request_contexts
 from raystore._private.batching.stats import BatchStats
 from raystore.exceptions import ServiceUnavailable
 
@@ -23,6 +25,7 @@ __all__ = [
     "BatchedMethod",
     "ServiceUnavailable",
     "batch",
+    "batch_request_contexts",
     "concat",
     "slice_rows",
     "split",

@@ -22,6 +22,7 @@ def batch(
     max_latency_ms: float = DEFAULT_MAX_LATENCY_MS,
     batch_dim: int | tuple[int, int] = 0,
     max_concurrent_batches: int = 1,
+    batch_size_fn: Callable[[list], int] | None = None,
 ) -> Any:
     """Batch the calls of an `async` function or method along a batch dimension.
 
@@ -50,6 +51,11 @@ def batch(
             tuples and dicts of them member by member (see `raystore._private.batching.containers`).
         max_concurrent_batches: how many batches may run at once (more than 1 only helps when the
             function awaits something that runs in parallel).
+        batch_size_fn: a batch's size in units of work (tokens, pixels, graph nodes) rather than
+            rows, as `@serve.batch` takes it: called with a list of the batch's requests' first
+            arguments, it returns an int, and `max_batch_size` (and the latency model) counts
+            those units. A request is then never cut across batches; one larger than
+            `max_batch_size` alone, or whose size cannot be computed, fails by itself.
 
     Every keyword and positional argument is batched along the same dim, and all must have the
     same row count. Requests are served first in, first out; consecutive requests share a batch
@@ -72,6 +78,7 @@ def batch(
         max_latency_ms=max_latency_ms,
         batch_dim=batch_dim,
         max_concurrent_batches=max_concurrent_batches,
+        batch_size_fn=batch_size_fn,
     )
 
     def decorate(function: Callable[..., Any]) -> BatchedFunction:
@@ -209,7 +216,10 @@ class BatchedFunction:
             self._name,
             None if self._run_now is None else self._executor(self._run_now, instance),
         )
-        return dispatcher.submit(arguments)
+        if state.config.batch_size_fn is None:
+            return dispatcher.submit(arguments)
+        # what batch_size_fn sizes, as `@serve.batch` hands it over: the caller's first argument
+        return dispatcher.submit(arguments, item=args[0] if args else next(iter(kwargs.values()), None))
 
     def _executor(self, func: Callable[..., Any], instance: Any) -> Callable[[Arguments], Any]:
         """What a dispatcher calls with one batch's arguments by name: `func` (the batched function,

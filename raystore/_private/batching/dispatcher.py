@@ -4,7 +4,12 @@ every caller its rows. What to do and when is asked of `BatchPolicy`.
 One dispatcher serves one batched method of one object on one event loop. There is no background
 task: the queue is "pumped" (a plain function scheduled with `call_soon`) whenever something
 changes: a request arrives or is cancelled, a batch finishes, a timer set by the policy fires, or
-the settings change. Arrivals within one loop iteration are thus seen together.
+the settings change. Arrivals within one loop iteration are thus seen together. The pump, and so
+every batch, runs in a fresh context (`contexts.neutral()`), never in the context of the caller
+whose arrival scheduled it; a batch sees its callers' request contexts (`contexts.serving`).
+
+With a `batch_size_fn`, the policy counts its units (tokens, pixels, nodes) instead of rows, and
+a request is never cut across batches (its units are not rows); without one, units are rows.
 
 A batch runs in a task of its own, or, when the dispatcher has an `execute_now` that accepts it (a
 fast blocking model), right in the pump: no task to create and schedule, so its callers wake one
@@ -14,6 +19,7 @@ loop iteration sooner.
 from __future__ import annotations
 
 import asyncio
+import numbers
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -21,10 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from raystore._private.batch_config import BatchConfig
+from raystore._private.batching import contexts
 from raystore._private.batching.containers import concat, describe_members, slice_rows, split
 from raystore._private.batching.policy import BatchPolicy, Wait
 from raystore._private.batching.stats import BatchObserver
-from raystore.exceptions import QueueFull
+from raystore.exceptions import InvalidArgument, QueueFull
 
 _EVENTS = ("request_admitted", "request_rejected", "request_cancelled", "request_started", "batch_finished")
 
@@ -40,6 +47,9 @@ class RunLater(Exception):
 class _Request:
     arguments: Arguments
     rows: int
+    units: int  # what it counts for in a batch: its rows, or its batch_size_fn size
+    item: Any  # what batch_size_fn sizes (the caller's first argument); None without one
+    context: Any  # the caller's request context (Serve's, in a replica), for the batch to see
     layout: Hashable  # requests batch together only when their layouts are equal
     future: asyncio.Future
     enqueued_at: float
@@ -53,6 +63,12 @@ class _Request:
     @property
     def rows_left(self) -> int:
         return self.rows - self.taken
+
+    @property
+    def units_left(self) -> int:
+        if self.units == self.rows:
+            return self.rows - self.taken
+        return 0 if self.taken else self.units  # sized by batch_size_fn: taken whole or not at all
 
     @property
     def waiting(self) -> bool:
@@ -84,7 +100,7 @@ class _NextBatch:
         Runs for every arrival: `joins` is asked only when the layouts differ (or none is set)."""
         if not self.open or (request.layout != self.layout and not self.joins(request)):
             return
-        self.rows += request.rows - request.taken
+        self.rows += request.units_left
         if self.rows >= limit:
             self.open = False
 
@@ -147,7 +163,7 @@ class Dispatcher:
 
     @property
     def queued_rows(self) -> int:
-        """Rows admitted and not yet handed to a batch."""
+        """Rows (or batch_size_fn units) admitted and not yet handed to a batch."""
         return self._queued_rows
 
     @property
@@ -160,25 +176,27 @@ class Dispatcher:
         if self._timer is not None:
             self._timer.cancel()
 
-    async def submit(self, arguments: Arguments) -> Any:
-        """Queue one call's arguments and return its slice of the batch result."""
+    async def submit(self, arguments: Arguments, item: Any = None) -> Any:
+        """Queue one call's arguments and return its slice of the batch result. `item`: what
+        `batch_size_fn` sizes of this call (its first argument), when the config has one."""
         config = self._config
         names = tuple(arguments)
         rows, layouts = describe_members(
             tuple(arguments.values()), config.input_dim, lambda: [f"argument {name!r}" for name in names]
         )
+        units = rows if config.batch_size_fn is None else self._units_of(item)
         now = self._clock()
         policy = self.policy
-        policy.on_arrival(now, rows)
+        policy.on_arrival(now, units)
         slot_free_at = self._slot_free_at(now)
-        deadline = policy.deadline(now, rows)
-        retry_after = policy.admit(now, rows, self._queued_rows, slot_free_at, deadline)
+        deadline = policy.deadline(now, units)
+        retry_after = policy.admit(now, units, self._queued_rows, slot_free_at, deadline)
         if retry_after is not None:
-            self._notify("request_rejected", rows, "admission")
+            self._notify("request_rejected", units, "admission")
             backlog = self.policy.backlog_time(now, self._queued_rows, slot_free_at)
             raise QueueFull(
-                f"{self._name}: overloaded, rejected a request of {rows} row(s): the work ahead of it "
-                f"({self._queued_rows} queued rows, about {backlog * 1000:.0f} ms) would make it finish after "
+                f"{self._name}: overloaded, rejected a request of {units} {self._unit}(s): the work ahead of it "
+                f"({self._queued_rows} queued {self._unit}s, about {backlog * 1000:.0f} ms) would make it finish after "
                 f"max_latency_ms={config.max_latency_ms:g}; retry in {retry_after:.3f} s or add replicas",
                 retry_after_s=retry_after,
             )
@@ -186,6 +204,9 @@ class Dispatcher:
         request = _Request(
             arguments=arguments,
             rows=rows,
+            units=units,
+            item=item,
+            context=contexts.caller_context(),
             layout=(names, layouts),
             future=future,
             enqueued_at=now,
@@ -193,10 +214,10 @@ class Dispatcher:
             sheddable=policy.latency.trusted,
         )
         self._queue.append(request)
-        self._queued_rows += rows
+        self._queued_rows += units
         if self._ready is not None:
             self._count_arrival(request)
-        self._notify("request_admitted", rows)
+        self._notify("request_admitted", units)
         if self._arrival_may_dispatch():
             self._schedule_pump()
         try:
@@ -207,12 +228,27 @@ class Dispatcher:
             if not request.settled or future.cancelled():
                 self._on_request_done(request)
 
+    @property
+    def _unit(self) -> str:
+        return "row" if self._config.batch_size_fn is None else "unit"
+
+    def _units_of(self, item: Any) -> int:
+        """A request's size by `batch_size_fn`, which fails this request alone when it fails."""
+        config = self._config
+        units = _batch_size(config.batch_size_fn, [item])
+        if units > config.max_batch_size:
+            raise InvalidArgument(
+                f"{self._name}: a request of size {units} (by batch_size_fn) cannot fit in a batch of "
+                f"max_batch_size={config.max_batch_size}; raise max_batch_size or check batch_size_fn"
+            )
+        return units
+
     # ---- the pump ----------------------------------------------------------------------------
 
     def _schedule_pump(self) -> None:
         if not self._pump_scheduled:
             self._pump_scheduled = True
-            self._loop.call_soon(self._pump)
+            self._loop.call_soon(self._pump, context=contexts.neutral())
 
     def _arrival_may_dispatch(self) -> bool:
         """Whether a new arrival can change what the pump does now: not while every batch slot is
@@ -223,7 +259,7 @@ class Dispatcher:
     def _on_config_change(self) -> None:
         # Settings may change from another thread (a synchronous `reconfigure`).
         if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._on_settings_changed)
+            self._loop.call_soon_threadsafe(self._on_settings_changed, context=contexts.neutral())
 
     def _on_settings_changed(self) -> None:
         self._ready = None  # a new max_batch_size moves where the next batch is full
@@ -242,15 +278,22 @@ class Dispatcher:
             ready_rows, can_grow = self._ready_rows()
             decision = self.policy.decide(now, ready_rows, can_grow, head.enqueued_at, head.deadline)
             if isinstance(decision, Wait):
-                self._timer = self._loop.call_later(decision.until - now, self._schedule_pump)
+                self._timer = self._loop.call_later(
+                    decision.until - now, self._schedule_pump, context=contexts.neutral()
+                )
                 return
             if head.sheddable and head.taken == 0 and self.policy.is_late(now, decision.rows, head.deadline):
                 self._expire(head, now)
                 continue
-            pieces = self._take(decision.rows)
+            limit = decision.rows
+            if self._config.batch_size_fn is not None and limit >= ready_rows:
+                # all that is ready, which was counted by adding sizes up: the function may size
+                # them together differently, so let it fill the batch up to its real bound
+                limit = self._config.max_batch_size
+            pieces, units = self._take(limit)
             if not pieces:
                 return
-            self._start_batch(pieces, now)
+            self._start_batch(pieces, units, now)
 
     def _head(self) -> _Request | None:
         """The oldest request still waiting for rows to be dispatched."""
@@ -280,9 +323,12 @@ class Dispatcher:
         """`_count_ready` after `request` joined the end of the queue, without a recount."""
         self._ready.count(request, self._config.max_batch_size)
 
-    def _take(self, limit: int) -> list[_Piece]:
+    def _take(self, limit: int) -> tuple[list[_Piece], int]:
         """Hand the oldest compatible rows, at most `limit`, to a new batch; a request that does not
-        fit entirely gives its first rows now and the rest to the next batch."""
+        fit entirely gives its first rows now and the rest to the next batch. Returns the pieces
+        and the batch's size (its rows, or its batch_size_fn units)."""
+        if self._config.batch_size_fn is not None:
+            return self._take_sized(limit)
         self._ready = None
         pieces: list[_Piece] = []
         rows = 0
@@ -305,15 +351,49 @@ class Dispatcher:
             if request.rows_left > 0:
                 break  # the batch is full
             request.settled = True
-        return pieces
+        return pieces, rows
+
+    def _take_sized(self, limit: int) -> tuple[list[_Piece], int]:
+        """`_take` with a `batch_size_fn`: the oldest compatible requests, whole, while the size of
+        the batch they make (the function asked of all of them, since a size need not add up:
+        padding to the longest sequence does not) stays within `limit`."""
+        self._ready = None
+        pieces: list[_Piece] = []
+        items: list[Any] = []
+        units = 0
+        batch = _NextBatch()
+        now = self._clock()
+        size_fn = self._config.batch_size_fn
+        for request in self._queue:
+            if not request.waiting:
+                continue
+            if not batch.joins(request):
+                break
+            items.append(request.item)
+            if pieces:
+                try:
+                    size = _batch_size(size_fn, items)
+                except Exception:
+                    size = limit + 1  # it sized the request alone: leave it to a batch of its own
+                if size > limit:
+                    break
+                units = size
+            else:
+                units = request.units
+            self._notify("request_started", now - request.enqueued_at)
+            pieces.append(_Piece(request, 0, request.rows))
+            request.taken = request.rows
+            request.settled = True
+            self._queued_rows -= request.units
+        return pieces, units
 
     def _expire(self, request: _Request, now: float) -> None:
         waited_ms = (now - request.enqueued_at) * 1000
         retry_after = self.policy.backlog_time(now, self._queued_rows, self._slot_free_at(now))
-        self._notify("request_rejected", request.rows, "queue")
+        self._notify("request_rejected", request.units, "queue")
         request.future.set_exception(
             QueueFull(
-                f"{self._name}: overloaded, dropped a request of {request.rows} row(s) after {waited_ms:.0f} ms "
+                f"{self._name}: overloaded, dropped a request of {request.units} {self._unit}(s) after {waited_ms:.0f} ms "
                 f"in the queue: it could no longer finish within max_latency_ms={self._config.max_latency_ms:g}; "
                 f"retry later or add replicas",
                 retry_after_s=max(retry_after, self.policy.latency.predict(1)),
@@ -325,7 +405,7 @@ class Dispatcher:
         """A request's future resolved: by its result, an error, or the caller's cancellation."""
         self._ready = None
         if not request.settled:
-            self._queued_rows -= request.rows_left  # its remaining rows will never be dispatched
+            self._queued_rows -= request.units_left  # its remaining rows will never be dispatched
             request.settled = True
         if request.future.cancelled():
             self._notify("request_cancelled")
@@ -339,8 +419,8 @@ class Dispatcher:
 
     # ---- running batches -------------------------------------------------------------------------
 
-    def _start_batch(self, pieces: list[_Piece], now: float) -> None:
-        rows = sum(piece.rows for piece in pieces)
+    def _start_batch(self, pieces: list[_Piece], rows: int, now: float) -> None:
+        """Run a batch of `rows` rows (batch_size_fn units, with one: what the policy counts)."""
         batch = None
         if self._execute_now is not None:
             started = self._clock()
@@ -348,7 +428,8 @@ class Dispatcher:
             # its callers wake one loop iteration sooner.
             try:
                 batch = self._concat(pieces)
-                result = self._execute_now(batch)
+                with contexts.serving(_contexts_of(pieces)):
+                    result = self._execute_now(batch)
             except RunLater:
                 pass
             except Exception as exc:
@@ -370,7 +451,8 @@ class Dispatcher:
         try:
             if batch is None:
                 batch = self._concat(pieces)
-            result = await self._execute(batch)
+            with contexts.serving(_contexts_of(pieces)):
+                result = await self._execute(batch)
         except asyncio.CancelledError:
             for piece in pieces:
                 piece.request.future.cancel()
@@ -435,6 +517,17 @@ class Dispatcher:
             handler(*args)
 
 
+def _contexts_of(pieces: list[_Piece]) -> list[Any]:
+    return [piece.request.context for piece in pieces]
+
+
 def _count_requests(pieces: list[_Piece]) -> int:
     """How many requests ride in a batch (a request cut across batches counts in each)."""
     return len({id(piece.request) for piece in pieces})
+
+
+def _batch_size(size_fn: Callable[[list], int], items: list) -> int:
+    size = size_fn(items)
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
+        raise InvalidArgument(f"batch_size_fn must return an int >= 0, got {size!r}")
+    return int(size)
