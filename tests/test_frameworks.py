@@ -40,6 +40,30 @@ def test_pytorch_default_signature_and_type_check():
         raystore.pytorch.save_model("tiny", TinyNet(), signatures={"predict": {}})
 
 
+def test_pytorch_runner_converts_inputs_to_the_models_floats_and_keeps_integers_as_ids():
+    import numpy as np
+    import pandas as pd
+    from modeldefs import TinyEmbed, TinyNet
+
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    runner = raystore.pytorch.save_model("tiny", net).to_runner().init_local()
+    x = np.random.default_rng(0).standard_normal((5, 4))  # float64, numpy's default
+    out = runner.run(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, net(torch.from_numpy(x).float()))
+    torch.testing.assert_close(runner.run(pd.DataFrame(x, columns=list("abcd"))), out)  # a DataFrame too
+    with pytest.raises(InvalidArgument, match=r"computes in float32, but got int64 input.*x.astype\('float32'\)"):
+        runner.run(np.arange(8).reshape(2, 4))
+    with pytest.raises(InvalidArgument, match="column types .* cannot become one tensor"):
+        runner.run(pd.DataFrame({"a": [1.0], "b": ["text"], "c": [1.0], "d": [1.0]}))
+
+    embed = TinyEmbed().eval()
+    ids = np.array([[1, 2, 3], [4, 5, 9]])  # int64 token ids: passed on as integers
+    runner = raystore.pytorch.save_model("embed", embed).to_runner().init_local()
+    torch.testing.assert_close(runner.run(ids), embed(torch.from_numpy(ids)))
+
+
 def test_pytorch_bad_device_ids():
     from modeldefs import TinyNet
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,23 +72,67 @@ class PyTorch(Framework):
         loaded = self.load(model, device_id=device)
         if hasattr(loaded, "eval"):
             loaded.eval()
-        return _Placed(loaded, device)
+        return _Placed(loaded, device, _floating_dtype(loaded))
 
     def run_method(self, loaded: Any, method: str, args: tuple, kwargs: dict) -> Any:
+        """Inputs become tensors on the model's device: numpy arrays and pandas objects too, and
+        floating-point ones take the model's floating dtype (numpy's float64 into a float32
+        model). Integer inputs stay integers (token ids, indices); a model that wanted floats then
+        fails with an error naming the dtype it computes in."""
         torch = self.import_or_explain("torch", "pytorch")
-        device = loaded.device
-        args = _to_device(torch, args, device)
-        kwargs = _to_device(torch, kwargs, device)
-        with torch.inference_mode():
-            out = getattr(loaded.module, method)(*args, **kwargs)
+        device, dtype = loaded.device, loaded.dtype
+        args = _to_device(torch, args, device, dtype)
+        kwargs = _to_device(torch, kwargs, device, dtype)
+        try:
+            with torch.inference_mode():
+                out = getattr(loaded.module, method)(*args, **kwargs)
+        except RuntimeError as exc:
+            integers = _integer_dtypes(torch, (args, kwargs))
+            if dtype is None or not integers or not _DTYPE_MISMATCH.search(str(exc)):
+                raise
+            raise InvalidArgument(
+                f"{method}: the model computes in {_dtype_name(dtype)}, but got {', '.join(integers)} input, "
+                f"which raystore passes on unchanged (as token ids are); send {_dtype_name(dtype)} "
+                f"(e.g. x.astype('{_dtype_name(dtype)}')). The model said: {exc}"
+            ) from None
         return _to_device(torch, out, torch.device("cpu"))
 
 
 class _Placed:
-    """A loaded module and the device it lives on."""
+    """A loaded module, the device it lives on, and the floating dtype it computes in."""
 
-    def __init__(self, module: Any, device: Any):
-        self.module, self.device = module, device
+    def __init__(self, module: Any, device: Any, dtype: Any = None):
+        self.module, self.device, self.dtype = module, device, dtype
+
+
+_DTYPE_MISMATCH = re.compile(r"dtype|scalar type", re.IGNORECASE)  # torch's words for a dtype clash
+
+
+def _floating_dtype(module: Any) -> Any:
+    """The dtype of the module's first floating-point parameter (or buffer); None without one."""
+    for tensors in ("parameters", "buffers"):
+        try:
+            for tensor in getattr(module, tensors)():
+                if tensor.is_floating_point():
+                    return tensor.dtype
+        except (AttributeError, TypeError, RuntimeError):
+            continue
+    return None
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _integer_dtypes(torch: Any, value: Any) -> list[str]:
+    """The dtypes of the integer tensors in `value` (tuples, lists and dicts searched too)."""
+    if isinstance(value, torch.Tensor):
+        return [] if value.is_floating_point() or value.is_complex() else [_dtype_name(value.dtype)]
+    if isinstance(value, (tuple, list)):
+        return sorted({d for v in value for d in _integer_dtypes(torch, v)})
+    if isinstance(value, dict):
+        return _integer_dtypes(torch, list(value.values()))
+    return []
 
 
 def runner_device(torch: Any) -> Any:
@@ -104,23 +149,47 @@ def runner_device(torch: Any) -> Any:
     return torch.device("cuda", 0)  # Ray narrows CUDA_VISIBLE_DEVICES to the assigned GPU(s)
 
 
-def _to_device(torch: Any, value: Any, device: Any) -> Any:
-    """Tensors (and numpy arrays, as tensors) moved to `device`, inside tuples, lists and dicts too."""
+def _to_device(torch: Any, value: Any, device: Any, dtype: Any = None) -> Any:
+    """Tensors (and numpy arrays and pandas objects, as tensors) moved to `device`, inside tuples,
+    lists and dicts too; floating-point ones cast to `dtype` when it is given."""
     if isinstance(value, torch.Tensor):
+        if dtype is not None and value.is_floating_point() and value.dtype != dtype:
+            return value.to(device=device, dtype=dtype)
         return value.to(device)
-    if type(value).__module__ == "numpy" and hasattr(value, "shape"):
-        return torch.from_numpy(value).to(device)
+    module = type(value).__module__
+    if module.startswith("pandas") and hasattr(value, "to_numpy"):
+        value = _pandas_array(value)
+        module = "numpy"
+    if module == "numpy" and hasattr(value, "shape"):
+        try:
+            return _to_device(torch, torch.from_numpy(value), device, dtype)
+        except TypeError:
+            raise InvalidArgument(
+                f"an array of dtype {value.dtype} cannot become a tensor; send numbers (bool, int, float)"
+            ) from None
     if isinstance(value, tuple):
         return (
-            type(value)(*(_to_device(torch, v, device) for v in value))
+            type(value)(*(_to_device(torch, v, device, dtype) for v in value))
             if hasattr(value, "_fields")
-            else tuple(_to_device(torch, v, device) for v in value)
+            else tuple(_to_device(torch, v, device, dtype) for v in value)
         )
     if isinstance(value, list):
-        return [_to_device(torch, v, device) for v in value]
+        return [_to_device(torch, v, device, dtype) for v in value]
     if isinstance(value, dict):
-        return {k: _to_device(torch, v, device) for k, v in value.items()}
+        return {k: _to_device(torch, v, device, dtype) for k, v in value.items()}
     return value
+
+
+def _pandas_array(value: Any) -> Any:
+    """A DataFrame's (or Series') values as one numeric numpy array, in column order."""
+    array = value.to_numpy()
+    if array.dtype == object:
+        kinds = sorted({str(d) for d in (value.dtypes if hasattr(value, "columns") else [value.dtype])})
+        raise InvalidArgument(
+            f"a pandas {type(value).__name__} with column types {kinds} cannot become one tensor; "
+            "send numeric columns only"
+        )
+    return array
 
 
 FRAMEWORK = PyTorch()
