@@ -4,6 +4,7 @@ picklable objects, and external modules."""
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 
@@ -53,6 +54,12 @@ def test_pytorch_runner_converts_inputs_to_the_models_floats_and_keeps_integers_
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, net(torch.from_numpy(x).float()))
     torch.testing.assert_close(runner.run(pd.DataFrame(x, columns=list("abcd"))), out)  # a DataFrame too
+    frozen = x.astype(np.float32)
+    frozen.flags.writeable = False  # as arrays read off Ray's object store are
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "not writable" warning, once a process, is not raised
+        torch.testing.assert_close(runner.run(frozen), out)
+    assert frozen.flags.writeable is False and np.array_equal(frozen, x.astype(np.float32))
     with pytest.raises(InvalidArgument, match=r"computes in float32, but got int64 input.*x.astype\('float32'\)"):
         runner.run(np.arange(8).reshape(2, 4))
     with pytest.raises(InvalidArgument, match="column types .* cannot become one tensor"):

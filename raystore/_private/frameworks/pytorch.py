@@ -162,7 +162,13 @@ def _to_device(torch: Any, value: Any, device: Any, dtype: Any = None) -> Any:
         module = "numpy"
     if module == "numpy" and hasattr(value, "shape"):
         try:
-            return _to_device(torch, torch.from_numpy(value), device, dtype)
+            if value.flags.writeable:
+                return _to_device(torch, torch.from_numpy(value), device, dtype)
+            # Read-only memory (arrays off Ray's object store): torch warns about sharing it, and a
+            # model writing into its input must not reach it. One copy, straight to the model's
+            # device and dtype.
+            cast = dtype if dtype is not None and value.dtype.kind == "f" else None
+            return torch.tensor(value, dtype=cast, device=device)
         except TypeError:
             raise InvalidArgument(
                 f"an array of dtype {value.dtype} cannot become a tensor; send numbers (bool, int, float)"
