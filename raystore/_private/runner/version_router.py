@@ -30,21 +30,15 @@ class VersionsRouter(MultiplexMixin, RequestRouter):
     its matcher prunes: without it, the index keeps every request ever routed.)"""
 
     def initialize_state(self, max_models_per_replica: int = 4, spread_at: int = DEFAULT_SPREAD_AT, **_: Any) -> None:
-        self._placement().capacity = max_models_per_replica
+        # Serve calls this as it makes the router, before it hands over any replica (Router.request_router)
+        self.placement = VersionPlacement(max_models_per_replica)
         self.spread_at = spread_at
-
-    def _placement(self) -> VersionPlacement:
-        if not hasattr(self, "placement"):  # Serve calls initialize_state first; this is in case it did not
-            self.placement = VersionPlacement(capacity=4)
-            self.spread_at = DEFAULT_SPREAD_AT
-        return self.placement
 
     def update_replicas(self, replicas: list[RunningReplica]) -> None:
         super().update_replicas(replicas)
-        placement = self._placement()
         for replica in replicas:
-            placement.reported(replica.replica_id, replica.multiplexed_model_ids)
-        placement.forget({r.replica_id for r in replicas})
+            self.placement.reported(replica.replica_id, replica.multiplexed_model_ids)
+        self.placement.forget({r.replica_id for r in replicas})
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
@@ -57,7 +51,7 @@ class VersionsRouter(MultiplexMixin, RequestRouter):
         if not version:  # a call without a version (stats): the less busy of two
             return [random.sample(candidate_replicas, min(2, len(candidate_replicas)))]
         self._get_pending_request_matching_multiplexed_model_id(pending_request.metadata)  # prunes the index
-        placement = self._placement()
+        placement = self.placement
         by_id = {r.replica_id: r for r in candidate_replicas}
         holders = [by_id[i] for i in placement.holders(version, by_id)]
         others = [r for r in candidate_replicas if r not in holders]
@@ -80,7 +74,7 @@ class VersionsRouter(MultiplexMixin, RequestRouter):
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any) -> None:
         version = pending_request.metadata.multiplexed_model_id
-        if version and version not in self._placement().held.get(replica_id, ()):
+        if version and version not in self.placement.held.get(replica_id, ()):
             self.placement.used(version, replica_id)  # refused where it was meant to go
 
     def _queue_len(self, replica: RunningReplica) -> int:
