@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         transformers,
         xgboost,
     )
-    from raystore._private.batching import batch, batch_request_contexts
+    from raystore._private.batching import BatchUpdate, batch, batch_request_contexts
     from raystore._private.runner.model import Model
     from raystore._private.runner.runnable import Runnable
     from raystore._private.runner.runner import Runner
@@ -58,6 +58,7 @@ _LAZY_MODULES = {
 }
 
 _LAZY_ATTRIBUTES = {
+    "BatchUpdate": "raystore._private.batching",
     "Model": "raystore._private.runner.model",
     "ModelInfo": "raystore._private.store",
     "ModelSignature": "raystore._private.store",

@@ -18,7 +18,7 @@ class BatchConfig:
 
     `max_batch_size` and `max_latency_ms` may change at runtime; dispatchers subscribe with
     `on_change` so that a waiting queue re-evaluates at once. `batch_dim` and
-    `max_concurrent_batches` are fixed at decoration time.
+    `max_concurrent_batches`, `batch_size_fn` and `continuous` are fixed at decoration time.
     """
 
     def __init__(
@@ -29,6 +29,7 @@ class BatchConfig:
         batch_dim: int | tuple[int, int] = 0,
         max_concurrent_batches: int = 1,
         batch_size_fn: Callable[[list], int] | None = None,
+        continuous: bool = False,
     ):
         self.max_batch_size = validate_max_batch_size(max_batch_size)
         if batch_size_fn is not None and not callable(batch_size_fn):
@@ -37,6 +38,9 @@ class BatchConfig:
         self.max_latency_ms = validate_max_latency_ms(max_latency_ms)
         self.input_dim, self.output_dim = validate_batch_dim(batch_dim)
         self.max_concurrent_batches = _positive_int(max_concurrent_batches, "max_concurrent_batches")
+        if not isinstance(continuous, bool):
+            raise InvalidArgument(f"continuous must be True or False, got {continuous!r}")
+        self.continuous = continuous  # a streaming batch takes new requests between its steps
         self._listeners: list[Callable[[], None]] = []
 
     def copy(self) -> BatchConfig:
@@ -47,6 +51,7 @@ class BatchConfig:
             batch_dim=(self.input_dim, self.output_dim),
             max_concurrent_batches=self.max_concurrent_batches,
             batch_size_fn=self.batch_size_fn,
+            continuous=self.continuous,
         )
 
     @property
@@ -84,7 +89,8 @@ class BatchConfig:
         return (
             f"BatchConfig(max_batch_size={self.max_batch_size}, max_latency_ms={self.max_latency_ms:g}, "
             f"batch_dim=({self.input_dim}, {self.output_dim}), max_concurrent_batches={self.max_concurrent_batches}"
-            + (f", batch_size_fn={self.batch_size_fn!r})" if self.batch_size_fn is not None else ")")
+            + (f", batch_size_fn={self.batch_size_fn!r}" if self.batch_size_fn is not None else "")
+            + (", continuous=True)" if self.continuous else ")")
         )
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from raystore._private.batch_config import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LATENCY_MS, BatchConfig
 from raystore._private.batching.dispatcher import Arguments, Dispatcher
 from raystore._private.batching.serve_metrics import serve_replica_metrics
 from raystore._private.batching.stats import BatchStats
+from raystore.exceptions import InvalidArgument
 
 
 def batch(
@@ -23,6 +24,7 @@ def batch(
     batch_dim: int | tuple[int, int] = 0,
     max_concurrent_batches: int = 1,
     batch_size_fn: Callable[[list], int] | None = None,
+    continuous: bool = False,
 ) -> Any:
     """Batch the calls of an `async` function or method along a batch dimension.
 
@@ -56,6 +58,24 @@ def batch(
             arguments, it returns an int, and `max_batch_size` (and the latency model) counts
             those units. A request is then never cut across batches; one larger than
             `max_batch_size` alone, or whose size cannot be computed, fails by itself.
+        continuous: for an async generator (a streaming batch function): let queued requests
+            join a running batch between its steps, and finished ones leave (continuous
+            batching); the generator receives a `BatchUpdate` from each `yield`. Without it a
+            streaming batch keeps its callers until it ends (static batches, as `@serve.batch`).
+
+    An **async generator** is batched step by step: each `yield` gives one result for the whole
+    batch, and each caller iterates over its own rows of every step::
+
+        @raystore.batch(max_batch_size=32)
+        async def generate(self, prompts: list[str]):
+            for _ in range(16):
+                yield self.model.next_tokens(prompts)     # one token per prompt
+
+        async for piece in self.generate(["Once upon"]):  # ["a"], ["time"], ...
+
+    A caller's stream ends with the generator, or when its rows of a step are `StopIteration`;
+    a caller may stop early without disturbing the others. See
+    `raystore._private.batching.streaming` for continuous batching.
 
     Every keyword and positional argument is batched along the same dim, and all must have the
     same row count. Requests are served first in, first out; consecutive requests share a batch
@@ -79,9 +99,17 @@ def batch(
         batch_dim=batch_dim,
         max_concurrent_batches=max_concurrent_batches,
         batch_size_fn=batch_size_fn,
+        continuous=continuous,
     )
 
     def decorate(function: Callable[..., Any]) -> BatchedFunction:
+        if is_async_generator(function):
+            return StreamingBatchedFunction(function, config)
+        if continuous:
+            raise InvalidArgument(
+                f"raystore.batch(continuous=True) is for async generators (streaming batch functions); "
+                f"{getattr(function, '__qualname__', function)!r} is not one"
+            )
         return BatchedFunction(function, config)
 
     return decorate(func) if func is not None else decorate
@@ -101,7 +129,11 @@ class _QueueState:
         return self._dispatchers.get(asyncio.get_running_loop())
 
     def new_dispatcher(
-        self, execute: Callable[[Arguments], Any], name: str, execute_now: Callable[[Arguments], Any] | None = None
+        self,
+        execute: Callable[[Arguments], Any],
+        name: str,
+        execute_now: Callable[[Arguments], Any] | None = None,
+        streaming: bool = False,
     ) -> Dispatcher:
         """Make this event loop's dispatcher."""
         loop = asyncio.get_running_loop()
@@ -112,7 +144,9 @@ class _QueueState:
             ray_metrics = serve_replica_metrics(name)
             if ray_metrics is not None:
                 observers.append(ray_metrics)
-            dispatcher = Dispatcher(execute, self.config, name=name, observers=observers, execute_now=execute_now)
+            dispatcher = Dispatcher(
+                execute, self.config, name=name, observers=observers, execute_now=execute_now, streaming=streaming
+            )
             self._dispatchers[loop] = dispatcher
         return dispatcher
 
@@ -128,14 +162,19 @@ class BatchedFunction:
     queue. Called directly (a decorated plain function) it uses one queue of its own.
     """
 
+    _streaming = False
+
     def __init__(self, func: Callable[..., Any], config: BatchConfig, run_now: Callable[..., Any] | None = None):
         """`run_now`, optional: a plain function with `func`'s signature that runs a batch at once
         and returns its result, or raises `RunLater` to have `func` awaited instead (the runner's
         blocking models: fast ones run without a task of their own)."""
         async_call = getattr(func, "__call__", None)  # noqa: B004 - an object with an async __call__
-        if not (inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(async_call)):
+        if self._streaming != is_async_generator(func):
+            kind = "an async generator" if self._streaming else "a coroutine function"
+            raise TypeError(f"{type(self).__name__} needs {kind}, got {func!r}")
+        if not (inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(async_call) or self._streaming):
             raise TypeError(
-                f"raystore.batch needs an `async def` function, got {func!r}; make it async "
+                f"raystore.batch needs an `async def` function or async generator, got {func!r}; make it async "
                 f"(run blocking model code with `await asyncio.to_thread(...)` if needed)"
             )
         functools.update_wrapper(self, func)
@@ -154,7 +193,7 @@ class BatchedFunction:
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         if instance is None:
             return self
-        return BatchedMethod(self, instance)
+        return (StreamingBatchedMethod if self._streaming else BatchedMethod)(self, instance)
 
     def __getstate__(self) -> dict[str, Any]:
         # Queues are bound to live event loops; a pickled copy starts with fresh ones.
@@ -202,7 +241,8 @@ class BatchedFunction:
 
     def _submit(self, state: _QueueState, instance: Any, args: tuple, kwargs: dict) -> Awaitable[Any]:
         """Queue one call: its arguments by name (without `self`), batched by the owner's queue.
-        A plain function returning the queue's coroutine: one coroutine frame less per call."""
+        A plain function returning the queue's coroutine (for a streaming function, its async
+        iterator): one coroutine frame less per call."""
         call_args = args if instance is None else (instance, *args)
         arguments = None
         if not kwargs and self._positional is not None:  # the common call: no need for inspect
@@ -215,11 +255,13 @@ class BatchedFunction:
             self._executor(self._func, instance),
             self._name,
             None if self._run_now is None else self._executor(self._run_now, instance),
+            self._streaming,
         )
+        submit = dispatcher.submit_stream if self._streaming else dispatcher.submit
         if state.config.batch_size_fn is None:
-            return dispatcher.submit(arguments)
+            return submit(arguments)
         # what batch_size_fn sizes, as `@serve.batch` hands it over: the caller's first argument
-        return dispatcher.submit(arguments, item=args[0] if args else next(iter(kwargs.values()), None))
+        return submit(arguments, item=args[0] if args else next(iter(kwargs.values()), None))
 
     def _executor(self, func: Callable[..., Any], instance: Any) -> Callable[[Arguments], Any]:
         """What a dispatcher calls with one batch's arguments by name: `func` (the batched function,
@@ -301,3 +343,28 @@ class BatchedMethod:
 
     def __repr__(self) -> str:
         return f"<batched method {self._batched._name} of {self._instance!r}>"
+
+
+class StreamingBatchedFunction(BatchedFunction):
+    """A batched async generator: each caller gets an async iterator over its own rows of every
+    step of its batch (see `raystore._private.batching.streaming`)."""
+
+    _streaming = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+        return self._submit(self._state(None), None, args, kwargs)  # type: ignore[return-value]
+
+
+class StreamingBatchedMethod(BatchedMethod):
+    """A streaming batched method bound to one object: `async for piece in obj.generate(x)`."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+        batched = self._batched
+        return batched._submit(batched._state(self._instance), self._instance, args, kwargs)  # type: ignore[return-value]
+
+
+def is_async_generator(func: Any) -> bool:
+    """Whether `func` (a function, or an object with `__call__`) is an async generator function."""
+    return inspect.isasyncgenfunction(func) or inspect.isasyncgenfunction(getattr(func, "__call__", None))  # noqa: B004

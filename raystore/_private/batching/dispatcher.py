@@ -11,6 +11,12 @@ whose arrival scheduled it; a batch sees its callers' request contexts (`context
 With a `batch_size_fn`, the policy counts its units (tokens, pixels, nodes) instead of rows, and
 a request is never cut across batches (its units are not rows); without one, units are rows.
 
+A streaming function (an async generator) runs each batch step by step (`streaming`): its
+requests are taken whole, never cut, and with `continuous=True` requests join a running batch
+between steps. Streams are not shed by the latency model: a step's time says nothing of how long a
+stream runs (Serve's `max_ongoing_requests` bounds them); `max_latency_ms` bounds only how long a
+first batch waits to fill.
+
 A batch runs in a task of its own, or, when the dispatcher has an `execute_now` that accepts it (a
 fast blocking model), right in the pump: no task to create and schedule, so its callers wake one
 loop iteration sooner.
@@ -19,10 +25,11 @@ loop iteration sooner.
 from __future__ import annotations
 
 import asyncio
+import logging
 import numbers
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +38,10 @@ from raystore._private.batching import contexts
 from raystore._private.batching.containers import concat, describe_members, slice_rows, split
 from raystore._private.batching.policy import BatchPolicy, Wait
 from raystore._private.batching.stats import BatchObserver
+from raystore._private.batching.streaming import BatchUpdate, StreamOut, is_end, positions_of
 from raystore.exceptions import InvalidArgument, QueueFull
+
+logger = logging.getLogger("raystore.batch")
 
 _EVENTS = ("request_admitted", "request_rejected", "request_cancelled", "request_started", "batch_finished")
 
@@ -55,6 +65,8 @@ class _Request:
     enqueued_at: float
     deadline: float
     sheddable: bool  # admitted on a trusted latency estimate; requests admitted blind are always served
+    whole: bool  # taken whole by one batch (sized by batch_size_fn, or streamed), never cut
+    stream: StreamOut | None  # a streaming request's pieces not read yet; None for a plain one
     taken: int = 0  # rows already handed to batches
     settled: bool = False  # all rows handed to batches, or the future resolved: nothing left to take
     received: int = 0  # rows whose results came back
@@ -66,9 +78,20 @@ class _Request:
 
     @property
     def units_left(self) -> int:
-        if self.units == self.rows:
-            return self.rows - self.taken
-        return 0 if self.taken else self.units  # sized by batch_size_fn: taken whole or not at all
+        if self.whole:
+            return 0 if self.taken else self.units
+        return self.rows - self.taken
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Resolve the request's future (a streaming one: its stream ends), unless it is done."""
+        future = self.future
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+        if self.stream is not None:
+            self.stream.wake()
 
     @property
     def waiting(self) -> bool:
@@ -141,8 +164,12 @@ class Dispatcher:
         policy: BatchPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         execute_now: Callable[[Arguments], Any] | None = None,
+        streaming: bool = False,
     ):
+        """`streaming`: `execute` returns an async generator yielding one result per step."""
         self._loop = asyncio.get_running_loop()
+        self._streaming = streaming
+        self._whole = streaming or config.batch_size_fn is not None  # requests taken whole, never cut
         self._execute = execute
         self._execute_now = execute_now
         self._config = config
@@ -179,28 +206,69 @@ class Dispatcher:
     async def submit(self, arguments: Arguments, item: Any = None) -> Any:
         """Queue one call's arguments and return its slice of the batch result. `item`: what
         `batch_size_fn` sizes of this call (its first argument), when the config has one."""
+        request = self._enqueue(arguments, item, None)
+        future = request.future
+        try:
+            return await future
+        finally:
+            # Delivered requests are settled already; this is for failures and cancellations (the
+            # caller's cancellation cancels `future`), cheaper than a done-callback per request.
+            if not request.settled or future.cancelled():
+                self._on_request_done(request)
+
+    async def submit_stream(self, arguments: Arguments, item: Any = None) -> AsyncIterator[Any]:
+        """Queue one call of a streaming function and yield its rows of each step of its batch.
+        Leaving early (breaking out, `aclose()`, cancellation) takes the call out of its batch."""
+        request = self._enqueue(arguments, item, StreamOut())
+        stream, future = request.stream, request.future
+        try:
+            while True:
+                if stream.pieces:
+                    yield stream.pieces.popleft()
+                elif future.done():
+                    error = future.exception()
+                    if error is not None:
+                        raise error
+                    return
+                else:
+                    stream.waiter = self._loop.create_future()
+                    await stream.waiter
+        finally:
+            if not future.done():
+                future.cancel()  # left early: its batch lets it go at the next step
+            if not request.settled or future.cancelled():
+                self._on_request_done(request)
+
+    def _enqueue(self, arguments: Arguments, item: Any, stream: StreamOut | None) -> _Request:
+        """Admit one call (or reject it with `QueueFull`) and queue it."""
         config = self._config
         names = tuple(arguments)
         rows, layouts = describe_members(
             tuple(arguments.values()), config.input_dim, lambda: [f"argument {name!r}" for name in names]
         )
         units = rows if config.batch_size_fn is None else self._units_of(item)
+        if stream is not None and units > config.max_batch_size:
+            raise InvalidArgument(
+                f"{self._name}: a streamed request of {units} rows cannot fit in a batch of "
+                f"max_batch_size={config.max_batch_size} (a stream is never cut across batches); "
+                f"send fewer rows or raise max_batch_size"
+            )
         now = self._clock()
         policy = self.policy
         policy.on_arrival(now, units)
-        slot_free_at = self._slot_free_at(now)
         deadline = policy.deadline(now, units)
-        retry_after = policy.admit(now, units, self._queued_rows, slot_free_at, deadline)
-        if retry_after is not None:
-            self._notify("request_rejected", units, "admission")
-            backlog = self.policy.backlog_time(now, self._queued_rows, slot_free_at)
-            raise QueueFull(
-                f"{self._name}: overloaded, rejected a request of {units} {self._unit}(s): the work ahead of it "
-                f"({self._queued_rows} queued {self._unit}s, about {backlog * 1000:.0f} ms) would make it finish after "
-                f"max_latency_ms={config.max_latency_ms:g}; retry in {retry_after:.3f} s or add replicas",
-                retry_after_s=retry_after,
-            )
-        future = self._loop.create_future()
+        if stream is None:
+            slot_free_at = self._slot_free_at(now)
+            retry_after = policy.admit(now, units, self._queued_rows, slot_free_at, deadline)
+            if retry_after is not None:
+                self._notify("request_rejected", units, "admission")
+                backlog = self.policy.backlog_time(now, self._queued_rows, slot_free_at)
+                raise QueueFull(
+                    f"{self._name}: overloaded, rejected a request of {units} {self._unit}(s): the work ahead of it "
+                    f"({self._queued_rows} queued {self._unit}s, about {backlog * 1000:.0f} ms) would make it finish "
+                    f"after max_latency_ms={config.max_latency_ms:g}; retry in {retry_after:.3f} s or add replicas",
+                    retry_after_s=retry_after,
+                )
         request = _Request(
             arguments=arguments,
             rows=rows,
@@ -208,10 +276,12 @@ class Dispatcher:
             item=item,
             context=contexts.caller_context(),
             layout=(names, layouts),
-            future=future,
+            future=self._loop.create_future(),
             enqueued_at=now,
             deadline=deadline,
-            sheddable=policy.latency.trusted,
+            sheddable=stream is None and policy.latency.trusted,
+            whole=stream is not None or config.batch_size_fn is not None,
+            stream=stream,
         )
         self._queue.append(request)
         self._queued_rows += units
@@ -220,13 +290,7 @@ class Dispatcher:
         self._notify("request_admitted", units)
         if self._arrival_may_dispatch():
             self._schedule_pump()
-        try:
-            return await future
-        finally:
-            # Delivered requests are settled already; this is for failures and cancellations (the
-            # caller's cancellation cancels `future`), cheaper than a done-callback per request.
-            if not request.settled or future.cancelled():
-                self._on_request_done(request)
+        return request
 
     @property
     def _unit(self) -> str:
@@ -327,8 +391,8 @@ class Dispatcher:
         """Hand the oldest compatible rows, at most `limit`, to a new batch; a request that does not
         fit entirely gives its first rows now and the rest to the next batch. Returns the pieces
         and the batch's size (its rows, or its batch_size_fn units)."""
-        if self._config.batch_size_fn is not None:
-            return self._take_sized(limit)
+        if self._whole:
+            return self._take_whole(limit, [])
         self._ready = None
         pieces: list[_Piece] = []
         rows = 0
@@ -353,33 +417,41 @@ class Dispatcher:
             request.settled = True
         return pieces, rows
 
-    def _take_sized(self, limit: int) -> tuple[list[_Piece], int]:
-        """`_take` with a `batch_size_fn`: the oldest compatible requests, whole, while the size of
-        the batch they make (the function asked of all of them, since a size need not add up:
-        padding to the longest sequence does not) stays within `limit`."""
+    def _take_whole(
+        self, limit: int, members: list[_Request], layout: Hashable | None = None
+    ) -> tuple[list[_Piece], int]:
+        """`_take` for requests taken whole (sized by `batch_size_fn`, or streamed): the oldest
+        compatible ones while the batch they make with `members` (the requests already in it: a
+        continuous batch's, whose layout joiners must share) stays within `limit`. A batch_size_fn is asked of all of them at once,
+        since a size need not add up: padding to the longest sequence does not. A first request
+        (no members) is always taken: it was checked to fit alone as it arrived. Returns the
+        pieces and the size of the whole batch, members included."""
         self._ready = None
         pieces: list[_Piece] = []
-        items: list[Any] = []
-        units = 0
-        batch = _NextBatch()
-        now = self._clock()
         size_fn = self._config.batch_size_fn
+        items = [member.item for member in members]
+        units = sum(member.units for member in members)
+        batch = _NextBatch(layout=layout)
+        now = self._clock()
         for request in self._queue:
             if not request.waiting:
                 continue
             if not batch.joins(request):
                 break
-            items.append(request.item)
-            if pieces:
-                try:
-                    size = _batch_size(size_fn, items)
-                except Exception:
-                    size = limit + 1  # it sized the request alone: leave it to a batch of its own
+            if pieces or members:
+                if size_fn is None:
+                    size = units + request.units
+                else:
+                    try:
+                        size = _batch_size(size_fn, [*items, request.item])
+                    except Exception:
+                        size = limit + 1  # it sized the request alone: leave it to a batch of its own
                 if size > limit:
                     break
                 units = size
             else:
                 units = request.units
+            items.append(request.item)
             self._notify("request_started", now - request.enqueued_at)
             pieces.append(_Piece(request, 0, request.rows))
             request.taken = request.rows
@@ -421,6 +493,11 @@ class Dispatcher:
 
     def _start_batch(self, pieces: list[_Piece], rows: int, now: float) -> None:
         """Run a batch of `rows` rows (batch_size_fn units, with one: what the policy counts)."""
+        if self._streaming:
+            task = self._loop.create_task(self._run_stream([piece.request for piece in pieces], rows))
+            self._running[task] = now + self.policy.latency.predict(rows)
+            task.add_done_callback(self._on_batch_done)
+            return
         batch = None
         if self._execute_now is not None:
             started = self._clock()
@@ -461,6 +538,74 @@ class Dispatcher:
             self._fail_batch(pieces, rows, started, exc)
             return
         self._finish_batch(pieces, rows, started, result)
+
+    async def _run_stream(self, members: list[_Request], units: int) -> None:
+        """Run a streaming batch step by step, handing every member its rows of each step (see
+        `streaming`). Each step is timed as a batch of the rows it had."""
+        config = self._config
+        clock = self._clock
+        layout = members[0].layout
+        generator = None
+        update: BatchUpdate | None = None
+        try:
+            batch = concat([member.arguments for member in members], config.input_dim, "arguments")
+            with contexts.serving(_contexts_of_requests(members)):
+                generator = self._execute(batch)
+            if not hasattr(generator, "asend"):
+                raise TypeError(f"{self._name} is a streaming batch function but returned {type(generator).__name__}")
+            while True:
+                started = clock()
+                with contexts.serving(_contexts_of_requests(members)):
+                    try:
+                        step = await (generator.__anext__() if update is None else generator.asend(update))
+                    except StopAsyncIteration:
+                        break
+                finished = clock()
+                self.policy.on_batch_done(units, finished - started, finished)
+                self._notify("batch_finished", units, len(members), finished - started, False)
+                outputs = split(step, config.output_dim, [m.rows for m in members], f"a step of {self._name}")
+                for member, output in zip(members, outputs):
+                    if member.future.done():
+                        continue  # it left
+                    if is_end(output):
+                        member.end()
+                    else:
+                        member.stream.put(output)
+                leaving = [member.future.done() for member in members]
+                if not config.continuous:
+                    if all(leaving):
+                        break
+                    continue
+                kept = [member for member, leaves in zip(members, leaving) if not leaves]
+                pieces, units = self._take_whole(config.max_batch_size, kept, layout) if self._queued_rows else ([], 0)
+                if not pieces and not kept:
+                    break
+                if not pieces:
+                    units = sum(member.units for member in kept)  # what the policy times the next step as
+                joiners = [piece.request for piece in pieces]
+                joined = None
+                if joiners:
+                    joined = concat([j.arguments for j in joiners], config.input_dim, "arguments")
+                update = BatchUpdate(
+                    left=positions_of([m.rows for m in members], leaving),
+                    rows=sum(m.rows for m in members),
+                    joined=joined,
+                    joined_rows=sum(j.rows for j in joiners),
+                )
+                members = kept + joiners
+        except asyncio.CancelledError:
+            for member in members:
+                member.future.cancel()  # the replica is going away: so are its streams
+            raise
+        except Exception as exc:
+            self._notify("batch_finished", units, len(members), 0.0, True)
+            for member in members:
+                member.end(exc)
+        finally:
+            for member in members:
+                member.end()  # the generator finished: so did every stream still in it
+            if generator is not None:
+                await _close_quietly(generator, self._name)
 
     def _concat(self, pieces: list[_Piece]) -> Arguments:
         input_dim = self._config.input_dim
@@ -519,6 +664,19 @@ class Dispatcher:
 
 def _contexts_of(pieces: list[_Piece]) -> list[Any]:
     return [piece.request.context for piece in pieces]
+
+
+def _contexts_of_requests(requests: list[_Request]) -> list[Any]:
+    return [request.context for request in requests]
+
+
+async def _close_quietly(generator: Any, name: str) -> None:
+    """Close a batch's generator; its own error on the way out is logged, not raised: its
+    callers have had their answer."""
+    try:
+        await generator.aclose()
+    except Exception:
+        logger.exception("%s: the streaming batch function failed while closing", name)
 
 
 def _count_requests(pieces: list[_Piece]) -> int:

@@ -13,10 +13,10 @@ import functools
 import inspect
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from raystore._private.batching import BatchedFunction, BatchStats
+from raystore._private.batching import BatchedFunction, BatchStats, StreamingBatchedFunction
 from raystore._private.batching.dispatcher import RunLater
 from raystore._private.runner.runnable import Runnable
 from raystore._private.runner.spec import MethodSpec, RunnerSpec
@@ -36,6 +36,7 @@ class LocalBackend:
         # (callable, is_async, coroutine function for call_async) per method, resolved once: this is
         # every local call's path
         self._calls: dict[str, tuple[Callable[..., Any], bool, Callable[..., Any]]] = {}
+        self._streams: dict[str, Callable[..., Any]] = {}  # streaming methods: a call gives an async iterator
         self._load_lock = threading.Lock()
         self._loop_thread: _LoopThread | None = None
         if not lazy:
@@ -54,12 +55,17 @@ class LocalBackend:
             batched = {
                 name: _batched_call(instance, method) for name, method in self.spec.methods.items() if method.batchable
             }
-            calls = {}
-            for name in self.spec.methods:
+            calls, streams = {}, {}
+            for name, method in self.spec.methods.items():
                 target = batched.get(name) or getattr(instance, name)
+                if method.streams:
+                    streams[name] = target
+                    target = _NotAStream(self.spec.name, name, streams=True)
+                    calls[name] = (target, False, target)
+                    continue
                 is_async = name in batched or inspect.iscoroutinefunction(target)
                 calls[name] = (target, is_async, target if is_async else _UnbatchedBlockingCall(target))
-            self._batched, self._calls = batched, calls
+            self._batched, self._calls, self._streams = batched, calls, streams
             self.instance = instance  # last: callers take the loaded path once this is set
 
     def _call_of(self, name: str) -> tuple[Callable[..., Any], bool, Callable[..., Any]]:
@@ -76,6 +82,15 @@ class LocalBackend:
         layer of `async def` here would be entered again each time the call resumes, which a small
         model served in the ingress pays for on every request."""
         return (self._calls.get(name) or self._call_of(name))[2](*args, **kwargs)
+
+    def stream(self, name: str, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
+        """The async iterator of one call of a streaming method (an async generator)."""
+        if self.instance is None:
+            self.load()
+        target = self._streams.get(name)
+        if target is None:
+            _NotAStream(self.spec.name, name, streams=False)()
+        return target(*args, **kwargs)
 
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
         """One call from synchronous code; batched methods run on this backend's own event loop."""
@@ -121,7 +136,7 @@ class LocalBackend:
         for _, _, call in self._calls.values():
             if isinstance(call, _UnbatchedBlockingCall):
                 call.close()
-        self.instance, self._batched, self._calls = None, {}, {}
+        self.instance, self._batched, self._calls, self._streams = None, {}, {}, {}
         if self._loop_thread is not None:
             self._loop_thread.stop()
             self._loop_thread = None
@@ -185,9 +200,30 @@ class _UnbatchedBlockingCall(_TimedCall):
             self._thread.shutdown(wait=False)
 
 
+class _NotAStream:
+    """What calling a method the wrong way gives: a clear error saying the right way."""
+
+    def __init__(self, runner: str, method: str, *, streams: bool):
+        self.runner, self.method, self.streams = runner, method, streams
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.streams:
+            raise InvalidArgument(
+                f"runner {self.runner!r}: {self.method} streams (it is an async generator); "
+                f"iterate over it: `async for piece in runner.{self.method}.async_stream(...)`"
+            )
+        raise InvalidArgument(
+            f"runner {self.runner!r}: {self.method} does not stream (it is not an async generator); "
+            f"call it with run() or async_run()"
+        )
+
+
 def _batched_call(instance: Runnable, method: MethodSpec) -> BatchedFunction:
     """The model method behind a batch queue."""
     target = getattr(instance, method.name)
+    if method.streams:
+        # the bound generator itself: the queue sends it each step's BatchUpdate (continuous)
+        return StreamingBatchedFunction(target, method.batch)
     if inspect.iscoroutinefunction(target):
 
         @functools.wraps(target)

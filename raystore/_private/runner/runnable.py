@@ -11,6 +11,10 @@ class MyRunnable(raystore.Runnable):
     def predict(self, x):
         return self.model(x)
 
+    @raystore.Runnable.method(batchable=True, continuous=True)
+    async def generate(self, prompts):  # an async generator streams: runner.generate.async_stream(...)
+        ...
+
     def check_health(self):  # optional: Serve calls it every few seconds in each replica
         if self.model.broken:
             raise RuntimeError("model lost its device")  # the replica is then replaced
@@ -18,6 +22,7 @@ class MyRunnable(raystore.Runnable):
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -27,6 +32,7 @@ from raystore.exceptions import InvalidArgument
 GPU = "nvidia.com/gpu"
 CPU = "cpu"
 _MARK = "__raystore_method__"
+_CONTINUOUS = "__raystore_continuous__"
 
 
 # A runnable method is configured exactly as a stored model's signature is.
@@ -60,6 +66,16 @@ class Runnable:
             )
 
     @classmethod
+    def streams(cls, method: str) -> bool:
+        """Whether `method` is an async generator: its calls stream."""
+        return inspect.isasyncgenfunction(getattr(cls, method, None))
+
+    @classmethod
+    def continuous(cls, method: str) -> bool:
+        """Whether `method` was marked `continuous=True` (continuous batching of its streams)."""
+        return bool(getattr(getattr(cls, method, None), _CONTINUOUS, False))
+
+    @classmethod
     def gpu_capable(cls) -> bool:
         return GPU in cls.SUPPORTED_RESOURCES
 
@@ -71,8 +87,14 @@ class Runnable:
         batch_dim: int | tuple[int, int] = 0,
         input_spec: Any = None,
         output_spec: Any = None,
+        continuous: bool = False,
     ) -> Any:
-        """Expose a method to runners; `batchable` methods get their calls batched along `batch_dim`."""
+        """Expose a method to runners; `batchable` methods get their calls batched along `batch_dim`.
+
+        A method that is an async generator streams (`runner.m.async_stream(...)`); batched, it
+        runs step by step as `raystore.batch` runs async generators, and `continuous=True` lets
+        requests join and leave its batches between steps (it then receives a `BatchUpdate` from
+        each `yield`)."""
         settings = {
             "batchable": batchable,
             "batch_dim": batch_dim,
@@ -84,6 +106,7 @@ class Runnable:
 
         def mark(function: Callable[..., Any]) -> Callable[..., Any]:
             setattr(function, _MARK, config)
+            setattr(function, _CONTINUOUS, continuous)
             return function
 
         return mark(func) if func is not None else mark

@@ -10,7 +10,7 @@ A runner without a backend is not running yet: calls say how to start it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any, Protocol
 
 from raystore._private.batching import BatchStats
@@ -28,6 +28,7 @@ class Backend(Protocol):
     def call(self, name: str, args: tuple, kwargs: dict) -> Any: ...
     def call_async(self, name: str, args: tuple, kwargs: dict) -> Coroutine[Any, Any, Any]: ...
     def remote(self, name: str, args: tuple, kwargs: dict) -> Any: ...
+    def stream(self, name: str, args: tuple, kwargs: dict) -> AsyncIterator[Any]: ...
     def stats(self, name: str) -> BatchStats | None: ...
 
 
@@ -51,6 +52,16 @@ class RunnerMethod:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self.runner._running_backend().remote(self.name, args, kwargs)
+
+    def async_stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """The pieces of a streaming method (an async generator), as they come:
+        `async for piece in runner.generate.async_stream(x)`."""
+        return self.runner._running_backend().stream(self.name, args, kwargs)
+
+    @property
+    def streams(self) -> bool:
+        """Whether the method streams (an async generator): call it with `async_stream`."""
+        return self.spec.streams
 
     @property
     def stats(self) -> BatchStats | None:
@@ -170,6 +181,9 @@ class Runner:
 
     def async_run(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         return self._default_method.async_run(*args, **kwargs)
+
+    def async_stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        return self._default_method.async_stream(*args, **kwargs)
 
     # ---- how it runs: the backend ---------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from raystore._private.batching import BatchStats
@@ -44,6 +44,13 @@ class RunnerReplica:
             raise InvalidArgument(f"this replica serves {sorted(self.served_methods)}, not {method!r}")
         return for_the_wire(await self.backend.call_async(method, args, kwargs))
 
+    async def stream(self, method: str, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """A streaming method's pieces, each sent as soon as it is made (Serve streams them)."""
+        if method not in self.served_methods:
+            raise InvalidArgument(f"this replica serves {sorted(self.served_methods)}, not {method!r}")
+        async for piece in self.backend.stream(method, args, kwargs):
+            yield for_the_wire(piece)
+
     async def check_health(self) -> None:
         """Serve's periodic health check: this replica's loop answers, and the runnable's own
         `check_health()`, where it defines one, does not raise (an unhealthy replica is replaced)."""
@@ -67,6 +74,7 @@ class ServedBackend:
         self.spec = spec
         self.targets = dict(targets)  # method -> Application (before Serve builds) / DeploymentHandle
         self._handles: dict[str, Any] = {}  # the targets found to be handles, by method
+        self._streaming_handles: dict[str, Any] = {}  # the same, with `stream=True`
 
     def remote(self, name: str, args: tuple, kwargs: dict) -> Any:
         """A `DeploymentResponse`: await it, or pass it to another deployment without materialising it."""
@@ -88,7 +96,28 @@ class ServedBackend:
         return target
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"spec": self.spec, "targets": self.targets, "_handles": {}}
+        return {"spec": self.spec, "targets": self.targets, "_handles": {}, "_streaming_handles": {}}
+
+    async def stream(self, name: str, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
+        """A streaming method's pieces as its replica yields them; leaving early cancels the call
+        there (the replica's batch lets its stream go)."""
+        if not self.spec.methods[name].streams:
+            raise InvalidArgument(
+                f"runner {self.spec.name!r}: {name} does not stream (it is not an async generator); "
+                "call it with run() or async_run()"
+            )
+        handle = self._streaming_handles.get(name)
+        if handle is None:
+            handle = self._streaming_handles[name] = self._handle(name).options(stream=True)
+        response = handle.stream.remote(name, *for_the_wire(args), **for_the_wire(kwargs))
+        finished = False
+        try:
+            async for piece in response:
+                yield piece
+            finished = True
+        finally:
+            if not finished:
+                response.cancel()
 
     async def call_async(self, name: str, args: tuple, kwargs: dict) -> Any:
         return await self.sent_again_if_lost(name, lambda: self.remote(name, args, kwargs))

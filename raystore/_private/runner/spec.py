@@ -33,6 +33,7 @@ class MethodSpec:
     signature: ModelSignature  # batchable, batch_dim, input/output spec, as the runnable declares them
     batch: BatchConfig  # a template: each batch queue of this method works on its own copy
     resources: Resources
+    streams: bool = False  # an async generator: called with `async_stream`, answered piece by piece
 
     @property
     def batchable(self) -> bool:
@@ -98,8 +99,16 @@ class RunnerSpec:
                     "colocate=True runs every method in one deployment: give resources for the runner, not per method"
                 )
             settings = {key: overrides.get(key, value) for key, value in defaults.items()}
+            streams, continuous = runnable_class.streams(method), runnable_class.continuous(method)
+            if continuous and not (streams and signature.batchable):
+                raise InvalidArgument(
+                    f"{runnable_class.__name__}.{method}: continuous=True needs a batchable async generator method "
+                    f"(continuous batching joins streams between the steps of a batch)"
+                )
             batch = BatchConfig(
-                **{key: value for key, value in settings.items() if value is not None}, batch_dim=signature.batch_dim
+                **{key: value for key, value in settings.items() if value is not None},
+                batch_dim=signature.batch_dim,
+                continuous=continuous,
             )
             method_resources = base_resources
             if "resources" in overrides:
@@ -109,7 +118,7 @@ class RunnerSpec:
                     auto_gpu=auto_gpu,
                     where=f"method_configs[{method!r}].resources",
                 )
-            methods[method] = MethodSpec(method, signature, batch, method_resources)
+            methods[method] = MethodSpec(method, signature, batch, method_resources, streams)
         mode = Mode.EMBEDDED if options["embedded"] else Mode.COLOCATED if colocate else Mode.PER_METHOD
         return cls(
             name=name,

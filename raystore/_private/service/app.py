@@ -25,8 +25,9 @@ from raystore._private.runner.served import remote_cause
 from raystore._private.service.access_log import REQUEST_ID_KEY, AccessLog, request_id
 from raystore._private.service.admission import Admission
 from raystore._private.service.openapi import openapi_spec, swagger_asset, swagger_page
+from raystore._private.service.streams import NOTHING, streamed_response
 from raystore._private.service.v2.server import V2Routes
-from raystore.exceptions import BadInput, NotFound, QueueFull, RaystoreError, ServiceUnavailable
+from raystore.exceptions import BadInput, InvalidArgument, NotFound, QueueFull, RaystoreError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from raystore._private.service.service import API, Service
@@ -53,6 +54,10 @@ def api_endpoint(
         try:
             body, reserved = await gate.read(request, api.name)
             value = await api.input.from_http(request, body)
+            if api.streams:
+                pieces = api.func(value)
+                first = await anext(pieces, NOTHING)  # an error before the first piece keeps its status
+                return streamed_response(api.output, first, pieces, api.name)
             if api.is_async:
                 result = await api.func(value)
             else:
@@ -115,7 +120,12 @@ def _release_when_done(gate: Admission, reserved: int, work: asyncio.Future) -> 
 
 def call_api(api: API, value: Any) -> Awaitable[Any]:
     """The API function's result to await: its own coroutine, or a plain function's run on a
-    thread. A plain function here, not a coroutine of its own: one frame less on every request."""
+    thread. A plain function here, not a coroutine of its own: one frame less on every request.
+    (A streaming API's calls go through `stream_api`.)"""
+    if api.streams:
+        raise InvalidArgument(
+            f"API {api.name!r} streams; call it with handle.options(stream=True).{api.name}.remote(value)"
+        )
     if api.is_async:
         return api.func(value)
     return _in_thread(api.func, value)

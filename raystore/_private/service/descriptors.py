@@ -18,11 +18,34 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from raystore.exceptions import BadInput, InvalidArgument, InvalidOutput, MissingDependency, UnsupportedMediaType
 
+# How a streaming API's pieces travel, by an output descriptor's `stream=`; see `service.streams`.
+STREAM_MEDIA_TYPES = {"sse": "text/event-stream", "jsonl": "application/jsonl", "text": "text/plain"}
+
 
 class IODescriptor:
     """Base class: parse a request into a Python value, render a value into a response."""
 
     media_type = "application/octet-stream"
+    stream: str | None = None  # as an output: how an async generator API's pieces are sent; None: not streamed
+    stream_formats: tuple[str, ...] = ()  # the stream formats it can render pieces for
+
+    def piece(self, value: Any) -> str:
+        """One piece of a streamed answer as text (an SSE event's data, a JSON line)."""
+        raise NotImplementedError
+
+    def _set_stream(self, stream: bool | str) -> None:
+        """Validate `stream=` (True: Server-Sent Events, the first format) and remember it."""
+        if stream is False or stream is None:
+            self.stream = None
+            return
+        if stream is True:
+            stream = self.stream_formats[0]
+        if stream not in self.stream_formats:
+            raise InvalidArgument(
+                f"{type(self).__name__}(stream=...) must be True, False or one of {list(self.stream_formats)}, "
+                f"got {stream!r}"
+            )
+        self.stream = stream
 
     async def from_http(self, request: Request, body: bytes) -> Any:
         raise NotImplementedError
@@ -34,7 +57,25 @@ class IODescriptor:
         return {}
 
     def openapi_content(self) -> dict[str, Any]:
+        if self.stream is not None:
+            return self._openapi_stream_content()
         return {self.media_type: {"schema": self.openapi_schema()}}
+
+    def _openapi_stream_content(self) -> dict[str, Any]:
+        # OpenAPI 3.1 has no schema for the items of a stream (3.2's itemSchema): the body is a
+        # string, and each piece's schema is named in an extension and the description.
+        framing = {
+            "sse": "Server-Sent Events: one `data:` event per piece; a failure mid-stream ends it with an "
+            '`event: error` whose data is {"error": ...}',
+            "jsonl": 'JSON lines: one JSON document per piece; a failure mid-stream ends it with a line {"error": ...}',
+            "text": "plain text, each piece as it is made",
+        }[self.stream]
+        return {
+            STREAM_MEDIA_TYPES[self.stream]: {
+                "schema": {"type": "string", "description": f"A stream of pieces, as {framing}."},
+                "x-raystore-stream": {"format": self.stream, "itemSchema": self.openapi_schema()},
+            }
+        }
 
     def _check_content_type(self, request: Request, accepted: tuple[str, ...]) -> None:
         content_type = content_type_of(request)
@@ -111,7 +152,11 @@ class NumpyNdarray(IODescriptor):
         shape: tuple[int, ...] | None = None,
         enforce_dtype: bool = False,
         enforce_shape: bool = False,
+        stream: bool | str = False,
     ):
+        """`stream`, as an output: an async generator API's arrays are sent one by one, as
+        Server-Sent Events (`True` or `"sse"`) or JSON lines (`"jsonl"`)."""
+        self._set_stream(stream)
         self.dtype = np.dtype(dtype) if dtype is not None else None
         self.shape = tuple(shape) if shape is not None else None
         self.enforce_dtype, self.enforce_shape = enforce_dtype, enforce_shape
@@ -151,10 +196,16 @@ class NumpyNdarray(IODescriptor):
             raise BadInput(f"expected an array of shape {wanted}, got {array.shape}")
         return array
 
+    stream_formats = ("sse", "jsonl")
+
     def to_http(self, value: Any) -> Response:
         if hasattr(value, "detach"):  # torch tensors list themselves (from any device), no numpy copy
             return _numbers_response(value.tolist())
         return _numbers_response(np.asarray(value).tolist())
+
+    def piece(self, value: Any) -> str:
+        rows = value.tolist() if hasattr(value, "detach") else np.asarray(value).tolist()
+        return json.dumps(rows, allow_nan=False, separators=(",", ":"))
 
     def openapi_schema(self) -> dict[str, Any]:
         """Arrays as deep as `shape` says; without a shape, a number or arrays of any depth (a
@@ -215,9 +266,13 @@ class JSON(IODescriptor):
     match their documented schema."""
 
     media_type = "application/json"
+    stream_formats = ("sse", "jsonl")
 
-    def __init__(self, pydantic_model: Any = None):
+    def __init__(self, pydantic_model: Any = None, stream: bool | str = False):
+        """`stream`, as an output: an async generator API's values are sent one by one, as
+        Server-Sent Events (`True` or `"sse"`) or JSON lines (`"jsonl"`)."""
         self.pydantic_model = pydantic_model
+        self._set_stream(stream)
 
     async def from_http(self, request: Request, body: bytes) -> Any:
         self._check_content_type(request, ("application/json",))
@@ -233,6 +288,13 @@ class JSON(IODescriptor):
             raise BadInput(f"the JSON does not match {self.pydantic_model.__name__}: {problems}") from None
 
     def to_http(self, value: Any) -> Response:
+        return JSONResponse(self._jsonable(value))
+
+    def piece(self, value: Any) -> str:
+        return json.dumps(self._jsonable(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+    def _jsonable(self, value: Any) -> Any:
+        """The result as plain JSON values, checked against the pydantic model when there is one."""
         if self.pydantic_model is not None and not isinstance(value, self.pydantic_model):
             # As an output, the model is a promise the OpenAPI document makes: keep it.
             import pydantic
@@ -250,7 +312,7 @@ class JSON(IODescriptor):
             value = value.model_dump(mode="json", by_alias=True)
         elif hasattr(value, "tolist"):
             value = value.tolist()
-        return JSONResponse(value)
+        return value
 
     def openapi_schema(self) -> dict[str, Any]:
         if self.pydantic_model is not None:
@@ -263,6 +325,15 @@ class Text(IODescriptor):
     """Plain UTF-8 text."""
 
     media_type = "text/plain"
+    stream_formats = ("sse", "text")
+
+    def __init__(self, stream: bool | str = False):
+        """`stream`, as an output: an async generator API's strings are sent one by one, as
+        Server-Sent Events (`True` or `"sse"`) or as plain text written as it comes (`"text"`)."""
+        self._set_stream(stream)
+
+    def piece(self, value: Any) -> str:
+        return str(value)
 
     async def from_http(self, request: Request, body: bytes) -> Any:
         content_type = content_type_of(request)

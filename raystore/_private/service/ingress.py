@@ -59,7 +59,16 @@ class ServiceIngress:
         return await call_api(self.service.apis[name], value)
 
 
-def _api_method(name: str):
+def _api_method(name: str, streams: bool):
+    if streams:
+
+        async def method(self: ServiceIngress, value: Any) -> Any:  # handle.options(stream=True)
+            async for piece in self.service.apis[name].func(value):
+                yield piece
+
+        method.__name__ = method.__qualname__ = name
+        return method
+
     async def method(self: ServiceIngress, value: Any) -> Any:
         return await self._call_api(name, value)
 
@@ -81,7 +90,7 @@ def service_application(service: Service, source: ServiceSource) -> Any:
     if clash:
         raise InvalidArgument(f"API names {sorted(clash)} are reserved")
     class_name = f"{service.name.replace('-', '_')}_ingress"
-    namespace = {name: _api_method(name) for name in service.apis}
+    namespace = {name: _api_method(name, api.streams) for name, api in service.apis.items()}
     asgi_class = serve.ingress()(type(class_name, (ServiceIngress,), namespace))
 
     async def __call__(self: Any, scope: Any, receive: Any = None, send: Any = None) -> None:

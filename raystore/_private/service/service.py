@@ -45,9 +45,11 @@ class API:
     func: Callable[..., Any]
     doc: str
     is_async: bool = field(init=False)  # looked up on every request: worked out once
+    streams: bool = field(init=False)  # an async generator: answered piece by piece
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.func))
+        object.__setattr__(self, "streams", inspect.isasyncgenfunction(self.func))
 
 
 class Service:
@@ -150,6 +152,7 @@ class Service:
                 raise InvalidArgument(
                     f"API {api_name!r} (route {api_route}) is already defined in service {self.name!r}"
                 )
+            _check_streaming(api_name, func, output)
             self.apis[api_name] = API(api_name, api_route, input, output, func, inspect.getdoc(func) or "")
             return func
 
@@ -192,6 +195,27 @@ DEFAULT_CORS = {
     "expose_headers": ["X-Request-ID", "Retry-After"],
     "max_age": 600,
 }
+
+
+def _check_streaming(api_name: str, func: Callable[..., Any], output: IODescriptor) -> None:
+    """An async generator API needs an output that streams, and only it may have one."""
+    if inspect.isgeneratorfunction(func):
+        raise InvalidArgument(
+            f"API {api_name!r} is a plain generator; a streaming API is an async generator (`async def` with `yield`)"
+        )
+    streams = inspect.isasyncgenfunction(func)
+    if streams and output.stream is None:
+        formats = " or ".join(f"stream={f!r}" for f in output.stream_formats) or "none (it cannot stream)"
+        raise InvalidArgument(
+            f"API {api_name!r} is an async generator, so it answers piece by piece: give its output a stream "
+            f"format, e.g. Text(stream=True) (Server-Sent Events) or JSON(stream='jsonl'); "
+            f"{type(output).__name__} takes {formats}"
+        )
+    if not streams and output.stream is not None:
+        raise InvalidArgument(
+            f"API {api_name!r} has a streaming output ({type(output).__name__}(stream={output.stream!r})) but "
+            "returns one value; make it an async generator that yields the pieces, or drop stream="
+        )
 
 
 def cors_options(cors: bool | Mapping[str, Any]) -> dict[str, Any] | None:
