@@ -15,27 +15,36 @@ class Counter(raystore.Runnable):
     streams three tokens, and the third step waits for that file to exist (the test writes it
     once it has read the second piece, so a server that held pieces back would never answer)."""
 
+    def __init__(self):
+        self.rows_now = 0  # rows in the running batch of `count` (0: none runs)
+
+    @raystore.Runnable.method
+    async def rows(self, _: object = None) -> int:
+        return self.rows_now
+
     @raystore.Runnable.method(batchable=True, continuous=True)
     async def count(self, ns: list):
         states = [[n, 0] for n in ns]
-        steps = 0
-        while states:
-            steps += 1
-            gates = [n for n, _ in states if isinstance(n, str)]
-            if steps == 3 and gates:
-                deadline = time.monotonic() + 60
-                while not all(os.path.exists(g) for g in gates) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-            await asyncio.sleep(0.002)
-            out = []
-            for state in states:
-                state[1] += 1
-                limit = 3 if isinstance(state[0], str) else state[0]
-                out.append(StopIteration if state[1] > limit else f"{state[0]}:{state[1]}")
-            update = yield out
-            states = update.keep(states)
-            if update.joined:
-                states += [[n, 0] for n in update.joined["ns"]]
+        try:
+            while states:
+                self.rows_now = len(states)
+                gates = [n for n, produced in states if isinstance(n, str) and produced == 2]
+                if gates:
+                    deadline = time.monotonic() + 60
+                    while not all(os.path.exists(g) for g in gates) and time.monotonic() < deadline:
+                        await asyncio.sleep(0.01)
+                await asyncio.sleep(0.002)
+                out = []
+                for state in states:
+                    state[1] += 1
+                    limit = 3 if isinstance(state[0], str) else state[0]
+                    out.append(StopIteration if state[1] > limit else f"{state[0]}:{state[1]}")
+                update = yield out
+                states = update.keep(states)
+                if update.joined:
+                    states += [[n, 0] for n in update.joined["ns"]]
+        finally:
+            self.rows_now = 0
 
     @raystore.Runnable.method
     async def letters(self, word: str):
@@ -45,7 +54,8 @@ class Counter(raystore.Runnable):
             yield letter
 
 
-counter = raystore.Runner(Counter, name="counter", resources={"num_cpus": 0.05}, max_batch_size=8)
+# colocated: `rows` answers from the replica that runs `count`
+counter = raystore.Runner(Counter, name="counter", resources={"num_cpus": 0.05}, max_batch_size=8, colocate=True)
 svc = raystore.Service("streams", runners=[counter])
 
 
@@ -58,6 +68,12 @@ async def tokens(request: Count):
     """Server-Sent Events: one token per event."""
     async for piece in counter.count.async_stream([request.n]):
         yield piece[0]
+
+
+@svc.api(input=JSON(), output=JSON())
+async def rows(_: object) -> int:
+    """How many rows the runner's running batch has (0: none runs)."""
+    return await counter.rows.async_run()
 
 
 @svc.api(input=JSON(), output=JSON(stream="jsonl"))

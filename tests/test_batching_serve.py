@@ -77,6 +77,29 @@ class WhoAsked:
         ours, serves, running_as = (await self.ids([0]))[0]
         return {"own": own, "ours": ours, "serves": serves, "running_as": running_as}
 
+    @batch(max_batch_size=8, max_latency_ms=30_000, continuous=True)
+    async def ids_stream(self, steps: list):
+        """Each row streams `steps` pieces: the request ids its batch had at that step."""
+        import raystore
+
+        rows = [[n, 0] for n in steps]
+        while rows:
+            await asyncio.sleep(0.02)
+            ours = [c.request_id for c in raystore.batch_request_contexts()]
+            serves = [c.request_id for c in serve.context._get_serve_batch_request_context()]
+            out = []
+            for row in rows:
+                row[1] += 1
+                out.append((ours, serves) if row[1] <= row[0] else StopIteration)
+            update = yield out
+            rows = update.keep(rows)
+            if update.joined:
+                rows += [[n, 0] for n in update.joined["steps"]]
+
+    async def streamed(self, steps: int) -> dict:
+        own = serve.context._get_serve_request_context().request_id
+        return {"own": own, "steps": [piece[0] async for piece in self.ids_stream([steps])]}
+
 
 @pytest.mark.ray
 def test_a_batch_sees_every_callers_request_context_and_runs_as_none_of_them(ray_session):
@@ -98,3 +121,26 @@ def test_a_batch_sees_every_callers_request_context_and_runs_as_none_of_them(ray
         assert sorted(i for b in batches for i in b) == sorted(owns)  # each caller in exactly one batch
     finally:
         serve.delete("who_asked")
+
+
+@pytest.mark.ray
+def test_each_step_of_a_continuous_batch_sees_the_contexts_of_the_callers_then_in_it(ray_session):
+    handle = serve.run(WhoAsked.bind(), name="who_streams", route_prefix=None)
+    try:
+
+        async def call_all():
+            calls = []
+            for i in range(12):
+                calls.append(handle.streamed.remote(2 + i % 5))
+                await asyncio.sleep(0.01)  # arrivals spread over the first steps: joins
+            return await asyncio.gather(*calls)
+
+        answers = asyncio.run(call_all())
+        assert [len(a["steps"]) for a in answers] == [2 + i % 5 for i in range(12)]
+        for a in answers:
+            for ours, serves in a["steps"]:
+                assert a["own"] in ours and serves == ours
+        step_sets = {tuple(ours) for a in answers for ours, _ in a["steps"]}
+        assert len(step_sets) > 1  # the batch's members changed between steps
+    finally:
+        serve.delete("who_streams")

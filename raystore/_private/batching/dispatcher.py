@@ -422,8 +422,9 @@ class Dispatcher:
     ) -> tuple[list[_Piece], int]:
         """`_take` for requests taken whole (sized by `batch_size_fn`, or streamed): the oldest
         compatible ones while the batch they make with `members` (the requests already in it: a
-        continuous batch's, whose layout joiners must share) stays within `limit`. A batch_size_fn is asked of all of them at once,
-        since a size need not add up: padding to the longest sequence does not. A first request
+        continuous batch's, whose `layout` joiners must share) stays within `limit`. A batch_size_fn
+        is asked of all of them at once, since a size need not add up: padding to the longest
+        sequence does not. A first request
         (no members) is always taken: it was checked to fit alone as it arrived. Returns the
         pieces and the size of the whole batch, members included."""
         self._ready = None
@@ -583,16 +584,10 @@ class Dispatcher:
                 if not pieces:
                     units = sum(member.units for member in kept)  # what the policy times the next step as
                 joiners = [piece.request for piece in pieces]
-                joined = None
-                if joiners:
-                    joined = concat([j.arguments for j in joiners], config.input_dim, "arguments")
-                update = BatchUpdate(
-                    left=positions_of([m.rows for m in members], leaving),
-                    rows=sum(m.rows for m in members),
-                    joined=joined,
-                    joined_rows=sum(j.rows for j in joiners),
-                )
-                members = kept + joiners
+                left, rows = positions_of([m.rows for m in members], leaving), sum(m.rows for m in members)
+                members = kept + joiners  # before anything can fail: a joiner is this batch's to answer now
+                joined = concat([j.arguments for j in joiners], config.input_dim, "arguments") if joiners else None
+                update = BatchUpdate(left=left, rows=rows, joined=joined, joined_rows=sum(j.rows for j in joiners))
         except asyncio.CancelledError:
             for member in members:
                 member.future.cancel()  # the replica is going away: so are its streams

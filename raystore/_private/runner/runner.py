@@ -56,6 +56,11 @@ class RunnerMethod:
     def async_stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """The pieces of a streaming method (an async generator), as they come:
         `async for piece in runner.generate.async_stream(x)`."""
+        if not self.spec.streams:
+            raise InvalidArgument(
+                f"runner {self.runner.name!r}: {self.name} does not stream (it is not an async generator); "
+                "call it with run() or async_run()"
+            )
         return self.runner._running_backend().stream(self.name, args, kwargs)
 
     @property

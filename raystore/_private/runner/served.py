@@ -101,11 +101,6 @@ class ServedBackend:
     async def stream(self, name: str, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
         """A streaming method's pieces as its replica yields them; leaving early cancels the call
         there (the replica's batch lets its stream go)."""
-        if not self.spec.methods[name].streams:
-            raise InvalidArgument(
-                f"runner {self.spec.name!r}: {name} does not stream (it is not an async generator); "
-                "call it with run() or async_run()"
-            )
         handle = self._streaming_handles.get(name)
         if handle is None:
             handle = self._streaming_handles[name] = self._handle(name).options(stream=True)
