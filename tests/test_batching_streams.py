@@ -269,3 +269,78 @@ def test_a_streaming_batch_sees_its_callers_contexts():
     asyncio.run(main())
     assert seen == [2]
     assert raystore.batch_request_contexts() == []
+
+
+def test_a_long_continuous_batch_keeps_no_finished_request_in_its_queue():
+    """Requests that joined a batch that never empties leave the queue as they are taken (only
+    the pump dropped them, and a continuous batch holds the pump's only slot)."""
+
+    @raystore.batch(max_batch_size=8, continuous=True)
+    async def echo(xs: list):
+        rows = [[x, 0] for x in xs]
+        while rows:
+            await asyncio.sleep(0.001)
+            for row in rows:
+                row[1] += 1
+            update = yield [StopIteration if row[1] > (2 if row[0] >= 0 else 400) else row[0] for row in rows]
+            rows = update.keep(rows)
+            if update.joined:
+                rows += [[x, 0] for x in update.joined["xs"]]
+
+    async def client(i):
+        for _ in range(40):
+            assert [p async for p in echo([i])] == [[i], [i]]
+
+    async def long_one():  # keeps the batch from ever emptying
+        rows = 0
+        async for _ in echo([-1]):
+            rows += 1
+        return rows
+
+    async def main():
+        await asyncio.gather(*(client(i) for i in range(6)))
+
+    loop_queue_sizes = []
+
+    async def watched():
+        longest = asyncio.ensure_future(long_one())
+        await asyncio.sleep(0.01)
+        task = asyncio.ensure_future(main())
+        while not task.done():
+            dispatcher = echo._state(None).dispatcher()
+            if dispatcher is not None:
+                loop_queue_sizes.append(len(dispatcher._queue))
+            await asyncio.sleep(0.005)
+        await task
+        assert not longest.done()  # the batch ran all along
+        longest.cancel()
+
+    asyncio.run(watched())
+    assert max(loop_queue_sizes) <= 12  # 240 streams went through; at most a few wait at a time
+
+
+def test_a_failure_after_a_caller_left_is_not_reported_as_unretrieved(caplog):
+    import gc
+
+    @raystore.batch(max_batch_size=8)
+    async def fails_late(xs: list):
+        yield xs
+        await asyncio.sleep(0.01)
+        raise RuntimeError("boom at step 2")
+
+    async def leaver():
+        stream = fails_late([1])
+        await anext(stream)
+        await asyncio.sleep(0.05)  # the batch fails meanwhile
+        await stream.aclose()
+
+    async def stayer():
+        with pytest.raises(RuntimeError, match="boom"):
+            await collect(fails_late([2]))
+
+    async def main():
+        await asyncio.gather(leaver(), stayer())
+
+    asyncio.run(main())
+    gc.collect()
+    assert "never retrieved" not in caplog.text

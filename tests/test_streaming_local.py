@@ -182,3 +182,58 @@ def test_an_empty_stream_is_an_empty_body_and_an_early_refusal_its_status():
     assert status == 200 and chunks == []
     status, _, chunks = _asgi_post(app, "/nothing", b"refuse")
     assert status == 400 and "refused before the first piece" in json.loads(b"".join(chunks))["error"]
+
+
+def test_a_carriage_return_in_a_piece_is_a_line_break_to_server_sent_events():
+    from raystore._private.service.streams import streamed_response
+
+    async def nothing_more():
+        return
+        yield
+
+    response = streamed_response(Text(stream=True), "x\ry\r\nz", nothing_more(), "api")
+
+    async def body():
+        return b"".join([chunk async for chunk in response.body_iterator])
+
+    assert asyncio.run(body()) == b"data: x\ndata: y\ndata: z\n\n"
+
+
+def test_streamed_outputs_are_described_with_their_piece_schemas_in_components():
+    import pydantic
+    from openapi_spec_validator import validate
+
+    from raystore._private.service.openapi import openapi_spec
+
+    class Token(pydantic.BaseModel):
+        text: str
+
+    class Piece(pydantic.BaseModel):
+        token: Token
+        index: int
+
+    svc = raystore.Service("documented")
+
+    @svc.api(input=Text(), output=JSON(Piece, stream="sse"))
+    async def pieces(text: str):
+        yield Piece(token=Token(text=text), index=0)
+
+    @svc.api(input=Text(), output=NumpyNdarray(stream="jsonl"))
+    async def arrays(text: str):
+        yield [1.0]
+
+    spec = openapi_spec(svc)
+    validate(spec)
+    sse = spec["paths"]["/pieces"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    assert sse["x-raystore-stream"]["format"] == "sse" and "$defs" not in sse["x-raystore-stream"]["itemSchema"]
+    assert {"Token", "NDArray"} <= set(spec["components"]["schemas"])  # every $ref has its target
+
+
+def test_an_input_does_not_stream():
+    svc = raystore.Service("inputs")
+
+    async def echo(x):
+        return x
+
+    with pytest.raises(InvalidArgument, match="stream= is for outputs"):
+        svc.api(input=Text(stream=True), output=Text())(echo)

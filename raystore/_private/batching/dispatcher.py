@@ -236,6 +236,8 @@ class Dispatcher:
         finally:
             if not future.done():
                 future.cancel()  # left early: its batch lets it go at the next step
+            elif not future.cancelled():
+                future.exception()  # seen: a failure after it left is no one's to report
             if not request.settled or future.cancelled():
                 self._on_request_done(request)
 
@@ -428,6 +430,7 @@ class Dispatcher:
         (no members) is always taken: it was checked to fit alone as it arrived. Returns the
         pieces and the size of the whole batch, members included."""
         self._ready = None
+        self._head()  # drop what was taken: a continuous batch holds the slot, so no pump does it
         pieces: list[_Piece] = []
         size_fn = self._config.batch_size_fn
         items = [member.item for member in members]
@@ -578,7 +581,7 @@ class Dispatcher:
                         break
                     continue
                 kept = [member for member, leaves in zip(members, leaving) if not leaves]
-                pieces, units = self._take_whole(config.max_batch_size, kept, layout) if self._queued_rows else ([], 0)
+                pieces, units = self._take_whole(config.max_batch_size, kept, layout) if self._queue else ([], 0)
                 if not pieces and not kept:
                     break
                 if not pieces:

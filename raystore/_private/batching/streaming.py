@@ -7,8 +7,9 @@ own rows of every step as one piece of its stream (`async for piece in self.gene
 - A caller's stream ends when the generator ends, or when all its rows of a step are an end
   sentinel (`StopIteration` or `StopAsyncIteration`, the class or an instance, as `@serve.batch`
   takes them): in a list result, `[tok, StopIteration, tok]` ends the second caller only.
-- A caller that stops early (it breaks out, is cancelled, its client went away) leaves the batch;
-  the others go on. A batch all of whose callers have left is closed (`aclose()`).
+- A caller that stops early (it is cancelled, its client went away, it closed its iterator with
+  `aclose()`; breaking out of `async for` closes one nobody else refers to) leaves the batch; the
+  others go on. A batch all of whose callers have left is closed (`aclose()`).
 - With `continuous=True` the batch changes between steps: callers whose stream ended or who left
   go, and queued requests join, up to `max_batch_size`. The generator learns of it through the
   value of its `yield`, a `BatchUpdate`:

@@ -121,7 +121,7 @@ def _release_when_done(gate: Admission, reserved: int, work: asyncio.Future) -> 
 def call_api(api: API, value: Any) -> Awaitable[Any]:
     """The API function's result to await: its own coroutine, or a plain function's run on a
     thread. A plain function here, not a coroutine of its own: one frame less on every request.
-    (A streaming API's calls go through `stream_api`.)"""
+    (A streaming API is an async generator: its endpoint and handle method iterate over it.)"""
     if api.streams:
         raise InvalidArgument(
             f"API {api.name!r} streams; call it with handle.options(stream=True).{api.name}.remote(value)"

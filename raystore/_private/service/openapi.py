@@ -25,6 +25,9 @@ def openapi_spec(service: Service, root_path: str = "") -> dict[str, Any]:
         body = descriptor.openapi_content()
         for media in body.values():
             schemas.update(media.get("schema", {}).pop("$defs", {}))
+            stream = media.get("x-raystore-stream")
+            if stream is not None:  # a streamed output's piece schema: its definitions go there too
+                schemas.update(stream["itemSchema"].pop("$defs", {}))
         return body
 
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}

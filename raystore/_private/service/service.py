@@ -152,7 +152,7 @@ class Service:
                 raise InvalidArgument(
                     f"API {api_name!r} (route {api_route}) is already defined in service {self.name!r}"
                 )
-            _check_streaming(api_name, func, output)
+            _check_streaming(api_name, func, input, output)
             self.apis[api_name] = API(api_name, api_route, input, output, func, inspect.getdoc(func) or "")
             return func
 
@@ -197,8 +197,15 @@ DEFAULT_CORS = {
 }
 
 
-def _check_streaming(api_name: str, func: Callable[..., Any], output: IODescriptor) -> None:
-    """An async generator API needs an output that streams, and only it may have one."""
+def _check_streaming(
+    api_name: str, func: Callable[..., Any], input_descriptor: IODescriptor, output: IODescriptor
+) -> None:
+    """An async generator API needs an output that streams, and only it may have one (requests
+    are whole bodies: an input never streams)."""
+    if input_descriptor.stream is not None:
+        raise InvalidArgument(
+            f"API {api_name!r}: stream= is for outputs; a request arrives whole, so give its input without it"
+        )
     if inspect.isgeneratorfunction(func):
         raise InvalidArgument(
             f"API {api_name!r} is a plain generator; a streaming API is an async generator (`async def` with `yield`)"

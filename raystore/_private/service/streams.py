@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("raystore.service")
 
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")  # what SSE takes for the end of a line
 NOTHING = object()  # a stream that ended before its first piece
 
 # Proxies and browsers must neither cache nor hold back an event stream.
@@ -45,7 +47,7 @@ def streamed_response(output: IODescriptor, first: Any, rest: AsyncIterator[Any]
     def frame(piece: Any) -> bytes:
         text = output.piece(piece)
         if framing == "sse":
-            return ("".join(f"data: {line}\n" for line in text.split("\n")) + "\n").encode()
+            return ("".join(f"data: {line}\n" for line in _LINE_BREAKS.split(text)) + "\n").encode()
         if framing == "jsonl":
             return (text + "\n").encode()
         return text.encode()
