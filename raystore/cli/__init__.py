@@ -171,6 +171,27 @@ def serve_command(
     typer.echo("Stopped.", err=True)
 
 
+@app.command("ui")
+def ui_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(3030, "--port", help="HTTP port."),
+    remote: bool = typer.Option(
+        False, "--remote", help="Show the remote store (RAYSTORE_REMOTE) instead of the local one."
+    ),
+) -> None:
+    """A web console of the store: models, versions, files, versions compared. Ctrl-C stops it."""
+    import uvicorn
+
+    from raystore._private.console.app import console_app
+    from raystore._private.store import default_store, remote_store
+
+    store = remote_store() if remote else default_store()
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    typer.echo(f"Console of {store.url} at {url}. Press Ctrl-C to stop.", err=True)
+    uvicorn.run(console_app(store), host=host, port=port, log_level="warning")
+    typer.echo("Stopped.", err=True)
+
+
 @app.command("build")
 def build_command(
     target: str | None = typer.Argument(None, help="The service as MODULE:ATTRIBUTE, e.g. service:svc (or --model)."),

@@ -181,6 +181,26 @@ class ModelStore:
                 continue  # not ours
         return out
 
+    def version_names(self, name: str) -> list[str]:
+        """The version folders of `name`, committed or not (`read_info` tells), unsorted."""
+        return self._version_names(name)
+
+    def read_info(self, name: str, version: str) -> ModelInfo | None:
+        """The info of a committed version, or None when it is not (or no longer) committed."""
+        return self._read_info(name, version)
+
+    def info_stamp(self, name: str, version: str) -> tuple[int, int] | None:
+        """What changes when a local version's `model.yaml` is written again (a version replaced
+        in place): its modification time and size. None on object storage and for a version that
+        is not committed: a reader that caches infos re-reads those after a while."""
+        if not self.is_local:
+            return None
+        try:
+            stat = os.stat(self._join(MODELS_DIR, name, version, manifest.INFO_FILE))
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
     def _versions(self, name: str, prefix: str = "") -> list[ModelInfo]:
         """Committed versions of `name` (starting with `prefix`), newest first; corrupt ones are skipped
         with a warning so that one bad folder does not hide the rest."""

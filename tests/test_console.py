@@ -1,0 +1,236 @@
+"""The web console (`raystore ui`): the catalog it reads, and its pages in a real browser (Debian's
+chromium through Playwright), served by uvicorn from a store of real saved models."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import raystore
+from raystore._private.console.catalog import Catalog, parse_label_filter
+from raystore._private.deploy.local import free_port
+from raystore._private.store import default_store
+from raystore.exceptions import InvalidArgument, NotFound
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it
+
+
+class Weights:
+    """A tiny model with a `predict` method, for signatures."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def predict(self, x):
+        return x
+
+
+def _save(name, value, **options):
+    return raystore.picklable_model.save_model(name, value, **options)
+
+
+def _three_versions_and_another():
+    """iris_clf three times (the last one prod), and `table` of another owner."""
+    saved = [
+        _save(
+            "iris_clf",
+            Weights([i] * 100 * (i + 1)),
+            labels={"owner": "nlp_team", "stage": "prod" if i == 2 else "dev"},
+            metadata={"acc": 0.9 + i / 100, "data": {"version": f"2021082{i}", "rows": 150}},
+            signatures={"predict": {"batchable": True, "batch_dim": [0, 1]}},
+        )
+        for i in range(3)
+    ]
+    other = _save("table", {"a": 1}, labels={"owner": "other"})
+    return saved, other
+
+
+# ---- the catalog -----------------------------------------------------------------------------
+
+
+def test_the_catalog_filters_sorts_and_pages():
+    saved, other = _three_versions_and_another()
+    for i in range(5):
+        _save(f"extra_{i}", {"i": i})
+    catalog = Catalog(default_store())
+    page = catalog.query(per_page=3)
+    assert [r.name for r in page.rows] == ["extra_0", "extra_1", "extra_2"] and page.pages == 3 and page.total == 7
+    assert [r.name for r in catalog.query(page=3, per_page=3).rows] == ["table"]
+    iris = catalog.query("IRIS").rows
+    assert [r.name for r in iris] == ["iris_clf"]
+    assert iris[0].newest.tag == saved[2].tag and len(iris[0].versions) == 3
+    assert iris[0].labels == {"owner": "nlp_team", "stage": "prod"}
+    assert iris[0].total_size == sum(m.size for m in saved)
+    assert [r.name for r in catalog.query(labels={"owner": "nlp_team"}).rows] == ["iris_clf"]
+    assert [r.name for r in catalog.query(labels={"stage": "dev"}).rows] == ["iris_clf"]  # an older version's label
+    assert [r.name for r in catalog.query(labels={"owner": None}).rows] == ["iris_clf", "table"]
+    assert catalog.query(sort="date").rows[0].name == "extra_4"
+    assert catalog.query(sort="size").rows[0].name == "iris_clf"
+    with pytest.raises(InvalidArgument, match="sort must be one of name, date, size"):
+        catalog.query(sort="colour")
+
+
+def test_the_catalog_sees_deleted_and_replaced_versions():
+    saved, _ = _three_versions_and_another()
+    catalog = Catalog(default_store())
+    assert len(catalog.model("iris_clf").versions) == 3
+    raystore.models.delete(saved[0].tag)
+    assert [v.tag for v in catalog.model("iris_clf").versions] == [saved[2].tag, saved[1].tag]
+    with pytest.raises(NotFound):
+        catalog.version("iris_clf", saved[0].tag.version)
+    # a model.yaml written again (a version replaced in place) is read again
+    info_path = Path(default_store().location_of(saved[1].tag)) / "model.yaml"
+    text = info_path.read_text().replace("stage: dev", "stage: retired")
+    info_path.write_text(text)
+    os.utime(info_path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert catalog.version("iris_clf", saved[1].tag.version).info.labels["stage"] == "retired"
+
+
+def test_a_corrupt_version_is_left_out_not_fatal():
+    saved, _ = _three_versions_and_another()
+    (Path(default_store().location_of(saved[0].tag)) / "model.yaml").write_text("name: [unclosed\n")
+    catalog = Catalog(default_store())
+    assert [v.tag for v in catalog.model("iris_clf").versions] == [saved[2].tag, saved[1].tag]
+
+
+def test_label_filters_parse_and_say_what_is_wrong():
+    assert parse_label_filter("owner=nlp_team, stage=dev") == {"owner": "nlp_team", "stage": "dev"}
+    assert parse_label_filter("owner") == {"owner": None}
+    with pytest.raises(InvalidArgument, match="has no key"):
+        parse_label_filter("=dev")
+
+
+# ---- in a browser ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _console():
+    """The console of this test's store on a free port, in this process; yields its URL."""
+    import uvicorn
+
+    from raystore._private.console.app import console_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(console_app(default_store()), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the console never started"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def _browser(url: str):
+    """A headless chromium page that may reach `url` and nothing else; yields (page, refused)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium; .ci/run installs it)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    refused: list[str] = []
+
+    def only_the_console(route):
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.route("**/*", only_the_console)
+            yield page, refused
+        finally:
+            browser.close()
+
+
+def test_the_console_lists_filters_shows_and_compares_in_a_browser():
+    saved, _ = _three_versions_and_another()
+    newest = saved[2]
+    with _console() as url, _browser(url) as (page, refused):
+        page.goto(url)
+        assert page.locator("#models tbody tr").count() == 2
+        row = page.locator('#models tr[data-model="iris_clf"]')
+        assert row.locator("td").nth(1).inner_text() == "3"
+        assert newest.tag.version in row.inner_text() and "stage=prod" in row.inner_text()
+
+        page.fill('input[name="label"]', "owner=other")
+        page.click('button[type="submit"]')
+        page.wait_for_url("**label=owner%3Dother**")
+        assert [r.get_attribute("data-model") for r in page.locator("#models tbody tr").all()] == ["table"]
+
+        page.goto(f"{url}/models/iris_clf/{newest.tag.version}")
+        assert page.locator("#tag").inner_text().startswith(str(newest.tag))
+        assert "owner=nlp_team" in page.locator("#labels").inner_text()
+        metadata = page.locator("#metadata").inner_text()
+        assert "20210822" in metadata and "rows" in metadata
+        signature = page.locator('#signatures tr[data-method="predict"]').inner_text()
+        assert "yes" in signature and "0, 1" in signature
+        files = page.locator("#files").inner_text()
+        for entry in newest.manifest:
+            assert entry.path in files and entry.sha256 in files
+        assert f'raystore.picklable_model.load_model("{newest.tag}")' in page.locator("#python").inner_text()
+
+        page.goto(f"{url}/models/iris_clf")
+        page.check(f'input[value="{saved[0].tag}"]')
+        page.check(f'input[value="{newest.tag}"]')
+        page.click("#compare")
+        page.wait_for_selector("#compare-table")
+        marked = {r.get_attribute("data-key") for r in page.locator("#compare-table tr.diff").all()}
+        assert marked == {"labels.stage", "metadata.acc", "metadata.data.version"}
+        assert "diff" not in (
+            page.locator('#compare-table tr[data-key="metadata.data.rows"]').get_attribute("class") or ""
+        )
+        color = page.locator('#compare-table tr[data-key="metadata.acc"] td').first.evaluate(
+            "el => getComputedStyle(el).backgroundColor"
+        )
+        assert color not in ("rgba(0, 0, 0, 0)", "transparent")  # highlighted, not just classed
+
+        page.goto(f"{url}/models/nope")
+        assert "no model named 'nope'" in page.locator("#error").inner_text()
+    assert refused == []  # every asset came from the console itself
+
+
+def test_an_empty_store_says_how_to_save_a_first_model():
+    with _console() as url, _browser(url) as (page, _):
+        page.goto(url)
+        assert "save_model" in page.locator("#empty-store").inner_text()
+
+
+def test_raystore_ui_serves_the_store_until_ctrl_c(subprocess_env):
+    _save("served_model", {"x": 1})
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("raystore")), "ui", "--port", str(port)]
+    server = subprocess.Popen(command, env=subprocess_env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    body = response.read().decode()
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                assert time.monotonic() < deadline, "raystore ui never answered"
+                time.sleep(0.2)
+        assert "served_model" in body
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=20)
+    assert server.returncode == 0 and f"Console of {subprocess_env['RAYSTORE_HOME']}" in stderr
