@@ -292,3 +292,16 @@ def test_list_with_latest_gives_one_version(iris_clf):
     newest = raystore.sklearn.save_model("l", iris_clf).tag
     assert [m.tag for m in raystore.models.list("l:latest")] == [newest]
     assert raystore.models.list("nothere:latest") == []
+
+
+def test_model_yaml_with_ampersands_and_stars_in_its_values_reads_back():
+    """Text with `&` or `*` takes the checking YAML loader, the rest libyaml's: both read the same."""
+    from raystore._private.store.info import ModelInfo
+
+    saved = raystore.picklable_model.save_model(
+        "symbols", {"x": 1}, labels={"team": "r-and-d"}, metadata={"note": "a & b * c", "plain": "x"}
+    )
+    loaded = raystore.models.get(saved.tag)
+    assert loaded.info.metadata == {"note": "a & b * c", "plain": "x"}
+    plain = ModelInfo.from_yaml(saved.info.to_yaml().replace("a & b * c", "a and b"), "here")
+    assert plain.metadata["note"] == "a and b" and plain.creation_time == saved.info.creation_time
