@@ -28,8 +28,8 @@ quickstart: $(VENV)/.installed-quickstart
 # The layer contracts of docs/architecture.md and ruff (lint and format) first: a violation fails the build.
 lint: install
 	$(BIN)/lint-imports --no-logo --no-cache
-	$(BIN)/ruff check raystore tests benchmarks examples
-	$(BIN)/ruff format --check raystore tests benchmarks examples
+	$(BIN)/ruff check raystore tests benchmarks examples docs
+	$(BIN)/ruff format --check raystore tests benchmarks examples docs
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

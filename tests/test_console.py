@@ -111,16 +111,16 @@ def test_label_filters_parse_and_say_what_is_wrong():
 
 
 @contextlib.contextmanager
-def _console():
-    """The console of this test's store on a free port, in this process; yields its URL."""
+def _console(access=None):
+    """The console of this test's store (read-only unless `access` says) on a free port, in this
+    process; yields its URL."""
     import uvicorn
 
     from raystore._private.console.app import console_app
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(console_app(default_store()), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = console_app(default_store(), access=access)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -234,3 +234,136 @@ def test_raystore_ui_serves_the_store_until_ctrl_c(subprocess_env):
         server.send_signal(signal.SIGINT)
         _, stderr = server.communicate(timeout=20)
     assert server.returncode == 0 and f"Console of {subprocess_env['RAYSTORE_HOME']}" in stderr
+
+
+# ---- actions ------------------------------------------------------------------------------------
+
+
+def _writable():
+    from raystore._private.console.access import WriteAccess
+
+    return WriteAccess(writes=True)
+
+
+def test_delete_asks_first_then_removes_the_version_from_disk():
+    saved, _ = _three_versions_and_another()
+    doomed = saved[1]
+    folder = Path(default_store().location_of(doomed.tag))
+    assert folder.exists()
+    with _console(_writable()) as url, _browser(url) as (page, refused):
+        page.goto(f"{url}/models/iris_clf/{doomed.tag.version}")
+        page.click("#delete")
+        page.wait_for_selector("#delete-form")
+        assert "cannot be undone" in page.inner_text("main")
+        assert folder.exists()  # asking deleted nothing
+        page.click("#confirm-delete")
+        page.wait_for_url(f"{url}/models/iris_clf")
+        shown = {r.get_attribute("data-version") for r in page.locator("#versions tbody tr").all()}
+        assert shown == {saved[0].tag.version, saved[2].tag.version}
+    assert not folder.exists()
+    assert [m.tag for m in raystore.models.list("iris_clf")] == [saved[2].tag, saved[0].tag]
+    assert refused == []
+
+
+def test_a_download_is_an_archive_that_import_model_accepts(tmp_path):
+    saved, _ = _three_versions_and_another()
+    wanted = saved[0]
+    with _console() as url, _browser(url) as (page, _):
+        page.goto(f"{url}/models/iris_clf/{wanted.tag.version}")
+        with page.expect_download() as download:
+            page.click("#download")
+        target = tmp_path / download.value.suggested_filename
+        download.value.save_as(target)
+    assert target.name == f"iris_clf-{wanted.tag.version}.raymodel"
+    raystore.models.delete(wanted.tag)
+    restored = raystore.models.import_model(str(target), quiet=True)
+    assert restored.tag == wanted.tag and restored.info.metadata == wanted.info.metadata
+    assert raystore.models.verify(restored.tag).tag == wanted.tag
+
+
+def test_aliases_are_set_and_removed_from_a_version_page():
+    saved, _ = _three_versions_and_another()
+    with _console(_writable()) as url, _browser(url) as (page, _):
+        page.goto(f"{url}/models/iris_clf/{saved[0].tag.version}")
+        page.fill('#alias-form input[name="alias"]', "champion")
+        page.click('#alias-form button[type="submit"]')
+        page.wait_for_selector('[data-remove-alias="champion"]')
+        assert raystore.models.aliases("iris_clf") == {"champion": saved[0].tag.version}
+        page.click('[data-remove-alias="champion"]')
+        page.wait_for_load_state()
+        page.wait_for_selector('[data-remove-alias="champion"]', state="detached")
+    assert raystore.models.aliases("iris_clf") == {}
+
+
+def test_verify_tells_a_tampered_file():
+    saved, _ = _three_versions_and_another()
+    with _console() as url, _browser(url) as (page, _):
+        page.goto(f"{url}/models/iris_clf/{saved[0].tag.version}/verify")
+        assert page.get_attribute("#verify-result", "data-ok") == "yes"
+        (Path(default_store().location_of(saved[0].tag)) / "saved_model.pkl").write_bytes(b"tampered")
+        page.goto(f"{url}/models/iris_clf/{saved[0].tag.version}/verify")
+        assert page.get_attribute("#verify-result", "data-ok") == "no"
+        assert "saved_model.pkl" in page.inner_text("#verify-result")
+
+
+def _post_form(url: str, fields: dict, headers: dict | None = None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.parse
+
+    request = urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode(), headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_writes_are_refused_read_only_cross_site_and_without_the_token():
+    from raystore._private.console.access import WriteAccess
+
+    saved, _ = _three_versions_and_another()
+    version = saved[0].tag.version
+    folder = Path(default_store().location_of(saved[0].tag))
+    read_only = WriteAccess(writes=False)
+    with _console(read_only) as url:
+        status, body = _post_form(f"{url}/models/iris_clf/{version}/delete", {"form_token": read_only.form_token})
+        assert status == 403 and "read-only" in body
+        assert "/delete" not in urllib.request.urlopen(f"{url}/models/iris_clf/{version}").read().decode()
+
+    guarded = WriteAccess(writes=True, token="s3cret-token")
+    with _console(guarded) as url:
+        delete = f"{url}/models/iris_clf/{version}/delete"
+        status, body = _post_form(delete, {"form_token": guarded.form_token})
+        assert status == 401 and "sign in first" in body
+        status, _ = _post_form(delete, {"form_token": "guessed"}, {"Authorization": "Bearer s3cret-token"})
+        assert status == 403  # not the console's own form
+        status, _ = _post_form(
+            delete,
+            {"form_token": guarded.form_token},
+            {"Authorization": "Bearer s3cret-token", "Origin": "http://evil.example"},
+        )
+        assert status == 403  # another site's page posting with the user's credentials
+        assert folder.exists()
+
+        with _browser(url) as (page, _):  # a person signs in once, then deletes
+            page.goto(f"{url}/models/iris_clf/{version}")
+            page.click("#sign-in")
+            page.fill('#login-form input[name="token"]', "wrong")
+            page.click('#login-form button[type="submit"]')
+            assert "not the console's token" in page.inner_text("#login-error")
+            page.fill('#login-form input[name="token"]', "s3cret-token")
+            page.click('#login-form button[type="submit"]')
+            page.goto(f"{url}/models/iris_clf/{version}/delete")
+            page.click("#confirm-delete")
+            page.wait_for_url(f"{url}/models/iris_clf")
+    assert not folder.exists()
+
+
+def test_writes_beyond_loopback_need_a_token():
+    from raystore._private.console.access import WriteAccess
+
+    assert WriteAccess.for_host("127.0.0.1", allow_writes=None, token=None).writes
+    assert not WriteAccess.for_host("0.0.0.0", allow_writes=None, token=None).writes
+    assert WriteAccess.for_host("0.0.0.0", allow_writes=True, token="t").writes
+    with pytest.raises(InvalidArgument, match="set RAYSTORE_UI_TOKEN"):
+        WriteAccess.for_host("0.0.0.0", allow_writes=True, token=None)

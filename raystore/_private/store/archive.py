@@ -85,19 +85,27 @@ def export_model(
         if dest.endswith("/") or fs.isdir(path):
             path = f"{path.rstrip('/')}/{archive_name(model.tag, compression)}"
         _check_destination(fs, path, dest, force)
-        listed, base = model.store.snapshot(model.tag)  # files and folder from one manifest reading
-        entries = {e.path: e for e in listed}
-        manifest_data = manifest.dumps(sorted(entries.values(), key=lambda e: e.path)).encode()
-        prefix = f"{model.tag.name}/{model.tag.version}"
-        mtime = int(model.info.creation_time.timestamp())
         with _open_for_write(fs, path) as raw, _compressor(raw, compression) as out:
-            writer = _TarWriter(out, kernel_copy=compression is None and is_local(fs))
-            writer.add_bytes(f"{prefix}/{manifest.MANIFEST_FILE}", manifest_data, mtime)
-            for rel in [manifest.INFO_FILE, *sorted(set(entries) - {manifest.INFO_FILE})]:
-                with model.store.open_file(model.tag, rel, base=base) as src:
-                    writer.add_stream(f"{prefix}/{rel}", src, entries[rel].size, mtime, on_bytes)
-            writer.close()
+            write_archive(model, out, kernel_copy=compression is None and is_local(fs), on_bytes=on_bytes)
     return path if is_local(fs) else fs.unstrip_protocol(path)
+
+
+def write_archive(
+    model: StoredModel, out: BinaryIO, *, kernel_copy: bool = False, on_bytes: OnBytes | None = None
+) -> None:
+    """Write `model` as an uncompressed archive to `out`, any writable binary stream (a file, or
+    the pipe of a download); `kernel_copy` only when `out` is a plain local file."""
+    listed, base = model.store.snapshot(model.tag)  # files and folder from one manifest reading
+    entries = {e.path: e for e in listed}
+    manifest_data = manifest.dumps(sorted(entries.values(), key=lambda e: e.path)).encode()
+    prefix = f"{model.tag.name}/{model.tag.version}"
+    mtime = int(model.info.creation_time.timestamp())
+    writer = _TarWriter(out, kernel_copy=kernel_copy)
+    writer.add_bytes(f"{prefix}/{manifest.MANIFEST_FILE}", manifest_data, mtime)
+    for rel in [manifest.INFO_FILE, *sorted(set(entries) - {manifest.INFO_FILE})]:
+        with model.store.open_file(model.tag, rel, base=base) as src:
+            writer.add_stream(f"{prefix}/{rel}", src, entries[rel].size, mtime, on_bytes)
+    writer.close()
 
 
 class _TarWriter:
