@@ -367,3 +367,102 @@ def test_writes_beyond_loopback_need_a_token():
     assert WriteAccess.for_host("0.0.0.0", allow_writes=True, token="t").writes
     with pytest.raises(InvalidArgument, match="set RAYSTORE_UI_TOKEN"):
         WriteAccess.for_host("0.0.0.0", allow_writes=True, token=None)
+
+
+# ---- in a service: /ui ----------------------------------------------------------------------------
+
+
+def _iris_service(iris, iris_clf):
+    saved = raystore.sklearn.save_model(
+        "iris_clf", iris_clf, labels={"owner": "svc"}, signatures={"predict": {"batchable": True}}
+    )
+    runner = raystore.models.get(saved.tag).to_runner(embedded=True)
+    svc = raystore.Service("iris_ui", runners=[runner])
+
+    @svc.api(input=raystore.io.NumpyNdarray(), output=raystore.io.NumpyNdarray())
+    async def classify(x):
+        return await runner.predict.async_run(x)
+
+    runner.init_local()
+    return svc, runner, saved
+
+
+@contextlib.contextmanager
+def _service_app(svc):
+    """The service's ASGI app served by uvicorn in this process; yields its URL."""
+    import uvicorn
+
+    from raystore._private.service.app import ServiceApp
+
+    class Metrics:
+        def record(self, *args):
+            pass
+
+    async def ready():
+        return True
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(ServiceApp(svc, ready, Metrics()), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _classify(url: str) -> None:
+    request = urllib.request.Request(
+        f"{url}/classify", data=b"[[5.9, 3.0, 5.1, 1.8]]", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        assert response.read() == b"[2]"
+
+
+def test_a_service_shows_its_runners_and_live_batch_statistics_at_ui(iris, iris_clf):
+    import json
+
+    svc, runner, saved = _iris_service(iris, iris_clf)
+    try:
+        with _service_app(svc) as url:
+            for _ in range(3):
+                _classify(url)
+            status = json.loads(urllib.request.urlopen(f"{url}/ui/service.json").read())
+            (entry,) = status["runners"]
+            assert entry["models"] == [str(saved.tag)] and entry["mode"] == "embedded"
+            (method,) = entry["methods"]
+            assert method["stats"]["requests"] == 3 and method["stats_from"] == "this replica"
+
+            with _browser(url) as (page, refused):
+                page.goto(f"{url}/ui")  # redirected to /ui/
+                assert page.locator('#models tr[data-model="iris_clf"]').count() == 1
+                assert page.locator("#read-only").count() == 1  # a service's console changes nothing
+                page.click("#service-link")
+                cell = page.locator('[data-runner="iris_clf"] tr[data-method="predict"] [data-stat="requests"]')
+                assert cell.inner_text() == "3"
+                for _ in range(2):
+                    _classify(url)
+                page.wait_for_function(
+                    "() => document.querySelector('[data-stat=\"requests\"]').textContent === '5'", timeout=15_000
+                )
+                page.goto(f"{url}/ui/models/iris_clf/{saved.tag.version}")
+                assert page.locator("#delete").count() == 0 and page.locator("#alias-form").count() == 0
+            assert refused == []
+    finally:
+        runner.destroy_local()
+
+
+def test_ui_routes_are_the_service_s_own():
+    svc = raystore.Service("reserved")
+
+    async def echo(x):
+        return x
+
+    for route in ("/ui", "/ui/models"):
+        with pytest.raises(InvalidArgument, match="anything under /docs/ and /ui/"):
+            svc.api(input=raystore.io.Text(), output=raystore.io.Text(), route=route)(echo)

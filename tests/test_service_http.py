@@ -310,3 +310,19 @@ def test_docs_page_renders_and_calls_an_api_with_the_network_cut(service_url):
         finally:
             browser.close()
     assert refused == []  # nothing came from, or went to, the internet
+
+
+def test_the_service_console_reads_a_served_runner_s_batch_statistics(service_url):
+    """/ui/service.json asks the served runner's replica what its batch queue did."""
+    before = json.loads(get(f"{service_url}/ui/service.json")[1])
+    runners = {r["name"]: r for r in before["runners"]}
+    assert runners["arith"]["mode"] == "per_method" and runners["arith_embedded"]["mode"] == "embedded"
+    scale = {m["name"]: m for m in runners["arith"]["methods"]}["scale"]
+    assert scale["stats_from"] == "one runner replica" and scale["max_latency_ms"] == 2000
+    for _ in range(3):
+        assert post(f"{service_url}/scale", [[1, 2, 3]])[0] == 200
+    after = json.loads(get(f"{service_url}/ui/service.json")[1])
+    scale_after = {m["name"]: m for r in after["runners"] if r["name"] == "arith" for m in r["methods"]}["scale"]
+    assert scale_after["stats"]["requests"] == scale["stats"]["requests"] + 3
+    status, page = get(f"{service_url}/ui/service")
+    assert status == 200 and b'data-runner="arith"' in page

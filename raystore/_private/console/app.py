@@ -14,14 +14,14 @@ import hmac
 import json
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -36,8 +36,16 @@ HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
 
 
-def console_app(store: ModelStore, *, access: WriteAccess | None = None, title: str = "raystore console") -> Starlette:
-    """The console of `store`; read-only unless `access` allows writes."""
+def console_app(
+    store: ModelStore,
+    *,
+    access: WriteAccess | None = None,
+    title: str = "raystore console",
+    service: tuple[str, Callable[[], Awaitable[dict[str, Any]]]] | None = None,
+) -> Starlette:
+    """The console of `store`; read-only unless `access` allows writes. `service`: (its name, a
+    function giving its status as `service.status` makes it), for the console a service mounts
+    at `/ui`: a page of its runners, their models and live batch statistics."""
     import jinja2
 
     access = access or WriteAccess(writes=False)
@@ -50,7 +58,13 @@ def console_app(store: ModelStore, *, access: WriteAccess | None = None, title: 
     environment.filters["size"] = human_size
     environment.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M UTC")
     environment.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
-    environment.globals.update(title=title, store_url=store.url, writes=access.writes, form_token=access.form_token)
+    environment.globals.update(
+        title=title,
+        store_url=store.url,
+        writes=access.writes,
+        form_token=access.form_token,
+        service_name=service[0] if service else None,
+    )
 
     def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         root = request.scope.get("root_path", "")
@@ -233,8 +247,20 @@ def console_app(store: ModelStore, *, access: WriteAccess | None = None, title: 
         response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", path=root)
         return response
 
+    async def service_page(request: Request) -> Response:
+        if service is None:
+            return failed(request, 404, "this console runs on its own, not in a service")
+        return render(request, "service.html", state=await service[1]())
+
+    async def service_json(request: Request) -> Response:
+        if service is None:
+            return failed(request, 404, "this console runs on its own, not in a service")
+        return JSONResponse(await service[1]())
+
     routes = [
         Route("/", models),
+        Route("/service", service_page),
+        Route("/service.json", service_json),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/models/{name}", model),

@@ -75,6 +75,19 @@ class RunnerMethod:
         backend = self.runner._backend
         return backend.stats(self.name) if backend is not None else None
 
+    async def replica_stats(self) -> dict[str, Any] | None:
+        """What this method's batch queue has done, as `BatchStats.as_dict()`: in this process
+        (local and embedded runners), or in the one runner replica Serve routes the question to
+        (served). None when the method is not batched or the runner is not running."""
+        backend = self.runner._backend
+        if backend is None:
+            return None
+        remote = getattr(backend, "replica_stats", None)
+        if remote is not None:
+            return await remote(self.name)
+        stats = backend.stats(self.name)
+        return stats.as_dict() if stats is not None else None
+
     @property
     def config(self) -> ModelSignature:
         """How the method may be called (batchable, batch_dim, specs), as the Runnable declares it."""

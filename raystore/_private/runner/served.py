@@ -51,6 +51,15 @@ class RunnerReplica:
         async for piece in self.backend.stream(method, args, kwargs):
             yield for_the_wire(piece)
 
+    def batch_stats(self) -> dict[str, dict[str, Any]]:
+        """What this replica's batch queues have done, per batched method (for a service's console)."""
+        out = {}
+        for method in self.served_methods:
+            stats = self.backend.stats(method)
+            if stats is not None:
+                out[method] = stats.as_dict()
+        return out
+
     async def check_health(self) -> None:
         """Serve's periodic health check: this replica's loop answers, and the runnable's own
         `check_health()`, where it defines one, does not raise (an unhealthy replica is replaced)."""
@@ -148,6 +157,11 @@ class ServedBackend:
 
     def stats(self, name: str) -> BatchStats | None:
         return None  # the queues live in the runner's replicas (their Ray metrics tell)
+
+    async def replica_stats(self, name: str) -> dict[str, Any] | None:
+        """What the batch queue of `name` has done in one of the runner's replicas (the one Serve
+        routes this call to), as `BatchStats.as_dict()`; None for a method that is not batched."""
+        return (await self._handle(name).batch_stats.remote()).get(name)
 
 
 def remote_cause(exc: Exception) -> Exception:

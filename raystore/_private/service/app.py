@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Route, Router, get_route_path
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, Router, get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
@@ -260,7 +260,12 @@ class ServiceApp:
             infer = _Endpoint(v2_infer_endpoint(v2, access_log, admission))
             routes.extend(_Route(path, infer, methods=["POST"]) for path in v2.INFER_PATHS)
             routes.extend(_Route(path, _Endpoint(handler), methods=[method]) for method, path, handler in v2.routes())
+
+        async def console_root(request: Request) -> Response:
+            return RedirectResponse(f"{root_of(request)}/ui/", status_code=307)
+
         for path, handler in (
+            ("/ui", console_root),
             ("/docs.json", docs_json),
             ("/docs", docs),
             ("/docs/assets/{name}", docs_asset),
@@ -268,6 +273,7 @@ class ServiceApp:
             ("/readyz", readyz),
         ):
             routes.append(_Route(path, _Endpoint(handler), methods=["GET"]))  # HEAD comes with GET
+        routes.append(Mount("/ui", app=_Console(service)))
         self.router = Router(routes, redirect_slashes=False, default=self._not_found)
         self.routes = self.router.routes
         self._stack: ASGIApp = self.router
@@ -287,7 +293,8 @@ class ServiceApp:
         api_slot: list[API | None] = [None]  # the API the router found, if any
         scope[API_SLOT] = api_slot
         path = scope["path"]
-        if path.endswith("/") and len(path) > 1 and path != scope.get("root_path", "") + "/":
+        root = scope.get("root_path", "")
+        if path.endswith("/") and len(path) > 1 and path != root + "/" and not path.startswith(root + "/ui/"):
             # With or without a trailing slash a route is the same route, for the middleware too
             # (routes are declared without one). Starlette would answer a 307 instead, which curl
             # and urllib do not follow for a POST.
@@ -328,6 +335,30 @@ class ServiceApp:
         routes = sorted(api.route for api in self._service.apis.values())
         path = get_route_path(scope) or "/"
         await error_response(404, f"no route {path}; the APIs are {routes}")(scope, receive, send)
+
+
+class _Console:
+    """The web console at `/ui`, read-only: the store the service's models come from, and a page of
+    the service's runners with their live batch statistics. Made on its first request: a service
+    nobody looks at pays nothing for it."""
+
+    def __init__(self, service: Service):
+        self._service = service
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            from raystore._private.console.app import console_app
+            from raystore._private.service.status import service_status
+            from raystore._private.store import default_store
+
+            service = self._service
+            self._app = console_app(
+                default_store(),
+                title=f"{service.name} console",
+                service=(service.name, lambda: service_status(service)),
+            )
+        await self._app(scope, receive, send)
 
 
 def _request_id_of(scope: Scope) -> str:

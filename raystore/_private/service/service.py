@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from raystore._private.service.v2.server import ModelRepository
 
 _ROUTE_RE = re.compile(r"^/[A-Za-z0-9_\-./]*$")
-RESERVED_ROUTES = {"/docs", "/docs.json", "/healthz", "/readyz", "/metrics"}
+RESERVED_ROUTES = {"/docs", "/docs.json", "/healthz", "/readyz", "/metrics", "/ui"}
 DEFAULT_MAX_ONGOING_REQUESTS = 1000
 
 
@@ -141,11 +141,16 @@ class Service:
             if len(api_route) > 1:
                 api_route = api_route.rstrip("/")  # a trailing slash is the same route (see ServiceApp)
             protocol = self.v2 and (api_route == "/v2" or api_route.startswith("/v2/"))  # the V2 routes' own
-            own = api_route in RESERVED_ROUTES or api_route.startswith("/docs/") or protocol
+            own = (
+                api_route in RESERVED_ROUTES
+                or api_route.startswith("/docs/")
+                or api_route.startswith("/ui/")
+                or protocol
+            )
             if not _ROUTE_RE.fullmatch(api_route) or own:
                 raise InvalidArgument(
                     f"route {api_route!r} is invalid or reserved: a route is / and letters, digits, _-./, "
-                    f"and these are the service's own: {sorted(RESERVED_ROUTES)}, anything under /docs/, and /v2 "
+                    f"and these are the service's own: {sorted(RESERVED_ROUTES)}, anything under /docs/ and /ui/, and /v2 "
                     "with v2=True"
                 )
             if api_name in self.apis or any(a.route == api_route for a in self.apis.values()):
