@@ -466,3 +466,30 @@ def test_ui_routes_are_the_service_s_own():
     for route in ("/ui", "/ui/models"):
         with pytest.raises(InvalidArgument, match="anything under /docs/ and /ui/"):
             svc.api(input=raystore.io.Text(), output=raystore.io.Text(), route=route)(echo)
+
+
+@pytest.mark.s3
+def test_the_console_of_a_remote_store(s3_bucket, monkeypatch):
+    """`raystore ui --remote`: the same pages over object storage, its summaries re-read after
+    `recheck_s` (a listing names versions, but says nothing of a model.yaml written again)."""
+    from starlette.testclient import TestClient
+
+    from raystore._private.console.app import console_app
+    from raystore._private.store import remote_store
+
+    monkeypatch.setenv("RAYSTORE_REMOTE", s3_bucket)
+    saved, _ = _three_versions_and_another()
+    for model in saved:
+        raystore.models.push(model.tag, quiet=True)
+    store = remote_store()
+    clock = [0.0]
+    catalog = Catalog(store, recheck_s=30, clock=lambda: clock[0])
+    (row,) = catalog.query(labels={"owner": "nlp_team"}).rows
+    assert [v.tag for v in row.versions] == [m.tag for m in reversed(saved)]
+    assert row.total_size == sum(m.size for m in saved)
+
+    client = TestClient(console_app(store))
+    page = client.get(f"/models/iris_clf/{saved[0].tag.version}")
+    assert page.status_code == 200 and s3_bucket in page.text and saved[0].manifest[0].sha256 in page.text
+    download = client.get(f"/models/iris_clf/{saved[0].tag.version}/download")
+    assert download.status_code == 200 and download.content[:512].startswith(b"iris_clf/")
