@@ -1,25 +1,22 @@
 """The web console (`raystore ui`): the catalog it reads, and its pages in a real browser (Debian's
 chromium through Playwright), served by uvicorn from a store of real saved models."""
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import page_of, served
 
 import raystore
 from raystore._private.console.catalog import Catalog, parse_label_filter
 from raystore._private.deploy.local import free_port
 from raystore._private.store import default_store
 from raystore.exceptions import InvalidArgument, NotFound
-
-CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it
 
 
 class Weights:
@@ -110,54 +107,14 @@ def test_label_filters_parse_and_say_what_is_wrong():
 # ---- in a browser ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
 def _console(access=None):
-    """The console of this test's store (read-only unless `access` says) on a free port, in this
-    process; yields its URL."""
-    import uvicorn
-
+    """The console of this test's store (read-only unless `access` says), served; yields its URL."""
     from raystore._private.console.app import console_app
 
-    port = free_port()
-    app = console_app(default_store(), access=access)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the console never started"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return served(console_app(default_store(), access=access))
 
 
-@contextlib.contextmanager
-def _browser(url: str):
-    """A headless chromium page that may reach `url` and nothing else; yields (page, refused)."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium; .ci/run installs it)")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    refused: list[str] = []
-
-    def only_the_console(route):
-        if route.request.url.startswith(url):
-            route.continue_()
-        else:
-            refused.append(route.request.url)
-            route.abort()
-
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.route("**/*", only_the_console)
-            yield page, refused
-        finally:
-            browser.close()
+_browser = page_of
 
 
 def test_the_console_lists_filters_shows_and_compares_in_a_browser():
@@ -387,11 +344,8 @@ def _iris_service(iris, iris_clf):
     return svc, runner, saved
 
 
-@contextlib.contextmanager
 def _service_app(svc):
-    """The service's ASGI app served by uvicorn in this process; yields its URL."""
-    import uvicorn
-
+    """The service's ASGI app, served; yields its URL."""
     from raystore._private.service.app import ServiceApp
 
     class Metrics:
@@ -401,19 +355,7 @@ def _service_app(svc):
     async def ready():
         return True
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(ServiceApp(svc, ready, Metrics()), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return served(ServiceApp(svc, ready, Metrics()))
 
 
 def _classify(url: str) -> None:

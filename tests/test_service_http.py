@@ -270,45 +270,25 @@ def test_serve_logs_each_request_with_its_api_path(service_url):
     assert not re.search(r"POST /everything 200 ", text)  # every API request has its route
 
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it
-
-
 def test_docs_page_renders_and_calls_an_api_with_the_network_cut(service_url):
     """/docs in headless Chromium, every request outside this server refused: Swagger UI loads
     from the service itself, lists the APIs, and "Try it out" reaches the mounted route."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium; .ci/run installs it)")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    refused: list[str] = []
+    from browser import page_of
 
-    def only_this_server(route):
-        if route.request.url.startswith(service_url):
-            route.continue_()
-        else:
-            refused.append(route.request.url)
-            route.abort()
-
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
-        try:
-            page = browser.new_page()
-            page.route("**/*", only_this_server)
-            page.goto(f"{service_url}/docs/")
-            page.wait_for_selector("#operations-default-shout", timeout=30_000)
-            paths = page.locator(".opblock-summary-path").all_inner_texts()
-            assert {"/scale", "/shout", "/v2/scale-embedded", "/healthz"} <= {p.strip() for p in paths}
-            page.click("#operations-default-shout .opblock-summary-control")
-            page.click("#operations-default-shout .try-out__btn")
-            page.fill("#operations-default-shout textarea.body-param__text", "from the browser")
-            page.click("#operations-default-shout .execute")
-            status = page.locator("#operations-default-shout .live-responses-table tbody .response-col_status")
-            status.wait_for(timeout=30_000)
-            assert status.inner_text().strip() == "200"
-            answer = page.locator("#operations-default-shout .live-responses-table tbody .response-col_description")
-            assert "FROM THE BROWSER!" in answer.inner_text()
-        finally:
-            browser.close()
+    with page_of(service_url) as (page, refused):
+        page.goto(f"{service_url}/docs/")
+        page.wait_for_selector("#operations-default-shout", timeout=30_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        assert {"/scale", "/shout", "/v2/scale-embedded", "/healthz"} <= {p.strip() for p in paths}
+        page.click("#operations-default-shout .opblock-summary-control")
+        page.click("#operations-default-shout .try-out__btn")
+        page.fill("#operations-default-shout textarea.body-param__text", "from the browser")
+        page.click("#operations-default-shout .execute")
+        status = page.locator("#operations-default-shout .live-responses-table tbody .response-col_status")
+        status.wait_for(timeout=30_000)
+        assert status.inner_text().strip() == "200"
+        answer = page.locator("#operations-default-shout .live-responses-table tbody .response-col_description")
+        assert "FROM THE BROWSER!" in answer.inner_text()
     assert refused == []  # nothing came from, or went to, the internet
 
 
