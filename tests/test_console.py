@@ -1,11 +1,13 @@
 """The web console (`raystore ui`): the catalog it reads, and its pages in a real browser (Debian's
 chromium through Playwright), served by uvicorn from a store of real saved models."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -292,8 +294,10 @@ def test_writes_are_refused_read_only_cross_site_and_without_the_token():
         delete = f"{url}/models/iris_clf/{version}/delete"
         status, body = _post_form(delete, {"form_token": guarded.form_token})
         assert status == 401 and "sign in first" in body
-        status, _ = _post_form(delete, {"form_token": "guessed"}, {"Authorization": "Bearer s3cret-token"})
+        status, _ = _post_form(delete, {"form_token": "guessed"})
         assert status == 403  # not the console's own form
+        status, _ = _post_form(delete, {}, {"Authorization": "Bearer wrong-token"})
+        assert status == 403  # a wrong token is no token, and there is no form token either
         status, _ = _post_form(
             delete,
             {"form_token": guarded.form_token},
@@ -301,6 +305,12 @@ def test_writes_are_refused_read_only_cross_site_and_without_the_token():
         )
         assert status == 403  # another site's page posting with the user's credentials
         assert folder.exists()
+        # a script with the token needs no form token: a browser never adds that header itself
+        other = saved[1].tag
+        status, _ = _post_form(
+            f"{url}/models/iris_clf/{other.version}/delete", {}, {"Authorization": "Bearer s3cret-token"}
+        )
+        assert status == 200 and other not in [m.tag for m in raystore.models.list("iris_clf")]
 
         with _browser(url) as (page, _):  # a person signs in once, then deletes
             page.goto(f"{url}/models/iris_clf/{version}")
@@ -314,6 +324,72 @@ def test_writes_are_refused_read_only_cross_site_and_without_the_token():
             page.click("#confirm-delete")
             page.wait_for_url(f"{url}/models/iris_clf")
     assert not folder.exists()
+
+
+def test_only_exact_versions_are_deleted_and_bad_tags_are_a_clear_error():
+    saved, _ = _three_versions_and_another()
+    access = _writable()
+    with _console(access) as url:
+        for version in ("latest", saved[2].tag.version[:6]):  # `latest`, a prefix
+            status, body = _post_form(f"{url}/models/iris_clf/{version}/delete", {"form_token": access.form_token})
+            assert status == 404 and "not in" in body
+        assert len(raystore.models.list("iris_clf")) == 3
+        status, body = _post_form(f"{url}/models/..%2F..%2Fetc/x/delete", {"form_token": access.form_token})
+        assert status == 404
+        try:
+            urllib.request.urlopen(f"{url}/compare?tag=bad%20name:1&tag=iris_clf:{saved[0].tag.version}")
+        except urllib.error.HTTPError as err:
+            assert err.code == 400
+        else:
+            raise AssertionError("a bad tag to compare was accepted")
+
+
+def test_a_loopback_console_answers_only_to_loopback_names():
+    """DNS rebinding: a page of attacker.example whose name now points at 127.0.0.1 reads nothing."""
+    import http.client
+
+    from raystore._private.console.app import console_app
+
+    _three_versions_and_another()
+    with served(console_app(default_store(), access=_writable(), loopback_only=True)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for host, status in ((f"127.0.0.1:{port}", 200), (f"localhost:{port}", 200), (f"attacker.example:{port}", 421)):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/", headers={"Host": host})
+            assert connection.getresponse().status == status, host
+            connection.close()
+
+
+def test_an_abandoned_download_frees_its_worker_thread(monkeypatch):
+    """The response waits for the archive's next chunk on a worker thread; a client that leaves
+    meanwhile must not leave that thread waiting for good (the pool is small and shared)."""
+    import asyncio
+    import concurrent.futures
+
+    from raystore._private.console import app as console_module
+
+    saved, _ = _three_versions_and_another()
+
+    def slow_archive(model, out, **kwargs):
+        out.write(b"first chunk")
+        time.sleep(2)  # a slow disk or object store between two files
+        out.write(b"second chunk")
+
+    monkeypatch.setattr(console_module.archive, "write_archive", slow_archive)
+
+    async def main():
+        asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+        chunks = console_module._archive_chunks(default_store().get(saved[0].tag))
+        assert await anext(chunks) == b"first chunk"
+        waiting = asyncio.ensure_future(anext(chunks))  # its worker thread waits for the next chunk
+        await asyncio.sleep(0.2)
+        waiting.cancel()  # the client went away
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        await chunks.aclose()
+        return await asyncio.wait_for(asyncio.to_thread(lambda: "the worker is free"), 5)
+
+    assert asyncio.run(main()) == "the worker is free"
 
 
 def test_writes_beyond_loopback_need_a_token():
@@ -370,6 +446,7 @@ def test_a_service_shows_its_runners_and_live_batch_statistics_at_ui(iris, iris_
     import json
 
     svc, runner, saved = _iris_service(iris, iris_clf)
+    _save("not_the_service_s", {"secret": 1})
     try:
         with _service_app(svc) as url:
             for _ in range(3):
@@ -394,9 +471,25 @@ def test_a_service_shows_its_runners_and_live_batch_statistics_at_ui(iris, iris_
                 )
                 page.goto(f"{url}/ui/models/iris_clf/{saved.tag.version}")
                 assert page.locator("#delete").count() == 0 and page.locator("#alias-form").count() == 0
+                assert page.locator("#download").count() == 0  # a service's clients get its APIs, not files
+                page.goto(f"{url}/ui/")
+                assert page.locator("#models tbody tr").count() == 1  # its own model, not the whole store
             assert refused == []
+            for path in ("/ui/models/not_the_service_s", f"/ui/models/iris_clf/{saved.tag.version}/download"):
+                with pytest.raises(urllib.error.HTTPError) as refusal:
+                    urllib.request.urlopen(f"{url}{path}")
+                assert refusal.value.code == 404
     finally:
         runner.destroy_local()
+
+
+def test_a_service_can_leave_the_console_out():
+    svc = raystore.Service("no_console", ui=False)
+    svc.api(input=raystore.io.Text(), output=raystore.io.Text(), name="echo")(str.upper)
+    with _service_app(svc) as url:
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{url}/ui/")
+        assert missing.value.code == 404
 
 
 def test_ui_routes_are_the_service_s_own():

@@ -178,17 +178,27 @@ def ui_command(
     remote: bool = typer.Option(
         False, "--remote", help="Show the remote store (RAYSTORE_REMOTE) instead of the local one."
     ),
+    allow_writes: bool | None = typer.Option(
+        None,
+        "--allow-writes/--read-only",
+        help="Allow deleting versions and setting aliases (default: only on 127.0.0.1; elsewhere it needs RAYSTORE_UI_TOKEN).",
+    ),
 ) -> None:
-    """A web console of the store: models, versions, files, versions compared. Ctrl-C stops it."""
+    """A web console of the store: models, versions, files, versions compared, downloads. Ctrl-C stops it."""
+    import os
+
     import uvicorn
 
+    from raystore._private.console.access import WriteAccess
     from raystore._private.console.app import console_app
     from raystore._private.store import default_store, remote_store
 
     store = remote_store() if remote else default_store()
+    access = WriteAccess.for_host(host, allow_writes=allow_writes, token=os.environ.get("RAYSTORE_UI_TOKEN"))
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    typer.echo(f"Console of {store.url} at {url}. Press Ctrl-C to stop.", err=True)
-    uvicorn.run(console_app(store), host=host, port=port, log_level="warning")
+    mode = "read-only" if not access.writes else "writes need the token" if access.token else "writes allowed"
+    typer.echo(f"Console of {store.url} at {url} ({mode}). Press Ctrl-C to stop.", err=True)
+    uvicorn.run(console_app(store, access=access), host=host, port=port, log_level="warning")
     typer.echo("Stopped.", err=True)
 
 

@@ -6,8 +6,12 @@
   `--allow-writes` and a token (`RAYSTORE_UI_TOKEN`), which a browser gives once on `/login`
   (then an HttpOnly, SameSite=Strict cookie carries it) and a script as `Authorization: Bearer`.
   A token set on loopback is asked for there too.
-- Every write is a POST from one of the console's own forms: it carries this process's form token
-  (another site cannot read it), and a browser saying the request is cross-site is refused.
+- Every write from a browser is a POST from one of the console's own forms: it carries this
+  process's form token (another site cannot read it), and a browser saying the request is
+  cross-site is refused. A script that sends the token as `Authorization: Bearer` needs no form
+  token: a browser never adds that header by itself.
+- On a loopback address the console answers only requests naming a loopback host: a web page
+  whose own name was made to point at 127.0.0.1 (DNS rebinding) reads nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import secrets
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from raystore.exceptions import InvalidArgument
 
@@ -46,6 +52,13 @@ class WriteAccess:
             )
         return cls(writes=writes, token=token)
 
+    def bearer(self, request: Request) -> bool:
+        """Whether the request carries the token as `Authorization: Bearer` (a script's)."""
+        authorization = request.headers.get("authorization", "")
+        if self.token is None or not authorization.lower().startswith("bearer "):
+            return False
+        return hmac.compare_digest(authorization[7:].strip().encode(), self.token.encode())
+
     def signed_in(self, request: Request) -> bool:
         """Whether the request carries the token (always true when there is none to carry)."""
         if self.token is None:
@@ -62,11 +75,30 @@ class WriteAccess:
             return 403, READ_ONLY
         if request.headers.get("sec-fetch-site") == "cross-site" or not _same_origin(request):
             return 403, "refused: the request came from another site"
+        if self.bearer(request):
+            return None
         if not hmac.compare_digest(form_token.encode(), self.form_token.encode()):
             return 403, "refused: the form is out of date or not the console's own; reload the page and try again"
         if not self.signed_in(request):
             return 401, "sign in first: the console asks for its token (RAYSTORE_UI_TOKEN) on /login"
         return None
+
+
+class LoopbackHostsOnly:
+    """Answers only requests whose `Host` is a loopback name (for a console listening on one)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name.strip("[]") not in LOOPBACK:
+                response = PlainTextResponse(f"this console answers to 127.0.0.1 or localhost, not {host!r}", 421)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _same_origin(request: Request) -> bool:

@@ -9,14 +9,17 @@ saved, deleted or replaced by other processes show up on the next page load.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from raystore._private.store import ModelInfo, ModelStore
-from raystore.exceptions import InvalidArgument, NotFound, StoreError
+from raystore.exceptions import InvalidArgument, InvalidTag, NotFound, StoreError
 from raystore.tag import Tag
+
+logger = logging.getLogger("raystore.console")
 
 SORTS = ("name", "date", "size")
 PER_PAGE = 50
@@ -92,8 +95,17 @@ def _carries(labels: dict[str, str], wanted: dict[str, str | None]) -> bool:
 class Catalog:
     """The store as the console reads it, with each version's summary cached (see the module)."""
 
-    def __init__(self, store: ModelStore, *, recheck_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        store: ModelStore,
+        *,
+        only: Collection[str] | None = None,
+        recheck_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        """`only`: the model names it shows (a service's own); None: every model in the store."""
         self.store = store
+        self._only = None if only is None else frozenset(only)
         self._recheck_s = recheck_s
         self._clock = clock
         # (name, version) -> (the info's stamp, when it was read, the row or None: not committed)
@@ -106,6 +118,8 @@ class Catalog:
         """Every model with at least one committed version, by name."""
         rows = []
         for name in self.store.names():
+            if self._only is not None and name not in self._only:
+                continue
             versions = self._versions(name)
             if versions:
                 rows.append(ModelRow(name, versions))
@@ -157,6 +171,8 @@ class Catalog:
     # ---- the cache ----------------------------------------------------------------------------
 
     def _versions(self, name: str) -> tuple[VersionRow, ...]:
+        if self._only is not None and name not in self._only:
+            return ()
         rows = [row for version in self.store.version_names(name) if (row := self._row(name, version)) is not None]
         rows.sort(key=lambda r: (r.info.creation_time, r.tag.version), reverse=True)
         return tuple(rows)
@@ -178,14 +194,26 @@ class Catalog:
         else:
             row = self._read(name, version)
         with self._lock:
-            self._cache[key] = (stamp, now, row)
+            if row is None:
+                self._cache.pop(key, None)  # what is not there is not kept: any URL may ask for it
+            else:
+                self._cache[key] = (stamp, now, row)
         return row
 
     def _read(self, name: str, version: str) -> VersionRow | None:
         try:
             info = self.store.read_info(name, version)
-        except StoreError:
-            return None  # a corrupt model.yaml: `raystore models verify` says what is wrong
+        except (StoreError, InvalidArgument, InvalidTag):
+            return None  # a name or version that cannot be one, or a corrupt model.yaml
+        except Exception as exc:  # what a hand-edited model.yaml can make YAML raise: one version, not the page
+            logger.warning(
+                "console: skipping %s:%s, its model.yaml cannot be read (%s: %s)",
+                name,
+                version,
+                type(exc).__name__,
+                exc,
+            )
+            return None
         if info is None:
             return None
         try:

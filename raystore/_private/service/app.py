@@ -264,8 +264,9 @@ class ServiceApp:
         async def console_root(request: Request) -> Response:
             return RedirectResponse(f"{root_of(request)}/ui/", status_code=307)
 
+        pages = [("/ui", console_root)] if service.ui else []
         for path, handler in (
-            ("/ui", console_root),
+            *pages,
             ("/docs.json", docs_json),
             ("/docs", docs),
             ("/docs/assets/{name}", docs_asset),
@@ -273,7 +274,8 @@ class ServiceApp:
             ("/readyz", readyz),
         ):
             routes.append(_Route(path, _Endpoint(handler), methods=["GET"]))  # HEAD comes with GET
-        routes.append(Mount("/ui", app=_Console(service)))
+        if service.ui:
+            routes.append(Mount("/ui", app=_Console(service)))
         self.router = Router(routes, redirect_slashes=False, default=self._not_found)
         self.routes = self.router.routes
         self._stack: ASGIApp = self.router
@@ -338,9 +340,10 @@ class ServiceApp:
 
 
 class _Console:
-    """The web console at `/ui`, read-only: the store the service's models come from, and a page of
-    the service's runners with their live batch statistics. Made on its first request: a service
-    nobody looks at pays nothing for it."""
+    """The web console at `/ui`, read-only: the service's own models (from the store they come
+    from; no downloads: a service's clients get its APIs, not its files), and a page of its
+    runners with their live batch statistics. Made on its first request: a service nobody looks
+    at pays nothing for it."""
 
     def __init__(self, service: Service):
         self._service = service
@@ -357,6 +360,8 @@ class _Console:
                 default_store(),
                 title=f"{service.name} console",
                 service=(service.name, lambda: service_status(service)),
+                only_models={model.tag.name for runner in service.runners for model in runner.models},
+                files=False,
             )
         await self._app(scope, receive, send)
 

@@ -69,6 +69,7 @@ class Service:
         middlewares: Sequence[Any] = (),
         cors: bool | Mapping[str, Any] = False,
         v2: bool = False,
+        ui: bool = True,
     ):
         """`max_body_bytes`: the largest request body (413 beyond). `body_timeout_s` and
         `min_body_rate` (bytes/s): a body must arrive within `body_timeout_s`, plus 1 s per
@@ -82,7 +83,9 @@ class Service:
         from any origin, a mapping sets Starlette's `CORSMiddleware` options (`allow_origins`,
         `allow_headers`, ...); CORS runs before any other middleware, so that preflight requests
         need no login. `v2`: the runners' models also answer over the Open Inference Protocol
-        (KServe V2 REST, as Triton's clients speak it) under `/v2`."""
+        (KServe V2 REST, as Triton's clients speak it) under `/v2`. `ui`: the web console at `/ui`
+        (read-only: the service's own models, and its runners' live batch statistics); False
+        leaves it out."""
         self.name = validate_serve_name(name, "service", "the Serve application")
         self.runners = list(runners)
         names = [r.name for r in self.runners]
@@ -104,6 +107,9 @@ class Service:
         if not isinstance(v2, bool):
             raise InvalidArgument(f"v2 must be True or False, got {v2!r}")
         self.v2 = v2
+        if not isinstance(ui, bool):
+            raise InvalidArgument(f"ui must be True or False, got {ui!r}")
+        self.ui = ui
         # The V2 repository extension (index, load, unload), where a server offers one: `raystore
         # serve --model` sets it to the store's. None: the service's own models only.
         self.v2_repository: ModelRepository | None = None

@@ -182,24 +182,27 @@ class ModelStore:
         return out
 
     def version_names(self, name: str) -> list[str]:
-        """The version folders of `name`, committed or not (`read_info` tells), unsorted."""
-        return self._version_names(name)
+        """The version folders of `name`, committed or not (`read_info` tells), unsorted; a name
+        that cannot be a model's (a path, say) is an `InvalidTag`."""
+        return self._version_names(validate_part(name, "name"))
 
     def read_info(self, name: str, version: str) -> ModelInfo | None:
-        """The info of a committed version, or None when it is not (or no longer) committed."""
-        return self._read_info(name, version)
+        """The info of a committed version, or None when it is not (or no longer) committed; a
+        name or version that cannot be one (a path, say) is an `InvalidTag`."""
+        return self._read_info(validate_part(name, "name"), validate_version(version))
 
-    def info_stamp(self, name: str, version: str) -> tuple[int, int] | None:
+    def info_stamp(self, name: str, version: str) -> tuple[int, ...] | None:
         """What changes when a local version's `model.yaml` is written again (a version replaced
-        in place): its modification time and size. None on object storage and for a version that
+        in place, by a rename: a new inode): its inode, change time and size. None on object storage and for a version that
         is not committed: a reader that caches infos re-reads those after a while."""
         if not self.is_local:
             return None
         try:
+            name, version = validate_part(name, "name"), validate_version(version)
             stat = os.stat(self._join(MODELS_DIR, name, version, manifest.INFO_FILE))
-        except OSError:
+        except (OSError, InvalidTag):
             return None
-        return stat.st_mtime_ns, stat.st_size
+        return stat.st_ino, stat.st_ctime_ns, stat.st_mtime_ns, stat.st_size
 
     def _versions(self, name: str, prefix: str = "") -> list[ModelInfo]:
         """Committed versions of `name` (starting with `prefix`), newest first; corrupt ones are skipped
