@@ -189,10 +189,24 @@ def test_raystore_ui_serves_the_store_until_ctrl_c(subprocess_env):
                 assert time.monotonic() < deadline, "raystore ui never answered"
                 time.sleep(0.2)
         assert "served_model" in body
+        rebound = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": f"attacker.example:{port}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=5)
+        assert refused.value.code == 421
     finally:
         server.send_signal(signal.SIGINT)
         _, stderr = server.communicate(timeout=20)
     assert server.returncode == 0 and f"Console of {subprocess_env['RAYSTORE_HOME']}" in stderr
+    assert "(writes allowed)" in stderr  # on loopback, by default
+
+    refused = subprocess.run(
+        [*command, "--host", "0.0.0.0", "--allow-writes"],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 1 and "set RAYSTORE_UI_TOKEN" in refused.stderr
 
 
 # ---- actions ------------------------------------------------------------------------------------

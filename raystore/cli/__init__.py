@@ -189,7 +189,7 @@ def ui_command(
 
     import uvicorn
 
-    from raystore._private.console.access import WriteAccess
+    from raystore._private.console.access import LOOPBACK, WriteAccess
     from raystore._private.console.app import console_app
     from raystore._private.store import default_store, remote_store
 
@@ -198,7 +198,8 @@ def ui_command(
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     mode = "read-only" if not access.writes else "writes need the token" if access.token else "writes allowed"
     typer.echo(f"Console of {store.url} at {url} ({mode}). Press Ctrl-C to stop.", err=True)
-    uvicorn.run(console_app(store, access=access), host=host, port=port, log_level="warning")
+    app = console_app(store, access=access, loopback_only=host in LOOPBACK)  # DNS rebinding reads nothing
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     typer.echo("Stopped.", err=True)
 
 
