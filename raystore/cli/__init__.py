@@ -203,6 +203,55 @@ def ui_command(
     typer.echo("Stopped.", err=True)
 
 
+@app.command("perf")
+def perf_command(
+    target: str = typer.Argument(..., help="The API's URL, e.g. http://127.0.0.1:3000/classify."),
+    input_file: str | None = typer.Option(None, "--input", help="A request body: JSON, CSV, an image, a .npy array."),
+    input_dir: str | None = typer.Option(None, "--input-dir", help="A folder of request bodies, sent round robin."),
+    content_type: str | None = typer.Option(None, "--content-type", help="Else inferred from each file's suffix."),
+    concurrency: str = typer.Option("1,4,16,64", "--concurrency", help="Loads: 1,4,16 or a range 1:256:x2."),
+    window: float = typer.Option(5.0, "--window", min=0.2, help="Seconds a measuring window lasts."),
+    stability: float = typer.Option(10.0, "--stability", min=0.1, help="Percent the last 3 windows may differ by."),
+    max_trials: int = typer.Option(10, "--max-trials", min=3, help="Windows per level at most."),
+    latency_budget_ms: float | None = typer.Option(
+        None, "--latency-budget-ms", min=0.001, help="Report the best throughput whose p99 stays within it."
+    ),
+    csv_path: str | None = typer.Option(None, "--csv", help="Write one row per level here."),
+    json_path: str | None = typer.Option(None, "--json", help="Write the levels and the verdict here."),
+) -> None:
+    """Measure an API's throughput and latency at each load, closed loop, each level until its
+    windows agree (as perf_analyzer does); print a table and which level to pick."""
+    from rich.console import Console
+
+    from raystore._private.perf.inputs import load_inputs
+    from raystore._private.perf.levels import parse_levels
+    from raystore._private.perf.report import table, verdict, write_csv, write_json
+    from raystore._private.perf.sweep import probe, sweep
+
+    levels = parse_levels(concurrency)
+    bodies = load_inputs(input_file, input_dir, content_type)
+    probe(target, *bodies[0])
+    console = Console(stderr=True)
+    console.print(f"Measuring {target}: loads {levels}, windows of {window:g} s, steady within {stability:g}%")
+
+    def heard(level: Any) -> None:
+        state = "steady" if level.steady else "not steady"
+        console.print(
+            f"  load {level.load}: {level.throughput:.1f} req/s, p99 {level.p99_ms:.1f} ms ({level.windows} windows, {state})"
+        )
+
+    results = sweep(
+        target, bodies, levels, window_s=window, max_windows=max_trials, tolerance=stability / 100, on_level=heard
+    )
+    Console(width=max(Console().width, 110)).print(table(results, f"raystore perf {target}"))
+    for line in verdict(results, latency_budget_ms):
+        typer.echo(line)
+    if csv_path:
+        write_csv(results, csv_path)
+    if json_path:
+        write_json(results, json_path, {"url": target, "mode": "concurrency"}, latency_budget_ms)
+
+
 @app.command("build")
 def build_command(
     target: str | None = typer.Argument(None, help="The service as MODULE:ATTRIBUTE, e.g. service:svc (or --model)."),

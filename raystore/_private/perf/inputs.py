@@ -1,0 +1,50 @@
+"""Request bodies for `raystore perf`: a file, or every file of a folder (sent round robin), each
+with its content type, inferred from the file's suffix unless given."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from raystore.exceptions import InvalidArgument
+
+CONTENT_TYPES = {
+    ".json": "application/json",
+    ".csv": "text/csv",
+    ".txt": "text/plain",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".npy": "application/json",  # a numpy array, sent as the nested JSON lists NumpyNdarray reads
+}
+MAX_INPUTS = 10_000
+
+
+def load_inputs(input_file: str | None, input_dir: str | None, content_type: str | None) -> list[tuple[bytes, str]]:
+    if (input_file is None) == (input_dir is None):
+        raise InvalidArgument("give the request body: --input FILE or --input-dir DIR (one of them)")
+    if input_file is not None:
+        paths = [Path(input_file)]
+        if not paths[0].is_file():
+            raise InvalidArgument(f"--input {input_file}: no such file")
+    else:
+        folder = Path(input_dir)  # type: ignore[arg-type]
+        if not folder.is_dir():
+            raise InvalidArgument(f"--input-dir {input_dir}: no such folder")
+        paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))[:MAX_INPUTS]
+        if not paths:
+            raise InvalidArgument(f"--input-dir {input_dir} holds no files")
+    return [_body(path, content_type) for path in paths]
+
+
+def _body(path: Path, content_type: str | None) -> tuple[bytes, str]:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        import numpy as np
+
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise InvalidArgument(f"{path}: not a numpy array file ({exc})") from None
+        return json.dumps(array.tolist()).encode(), content_type or CONTENT_TYPES[".npy"]
+    return path.read_bytes(), content_type or CONTENT_TYPES.get(suffix, "application/octet-stream")

@@ -1,0 +1,57 @@
+"""A sweep: the target checked with one request, then each load level measured in turn by the load
+generator's process, until its windows agree or `max_windows` have passed."""
+
+from __future__ import annotations
+
+import multiprocessing
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
+from raystore._private.perf.load import measure_level
+from raystore._private.perf.windows import Level, Window
+from raystore.exceptions import InvalidArgument
+
+
+def probe(url: str, body: bytes, content_type: str, timeout_s: float = 30.0) -> None:
+    """One request before measuring: a target that cannot be reached, or that refuses the input,
+    is an error saying so, not a sweep of failures."""
+    if not url.startswith(("http://", "https://")):
+        raise InvalidArgument(f"the target must be an http:// or https:// URL of an API, got {url!r}")
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            response.read()
+    except urllib.error.HTTPError as err:
+        answer = err.read()[:300].decode("utf-8", errors="replace")
+        raise InvalidArgument(
+            f"{url} answered {err.code} to the input: {answer}; check the URL, --input and --content-type"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise InvalidArgument(f"cannot reach {url}: {reason}; is the service running?") from None
+
+
+def sweep(
+    url: str,
+    bodies: list[tuple[bytes, str]],
+    levels: list[int],
+    *,
+    window_s: float,
+    max_windows: int,
+    tolerance: float,
+    on_level: Callable[[Level], None] = lambda level: None,
+) -> list[Level]:
+    """Every level measured, in order; `on_level` hears of each as it ends."""
+    results = []
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state of the caller's
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as generator:
+        for load in levels:
+            windows, is_steady = generator.submit(
+                measure_level, url, bodies, load, window_s, max_windows, tolerance
+            ).result()
+            level = Level.of(load, [Window(**w) for w in windows], is_steady)
+            on_level(level)
+            results.append(level)
+    return results

@@ -1,0 +1,179 @@
+"""`raystore perf`: the sweep's arithmetic, and the command against real HTTP servers (a service's
+ASGI app and a shedding endpoint, served by uvicorn in this process)."""
+
+import asyncio
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from browser import served
+
+import raystore
+from raystore._private.perf.levels import parse_levels
+from raystore._private.perf.report import COLUMNS
+from raystore._private.perf.windows import Level, Window, best_within, knee, steady
+from raystore.exceptions import InvalidArgument
+
+RAYSTORE = str(Path(sys.executable).with_name("raystore"))
+
+
+def test_levels_are_lists_or_ranges():
+    assert parse_levels("1,4,16") == [1, 4, 16]
+    assert parse_levels("1:256:x2") == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert parse_levels("1:10:x1.5") == [1, 2, 3, 4, 6, 9]
+    assert parse_levels("8:32:+8") == [8, 16, 24, 32]
+    assert parse_levels("1:4") == [1, 2, 4]
+    for bad in ("", "0,4", "a,b", "4:1", "1:8:x1", "1:8:*2"):
+        with pytest.raises(InvalidArgument, match="--concurrency"):
+            parse_levels(bad)
+
+
+def _window(throughput: float, p99: float, seconds: float = 1.0) -> Window:
+    return Window(duration_s=seconds, latencies_ms=[p99] * int(throughput * seconds))
+
+
+def test_a_level_is_steady_when_its_last_three_windows_agree():
+    agreeing = [_window(50, 80), _window(100, 20), _window(102, 21), _window(98, 20)]
+    assert steady(agreeing, 0.10) and not steady(agreeing[:3], 0.10)
+    assert not steady([_window(100, 20), _window(100, 20), _window(100, 40)], 0.10)  # p99 doubled
+    assert not steady([Window(1.0), Window(1.0), Window(1.0)], 0.10)  # nothing answered
+
+
+def test_the_knee_and_the_best_level_within_a_budget():
+    def level(load, throughput, p99):
+        return Level(load, 3, True, throughput, 1, 1, 1, p99, 1, 100, 0, 0, 0.1)
+
+    levels = [level(1, 100, 5), level(4, 380, 9), level(16, 700, 30), level(64, 720, 120)]
+    assert knee(levels).load == 16  # 64 adds under 5%
+    assert best_within(levels, 50).load == 16 and best_within(levels, 8).load == 1
+    assert best_within(levels, 1) is None
+    summary = Level.of(8, [_window(10, 4), _window(10, 8), _window(10, 6)], True)
+    assert summary.throughput == 10 and summary.p99_ms == 8 and summary.requests == 30
+    assert math.isnan(Level.of(2, [Window(1.0)], False).p99_ms)
+
+
+def _iris_app(iris_clf):
+    from raystore._private.service.app import ServiceApp
+
+    saved = raystore.sklearn.save_model("iris_clf", iris_clf, signatures={"predict": {"batchable": True}})
+    runner = raystore.models.get(saved.tag).to_runner(embedded=True)
+    svc = raystore.Service("iris_perf", runners=[runner])
+
+    @svc.api(input=raystore.io.NumpyNdarray(shape=(-1, 4), enforce_shape=True), output=raystore.io.NumpyNdarray())
+    async def classify(x):
+        return await runner.predict.async_run(x)
+
+    runner.init_local()
+
+    class Metrics:
+        def record(self, *args):
+            pass
+
+    async def ready():
+        return True
+
+    return ServiceApp(svc, ready, Metrics()), runner
+
+
+def _perf(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([RAYSTORE, "perf", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_sweep_writes_a_row_per_level_and_picks_a_level_within_the_budget(iris_clf, tmp_path):
+    body = tmp_path / "body.json"
+    body.write_text("[[5.9, 3.0, 5.1, 1.8]]")
+    app, runner = _iris_app(iris_clf)
+    try:
+        with served(app) as url:
+            out = _perf(
+                f"{url}/classify",
+                "--input",
+                str(body),
+                "--concurrency",
+                "1,4",
+                "--window",
+                "0.5",
+                "--max-trials",
+                "4",
+                "--latency-budget-ms",
+                "1000",
+                "--csv",
+                str(tmp_path / "levels.csv"),
+                "--json",
+                str(tmp_path / "levels.json"),
+            )
+    finally:
+        runner.destroy_local()
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader((tmp_path / "levels.csv").open()))
+    assert [r["load"] for r in rows] == ["1", "4"] and tuple(rows[0]) == COLUMNS
+    for row in rows:
+        assert float(row["throughput"]) > 0 and row["errors"] == "0" and row["overloaded"] == "0"
+        assert float(row["p50_ms"]) <= float(row["p99_ms"])
+    document = json.loads((tmp_path / "levels.json").read_text())
+    assert document["target"]["url"].endswith("/classify") and len(document["levels"]) == 2
+    best = document["best_within_budget"]
+    chosen = next(level for level in document["levels"] if level["load"] == best)
+    assert chosen["p99_ms"] <= 1000
+    assert chosen["throughput"] == max(level["throughput"] for level in document["levels"] if level["p99_ms"] <= 1000)
+    assert "Best within p99 <= 1000 ms: load" in out.stdout and "req/s" in out.stdout
+
+
+def test_503s_under_overload_are_counted_apart_from_errors(tmp_path):
+    """An endpoint that takes two requests at a time and sheds the rest with 503."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    in_flight = [0]
+
+    async def endpoint(request):
+        await request.body()
+        if in_flight[0] >= 2:
+            return PlainTextResponse("busy", status_code=503)
+        in_flight[0] += 1
+        try:
+            await asyncio.sleep(0.02)
+            return PlainTextResponse("ok")
+        finally:
+            in_flight[0] -= 1
+
+    body = tmp_path / "x.txt"
+    body.write_text("x")
+    with served(Starlette(routes=[Route("/work", endpoint, methods=["POST"])])) as url:
+        out = _perf(f"{url}/work", "--input", str(body), "--concurrency", "8", "--window", "0.5",
+                    "--max-trials", "3", "--csv", str(tmp_path / "o.csv"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (row,) = list(csv.DictReader((tmp_path / "o.csv").open()))
+    assert int(row["overloaded"]) > 0 and row["errors"] == "0" and float(row["throughput"]) > 0
+
+
+def test_a_bad_target_input_or_option_is_a_clear_error(tmp_path):
+    from raystore._private.deploy.local import free_port
+
+    body = tmp_path / "body.json"
+    body.write_text("[[1, 2, 3, 4]]")
+    unreachable = _perf(f"http://127.0.0.1:{free_port()}/classify", "--input", str(body))
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+    missing = _perf("http://127.0.0.1:1/x", "--input", str(tmp_path / "nope.json"))
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    levels = _perf("http://127.0.0.1:1/x", "--input", str(body), "--concurrency", "0,4")
+    assert levels.returncode == 1 and "every level must be a whole number >= 1" in levels.stderr
+    not_a_url = _perf("127.0.0.1:3000/classify", "--input", str(body))
+    assert not_a_url.returncode == 1 and "http:// or https://" in not_a_url.stderr
+
+
+def test_a_target_that_refuses_the_input_says_why(iris_clf, tmp_path):
+    body = tmp_path / "wrong.json"
+    body.write_text("[[1, 2]]")  # the API wants 4 features
+    app, runner = _iris_app(iris_clf)
+    try:
+        with served(app) as url:
+            out = _perf(f"{url}/classify", "--input", str(body))
+    finally:
+        runner.destroy_local()
+    assert out.returncode == 1 and "answered 400" in out.stderr and "shape" in out.stderr
