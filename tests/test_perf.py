@@ -177,3 +177,30 @@ def test_a_target_that_refuses_the_input_says_why(iris_clf, tmp_path):
     finally:
         runner.destroy_local()
     assert out.returncode == 1 and "answered 400" in out.stderr and "shape" in out.stderr
+
+
+def test_open_loop_offers_the_rate_asked_for(tmp_path):
+    """Against a fast endpoint: evenly spaced arrivals within 5% of the rate, Poisson ones (random
+    by nature, over about 1,200 arrivals) within 10%."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def fast(request):
+        await request.body()
+        return PlainTextResponse("ok")
+
+    body = tmp_path / "x.txt"
+    body.write_text("x")
+    with served(Starlette(routes=[Route("/fast", fast, methods=["POST"])])) as url:
+        for distribution, tolerance in (("constant", 0.05), ("poisson", 0.10)):
+            report = tmp_path / f"{distribution}.json"
+            out = _perf(f"{url}/fast", "--input", str(body), "--rate", "400", "--distribution", distribution,
+                        "--window", "1", "--max-trials", "3", "--stability", "50", "--json", str(report))  # fmt: skip
+            assert out.returncode == 0, out.stderr
+            (level,) = json.loads(report.read_text())["levels"]
+            assert json.loads(report.read_text())["target"]["mode"] == "rate"
+            assert abs(level["offered"] - 400) <= tolerance * 400, (distribution, level)
+            assert level["errors"] == 0 and abs(level["throughput"] - level["offered"]) <= 0.05 * 400
+    both = _perf(f"{url}/fast", "--input", str(body), "--rate", "10", "--concurrency", "4")
+    assert both.returncode == 1 and "not both" in both.stderr

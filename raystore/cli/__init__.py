@@ -209,7 +209,15 @@ def perf_command(
     input_file: str | None = typer.Option(None, "--input", help="A request body: JSON, CSV, an image, a .npy array."),
     input_dir: str | None = typer.Option(None, "--input-dir", help="A folder of request bodies, sent round robin."),
     content_type: str | None = typer.Option(None, "--content-type", help="Else inferred from each file's suffix."),
-    concurrency: str = typer.Option("1,4,16,64", "--concurrency", help="Loads: 1,4,16 or a range 1:256:x2."),
+    concurrency: str | None = typer.Option(
+        None, "--concurrency", help="Closed-loop loads: 1,4,16 or a range 1:256:x2 (default 1,4,16,64)."
+    ),
+    rate: str | None = typer.Option(
+        None, "--rate", help="Open-loop loads instead, in requests per second: 100,200 or 100:2000:x2."
+    ),
+    distribution: str = typer.Option(
+        "poisson", "--distribution", help="Open-loop arrivals: poisson (random, as users arrive) or constant."
+    ),
     window: float = typer.Option(5.0, "--window", min=0.2, help="Seconds a measuring window lasts."),
     stability: float = typer.Option(10.0, "--stability", min=0.1, help="Percent the last 3 windows may differ by."),
     max_trials: int = typer.Option(10, "--max-trials", min=3, help="Windows per level at most."),
@@ -228,20 +236,36 @@ def perf_command(
     from raystore._private.perf.report import table, verdict, write_csv, write_json
     from raystore._private.perf.sweep import probe, sweep
 
-    levels = parse_levels(concurrency)
+    if concurrency is not None and rate is not None:
+        raise InvalidArgument("give --concurrency (closed loop) or --rate (open loop), not both")
+    if distribution not in ("poisson", "constant"):
+        raise InvalidArgument(f"--distribution must be poisson or constant, got {distribution!r}")
+    open_loop = rate is not None
+    levels = parse_levels(rate, "--rate") if open_loop else parse_levels(concurrency or "1,4,16,64")
     bodies = load_inputs(input_file, input_dir, content_type)
     probe(target, *bodies[0])
     console = Console(stderr=True)
-    console.print(f"Measuring {target}: loads {levels}, windows of {window:g} s, steady within {stability:g}%")
+    what = f"rates {levels} req/s ({distribution})" if open_loop else f"concurrency {levels}"
+    console.print(f"Measuring {target}: {what}, windows of {window:g} s, steady within {stability:g}%")
 
     def heard(level: Any) -> None:
         state = "steady" if level.steady else "not steady"
+        offered = f" of {level.offered:.1f} sent" if open_loop else ""
         console.print(
-            f"  load {level.load}: {level.throughput:.1f} req/s, p99 {level.p99_ms:.1f} ms ({level.windows} windows, {state})"
+            f"  load {level.load}: {level.throughput:.1f} req/s{offered}, p99 {level.p99_ms:.1f} ms "
+            f"({level.windows} windows, {state})"
         )
 
     results = sweep(
-        target, bodies, levels, window_s=window, max_windows=max_trials, tolerance=stability / 100, on_level=heard
+        target,
+        bodies,
+        levels,
+        window_s=window,
+        max_windows=max_trials,
+        tolerance=stability / 100,
+        open_loop=open_loop,
+        distribution=distribution,
+        on_level=heard,
     )
     Console(width=max(Console().width, 110)).print(table(results, f"raystore perf {target}"))
     for line in verdict(results, latency_budget_ms):
@@ -249,7 +273,8 @@ def perf_command(
     if csv_path:
         write_csv(results, csv_path)
     if json_path:
-        write_json(results, json_path, {"url": target, "mode": "concurrency"}, latency_budget_ms)
+        mode = {"mode": "rate", "distribution": distribution} if open_loop else {"mode": "concurrency"}
+        write_json(results, json_path, {"url": target, **mode}, latency_budget_ms)
 
 
 @app.command("build")

@@ -25,6 +25,7 @@ COLUMNS = (
     "windows",
     "steady",
     "generator_cpu",
+    "offered",
 )
 SATURATED_CPU = 0.9  # the load generator's share of a core past which it may be the bottleneck
 
@@ -33,11 +34,13 @@ def table(levels: list[Level], title: str) -> Any:
     from rich.table import Table
 
     out = Table(title=title)
-    for name in ("load", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "mean ms", "errors", "503s", "windows"):
+    names = ("load", "sent/s", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "mean ms", "errors", "503s", "windows")
+    for name in names:
         out.add_column(name, justify="right", no_wrap=True)
     for level in levels:
         out.add_row(
             str(level.load),
+            f"{level.offered:.1f}",
             f"{level.throughput:.1f}",
             *(_ms(v) for v in (level.p50_ms, level.p90_ms, level.p95_ms, level.p99_ms, level.mean_ms)),
             str(level.errors),

@@ -41,15 +41,19 @@ def sweep(
     window_s: float,
     max_windows: int,
     tolerance: float,
+    open_loop: bool = False,
+    distribution: str = "poisson",
     on_level: Callable[[Level], None] = lambda level: None,
 ) -> list[Level]:
-    """Every level measured, in order; `on_level` hears of each as it ends."""
+    """Every level measured, in order: concurrencies, or with `open_loop` rates (requests per
+    second). `on_level` hears of each as it ends."""
     results = []
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state of the caller's
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as generator:
         for load in levels:
+            rate = float(load) if open_loop else None
             windows, is_steady = generator.submit(
-                measure_level, url, bodies, load, window_s, max_windows, tolerance
+                measure_level, url, bodies, load, window_s, max_windows, tolerance, rate=rate, distribution=distribution
             ).result()
             level = Level.of(load, [Window(**w) for w in windows], is_steady)
             on_level(level)

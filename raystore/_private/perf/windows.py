@@ -16,6 +16,7 @@ class Window:
 
     duration_s: float
     latencies_ms: list[float] = field(default_factory=list)  # of the successful requests
+    sent: int = 0  # requests sent in the window (the offered load)
     errors: int = 0  # failed requests: other statuses, connection errors
     overloaded: int = 0  # 503s: the service shed them
     cpu_s: float = 0.0  # the load generator's own CPU time in the window
@@ -59,7 +60,7 @@ def steady(windows: list[Window], tolerance: float, needed: int = 3) -> bool:
 class Level:
     """One load level's result: the windows it took and the numbers of the last (steady) ones."""
 
-    load: int  # concurrency (closed loop)
+    load: int  # concurrency (closed loop), or requests per second asked for (open loop)
     windows: int
     steady: bool
     throughput: float
@@ -72,6 +73,7 @@ class Level:
     errors: int
     overloaded: int
     generator_cpu: float  # the load generator's CPU use, in cores
+    offered: float = 0.0  # requests sent per second
 
     @classmethod
     def of(cls, load: int, windows: list[Window], is_steady: bool, needed: int = 3) -> Level:
@@ -92,6 +94,7 @@ class Level:
             errors=sum(w.errors for w in last),
             overloaded=sum(w.overloaded for w in last),
             generator_cpu=sum(w.cpu_s for w in last) / duration if duration else 0.0,
+            offered=sum(w.sent for w in last) / duration if duration else 0.0,
         )
 
     def as_dict(self) -> dict:
