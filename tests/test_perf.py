@@ -121,6 +121,13 @@ def test_a_sweep_writes_a_row_per_level_and_picks_a_level_within_the_budget(iris
     assert chosen["p99_ms"] <= 1000
     assert chosen["throughput"] == max(level["throughput"] for level in document["levels"] if level["p99_ms"] <= 1000)
     assert "Best within p99 <= 1000 ms: load" in out.stdout and "req/s" in out.stdout
+    # the service's own batch statistics for each level, from its console's /ui/service.json
+    for row, level in zip(rows, document["levels"]):
+        assert row["batch_method"] == "iris_clf.predict" and float(row["batch_size_mean"]) >= 1
+        batching = level["batching"]["iris_clf.predict"]
+        assert batching["requests"] >= level["requests"] and batching["from"] == "this replica"
+        assert batching["batches"] <= batching["requests"]
+    assert "queue p99" in out.stdout
 
 
 def test_503s_under_overload_are_counted_apart_from_errors(tmp_path):

@@ -267,7 +267,7 @@ def perf_command(
         distribution=distribution,
         on_level=heard,
     )
-    Console(width=max(Console().width, 110)).print(table(results, f"raystore perf {target}"))
+    Console(width=max(Console().width, 150)).print(table(results, f"raystore perf {target}"))
     for line in verdict(results, latency_budget_ms):
         typer.echo(line)
     if csv_path:

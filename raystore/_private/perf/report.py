@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from raystore._private.perf.service_stats import busiest
 from raystore._private.perf.windows import Level, best_within, knee
 
 COLUMNS = (
@@ -26,6 +27,10 @@ COLUMNS = (
     "steady",
     "generator_cpu",
     "offered",
+    "batch_method",
+    "batch_size_mean",
+    "queue_wait_p99_ms",
+    "batch_exec_p50_ms",
 )
 SATURATED_CPU = 0.9  # the load generator's share of a core past which it may be the bottleneck
 
@@ -35,9 +40,16 @@ def table(levels: list[Level], title: str) -> Any:
 
     out = Table(title=title)
     names = ("load", "sent/s", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "mean ms", "errors", "503s", "windows")
+    batched = any(level.batching for level in levels)
+    if batched:
+        names = (*names, "batch", "queue p99")
     for name in names:
         out.add_column(name, justify="right", no_wrap=True)
     for level in levels:
+        extra = []
+        if batched:
+            top = busiest(level.batching)
+            extra = [f"{top[1]['mean_batch_size']:.1f}", f"{top[1]['queue_wait_p99_ms']:.1f} ms"] if top else ["", ""]
         out.add_row(
             str(level.load),
             f"{level.offered:.1f}",
@@ -46,6 +58,7 @@ def table(levels: list[Level], title: str) -> Any:
             str(level.errors),
             str(level.overloaded),
             f"{level.windows}" + ("" if level.steady else " (not steady)"),
+            *extra,
         )
     return out
 
@@ -88,7 +101,17 @@ def write_csv(levels: list[Level], path: str) -> None:
         writer = csv.DictWriter(out, fieldnames=COLUMNS)
         writer.writeheader()
         for level in levels:
-            writer.writerow({key: _plain(value) for key, value in level.as_dict().items()})
+            row = {key: _plain(value) for key, value in level.as_dict().items() if key != "batching"}
+            top = busiest(level.batching)
+            if top is not None:
+                name, stats = top
+                row.update(
+                    batch_method=name,
+                    batch_size_mean=round(stats["mean_batch_size"], 3),
+                    queue_wait_p99_ms=round(stats["queue_wait_p99_ms"], 3),
+                    batch_exec_p50_ms=round(stats["execution_p50_ms"], 3),
+                )
+            writer.writerow(row)
 
 
 def write_json(levels: list[Level], path: str, target: dict[str, Any], budget_ms: float | None) -> None:
@@ -96,7 +119,10 @@ def write_json(levels: list[Level], path: str, target: dict[str, Any], budget_ms
     point = knee(levels)
     document = {
         "target": target,
-        "levels": [{key: _plain(value) for key, value in level.as_dict().items()} for level in levels],
+        "levels": [
+            {key: value if key == "batching" else _plain(value) for key, value in level.as_dict().items()}
+            for level in levels
+        ],
         "latency_budget_ms": budget_ms,
         "best_within_budget": best.load if best is not None else None,
         "knee": point.load if point is not None else None,

@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
+from raystore._private.perf import service_stats
 from raystore._private.perf.load import measure_level
 from raystore._private.perf.windows import Level, Window
 from raystore.exceptions import InvalidArgument
@@ -48,14 +49,18 @@ def sweep(
     """Every level measured, in order: concurrencies, or with `open_loop` rates (requests per
     second). `on_level` hears of each as it ends."""
     results = []
+    status_url = service_stats.find_status_url(url)  # a raystore service tells how it batched
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state of the caller's
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as generator:
         for load in levels:
+            before = service_stats.snapshot(status_url) if status_url else None
             rate = float(load) if open_loop else None
             windows, is_steady = generator.submit(
                 measure_level, url, bodies, load, window_s, max_windows, tolerance, rate=rate, distribution=distribution
             ).result()
             level = Level.of(load, [Window(**w) for w in windows], is_steady)
+            if before is not None:
+                level.batching = service_stats.difference(before, service_stats.snapshot(status_url))
             on_level(level)
             results.append(level)
     return results

@@ -74,6 +74,7 @@ class Level:
     overloaded: int
     generator_cpu: float  # the load generator's CPU use, in cores
     offered: float = 0.0  # requests sent per second
+    batching: dict = field(default_factory=dict)  # the service's batch queues in this level, by runner.method
 
     @classmethod
     def of(cls, load: int, windows: list[Window], is_steady: bool, needed: int = 3) -> Level:
