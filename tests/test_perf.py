@@ -105,6 +105,8 @@ def test_a_sweep_writes_a_row_per_level_and_picks_a_level_within_the_budget(iris
                 str(tmp_path / "levels.csv"),
                 "--json",
                 str(tmp_path / "levels.json"),
+                "--plot",
+                str(tmp_path / "levels.png"),
             )
     finally:
         runner.destroy_local()
@@ -128,6 +130,8 @@ def test_a_sweep_writes_a_row_per_level_and_picks_a_level_within_the_budget(iris
         assert batching["requests"] >= level["requests"] and batching["from"] == "this replica"
         assert batching["batches"] <= batching["requests"]
     assert "queue p99" in out.stdout
+    png = (tmp_path / "levels.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
 
 def test_503s_under_overload_are_counted_apart_from_errors(tmp_path):

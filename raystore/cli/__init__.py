@@ -226,6 +226,9 @@ def perf_command(
     ),
     csv_path: str | None = typer.Option(None, "--csv", help="Write one row per level here."),
     json_path: str | None = typer.Option(None, "--json", help="Write the levels and the verdict here."),
+    plot_path: str | None = typer.Option(
+        None, "--plot", help="Draw throughput against p99 (and batch sizes) into this PNG (raystore[perf])."
+    ),
 ) -> None:
     """Measure an API's throughput and latency at each load, closed loop, each level until its
     windows agree (as perf_analyzer does); print a table and which level to pick."""
@@ -275,6 +278,12 @@ def perf_command(
     if json_path:
         mode = {"mode": "rate", "distribution": distribution} if open_loop else {"mode": "concurrency"}
         write_json(results, json_path, {"url": target, **mode}, latency_budget_ms)
+    if plot_path:
+        from raystore._private.perf.plot import plot
+        from raystore._private.perf.windows import best_within, knee
+
+        chosen = best_within(results, latency_budget_ms) if latency_budget_ms is not None else knee(results)
+        plot(results, plot_path, f"raystore perf {target}", chosen, latency_budget_ms)
 
 
 @app.command("build")
