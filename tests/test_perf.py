@@ -215,3 +215,29 @@ def test_open_loop_offers_the_rate_asked_for(tmp_path):
             assert level["errors"] == 0 and abs(level["throughput"] - level["offered"]) <= 0.05 * 400
     both = _perf(f"{url}/fast", "--input", str(body), "--rate", "10", "--concurrency", "4")
     assert both.returncode == 1 and "not both" in both.stderr
+
+
+@pytest.mark.ray
+def test_a_module_target_is_started_measured_and_stopped(tmp_path):
+    import socket
+
+    body = tmp_path / "x.txt"
+    body.write_text("hello")
+    tests = str(Path(__file__).parent)
+    several = _perf("perf_service:svc", "--working-dir", tests, "--input", str(body))
+    assert several.returncode == 1 and "say which to measure with --api" in several.stderr
+    unknown = _perf("perf_service:svc", "--api", "nope", "--working-dir", tests, "--input", str(body))
+    assert unknown.returncode == 1 and "no API 'nope'" in unknown.stderr and "'shout'" in unknown.stderr
+    report = tmp_path / "out.json"
+    out = _perf("perf_service:svc", "--api", "shout", "--working-dir", tests, "--input", str(body),
+                "--concurrency", "2", "--window", "0.5", "--max-trials", "3", "--json", str(report),
+                timeout=280)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    document = json.loads(report.read_text())
+    url = document["target"]["url"]
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/loud")  # the API's own route
+    (level,) = document["levels"]
+    assert level["throughput"] > 0 and level["errors"] == 0
+    port = int(url.split(":")[2].split("/")[0])
+    with socket.socket() as probe:  # the service it started is gone
+        assert probe.connect_ex(("127.0.0.1", port)) != 0

@@ -205,7 +205,13 @@ def ui_command(
 
 @app.command("perf")
 def perf_command(
-    target: str = typer.Argument(..., help="The API's URL, e.g. http://127.0.0.1:3000/classify."),
+    target: str = typer.Argument(
+        ..., help="The API's URL (http://127.0.0.1:3000/classify), or a service MODULE:svc to start for the sweep."
+    ),
+    api: str | None = typer.Option(
+        None, "--api", help="With MODULE:svc: the API to measure (needed when it has several)."
+    ),
+    working_dir: str = typer.Option(".", "--working-dir", help="With MODULE:svc: the folder MODULE is imported from."),
     input_file: str | None = typer.Option(None, "--input", help="A request body: JSON, CSV, an image, a .npy array."),
     input_dir: str | None = typer.Option(None, "--input-dir", help="A folder of request bodies, sent round robin."),
     content_type: str | None = typer.Option(None, "--content-type", help="Else inferred from each file's suffix."),
@@ -232,12 +238,8 @@ def perf_command(
 ) -> None:
     """Measure an API's throughput and latency at each load, closed loop, each level until its
     windows agree (as perf_analyzer does); print a table and which level to pick."""
-    from rich.console import Console
-
     from raystore._private.perf.inputs import load_inputs
     from raystore._private.perf.levels import parse_levels
-    from raystore._private.perf.report import table, verdict, write_csv, write_json
-    from raystore._private.perf.sweep import probe, sweep
 
     if concurrency is not None and rate is not None:
         raise InvalidArgument("give --concurrency (closed loop) or --rate (open loop), not both")
@@ -246,6 +248,38 @@ def perf_command(
     open_loop = rate is not None
     levels = parse_levels(rate, "--rate") if open_loop else parse_levels(concurrency or "1,4,16,64")
     bodies = load_inputs(input_file, input_dir, content_type)
+    if not target.startswith(("http://", "https://")) and ":" in target and "/" not in target.split(":")[0]:
+        from raystore._private.perf.target import api_route, started_service
+
+        route = api_route(target, api, working_dir)
+        typer.echo(f"Starting {target} for the sweep (raystore serve) ...", err=True)
+        with started_service(target, route, working_dir) as url:
+            _perf_sweep(url, bodies, levels, open_loop, distribution, window, stability, max_trials,
+                        latency_budget_ms, csv_path, json_path, plot_path)  # fmt: skip
+        return
+    _perf_sweep(target, bodies, levels, open_loop, distribution, window, stability, max_trials,
+                latency_budget_ms, csv_path, json_path, plot_path)  # fmt: skip
+
+
+def _perf_sweep(
+    target: str,
+    bodies: list,
+    levels: list[int],
+    open_loop: bool,
+    distribution: str,
+    window: float,
+    stability: float,
+    max_trials: int,
+    latency_budget_ms: float | None,
+    csv_path: str | None,
+    json_path: str | None,
+    plot_path: str | None,
+) -> None:
+    from rich.console import Console
+
+    from raystore._private.perf.report import table, verdict, write_csv, write_json
+    from raystore._private.perf.sweep import probe, sweep
+
     probe(target, *bodies[0])
     console = Console(stderr=True)
     what = f"rates {levels} req/s ({distribution})" if open_loop else f"concurrency {levels}"
