@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -248,7 +249,7 @@ def perf_command(
     open_loop = rate is not None
     levels = parse_levels(rate, "--rate") if open_loop else parse_levels(concurrency or "1,4,16,64")
     bodies = load_inputs(input_file, input_dir, content_type)
-    if not target.startswith(("http://", "https://")) and ":" in target and "/" not in target.split(":")[0]:
+    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", target):  # MODULE:svc, not host:port
         from raystore._private.perf.target import api_route, started_service
 
         route = api_route(target, api, working_dir)

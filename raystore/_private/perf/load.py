@@ -1,5 +1,6 @@
 """The load generator, in a process of its own so that measuring does not compete with the caller
-for the interpreter; aiohttp keeps connections open.
+for the interpreter. Connections are kept open: `http1.Http1Connection` for `http://` targets
+(a fraction of a general client's CPU a request), aiohttp for `https://`; uvloop when installed.
 
 - Closed loop (`--concurrency N`): N callers, each sending its next request as soon as the last
   is answered.
@@ -19,6 +20,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from raystore._private.perf.http1 import Http1Connection
 from raystore._private.perf.windows import Window, steady
 
 WARMUP_S = 1.0
@@ -40,7 +42,12 @@ def measure_level(
     """Run one load level, closed loop with `concurrency` callers or, given a `rate`, open loop;
     returns its windows (as dicts) and whether the last ones agreed."""
     load = _Load(url, bodies, concurrency, timeout_s, rate, distribution, seed)
-    windows, is_steady = asyncio.run(load.measure(window_s, max_windows, tolerance))
+    try:
+        import uvloop
+
+        windows, is_steady = uvloop.run(load.measure(window_s, max_windows, tolerance))
+    except ImportError:
+        windows, is_steady = asyncio.run(load.measure(window_s, max_windows, tolerance))
     return [asdict(w) for w in windows], is_steady
 
 
@@ -52,6 +59,9 @@ class _Load:
         self.sent = 0
         self.running = True
         self.in_flight: set[asyncio.Task] = set()
+        self.raw = url.startswith("http://")
+        self.idle: list[Http1Connection] = []  # open-loop connections free for the next arrival
+        self.connections: list[Http1Connection] = []
 
     async def measure(self, window_s: float, max_windows: int, tolerance: float) -> tuple[list[Window], bool]:
         import aiohttp
@@ -60,10 +70,17 @@ class _Load:
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            if self.rate is None:
-                drivers = [asyncio.create_task(self._caller(session, i)) for i in range(self.concurrency)]
+            if self.raw:
+                send = self._pooled_post
             else:
-                drivers = [asyncio.create_task(self._arrivals(session))]
+
+                async def send(body: bytes, content_type: str) -> int:
+                    return await self._aiohttp_post(session, body, content_type)
+
+            if self.rate is None:
+                drivers = [asyncio.create_task(self._caller(send, i)) for i in range(self.concurrency)]
+            else:
+                drivers = [asyncio.create_task(self._arrivals(send))]
             try:
                 await asyncio.sleep(WARMUP_S)
                 self.done.clear()
@@ -79,6 +96,7 @@ class _Load:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*(c.close() for c in self.connections), return_exceptions=True)
         return windows, is_steady
 
     async def _window(self, window_s: float) -> Window:
@@ -97,27 +115,42 @@ class _Load:
                 window.errors += 1
         return window
 
-    async def _one(self, session: Any, n: int) -> None:
-        import aiohttp
-
+    async def _one(self, send: Any, n: int) -> None:
         body, content_type = self.bodies[n % len(self.bodies)]
         self.sent += 1
         start = time.perf_counter()
+        status = await send(body, content_type)
+        self.done.append(((time.perf_counter() - start) * 1000, status))
+
+    async def _aiohttp_post(self, session: Any, body: bytes, content_type: str) -> int:
+        import aiohttp
+
         try:
             async with session.post(self.url, data=body, headers={"Content-Type": content_type}) as response:
                 await response.read()
-                status = response.status
+                return response.status
         except (TimeoutError, aiohttp.ClientError, OSError):
-            status = -1
-        self.done.append(((time.perf_counter() - start) * 1000, status))
+            return -1
 
-    async def _caller(self, session: Any, first: int) -> None:
+    async def _pooled_post(self, body: bytes, content_type: str) -> int:
+        """A POST on an idle kept-alive connection, or a new one: closed-loop callers each end up
+        with one of their own, open-loop arrivals share what is free."""
+        connection = self.idle.pop() if self.idle else None
+        if connection is None:
+            connection = Http1Connection(self.url, self.timeout_s)
+            self.connections.append(connection)
+        try:
+            return await connection.post(body, content_type)
+        finally:
+            self.idle.append(connection)
+
+    async def _caller(self, send: Any, first: int) -> None:
         n = first
         while self.running:
-            await self._one(session, n)
+            await self._one(send, n)
             n += self.concurrency
 
-    async def _arrivals(self, session: Any) -> None:
+    async def _arrivals(self, send: Any) -> None:
         """Requests at `rate` a second, on a schedule of absolute times: a late wake-up sends what
         is due at once rather than falling below the rate."""
         gaps = random.Random(self.seed)
@@ -133,7 +166,7 @@ class _Load:
                 self.sent += 1
                 self.done.append((0.0, -1))  # no connection free: the target is far behind the rate
                 continue
-            task = asyncio.create_task(self._one(session, n))
+            task = asyncio.create_task(self._one(send, n))
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
             n += 1

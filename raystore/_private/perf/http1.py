@@ -1,0 +1,86 @@
+"""A lean HTTP/1.1 client for the load generator: one kept-alive connection per caller, each
+request's bytes built once, and the answer read with no more parsing than its length needs
+(Content-Length, or chunks). A general client (aiohttp) costs several times more CPU a request,
+and on a small machine the load generator's CPU is the service's; `wrk` is the yardstick.
+Plain `http://` only: `https://` targets go through aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+
+class Http1Connection:
+    """POSTs to one URL over one connection, reconnecting after the server closes it."""
+
+    def __init__(self, url: str, timeout_s: float):
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.host_header = parts.netloc
+        self.timeout_s = timeout_s
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self._requests: dict[tuple[int, str], bytes] = {}
+
+    def request_bytes(self, body: bytes, content_type: str) -> bytes:
+        key = (id(body), content_type)
+        data = self._requests.get(key)
+        if data is None:
+            head = (
+                f"POST {self.target} HTTP/1.1\r\nHost: {self.host_header}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+            )
+            data = self._requests[key] = head.encode("latin-1") + body
+        return data
+
+    async def post(self, body: bytes, content_type: str) -> int:
+        """The status of one POST; -1 when the connection failed or timed out."""
+        try:
+            return await asyncio.wait_for(self._post(self.request_bytes(body, content_type)), self.timeout_s)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
+            await self.close()
+            return -1
+
+    async def _post(self, data: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.reader, self.writer
+        writer.write(data)
+        head = await reader.readuntil(b"\r\n\r\n")  # type: ignore[union-attr]
+        status_line, _, header_block = head.partition(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        length = None
+        chunked = close = False
+        for line in header_block.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+            elif name == b"connection" and b"close" in value.lower():
+                close = True
+        if chunked:
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)  # type: ignore[union-attr]
+                await reader.readexactly(size + 2)  # type: ignore[union-attr]
+                if size == 0:
+                    break
+        elif length is not None:
+            await reader.readexactly(length)  # type: ignore[union-attr]
+        else:
+            await reader.read()  # type: ignore[union-attr]  # the body ends with the connection
+            close = True
+        if close:
+            await self.close()
+        return status
+
+    async def close(self) -> None:
+        writer, self.reader, self.writer = self.writer, None, None
+        if writer is not None:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
