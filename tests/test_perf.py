@@ -241,3 +241,65 @@ def test_a_module_target_is_started_measured_and_stopped(tmp_path):
     port = int(url.split(":")[2].split("/")[0])
     with socket.socket() as probe:  # the service it started is gone
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_levels_that_fail_or_shed_are_no_candidates_and_say_so():
+    from raystore._private.perf.report import verdict
+
+    def level(load, throughput, p99, errors=0, overloaded=0):
+        return Level(load, 3, True, throughput, 1, 1, 1, p99, 1, int(throughput * 3), errors, overloaded, 0.1)
+
+    shedding = [level(4, 400, 10), level(16, 500, 12, overloaded=4500)]  # fast 503s keep p99 low
+    assert best_within(shedding, 50).load == 4
+    assert any("no candidate" in line for line in verdict(shedding, 50))
+    failing = [level(1, 0, math.nan, errors=5000), level(4, 0, math.nan, errors=9000)]
+    assert knee(failing) is None and best_within(failing, 50) is None
+    assert any("no request succeeded" in line for line in verdict(failing, None))
+    with pytest.raises(InvalidArgument, match="at most 64"):
+        parse_levels("1:10000000000:+1")  # refused at once, not built first
+    with pytest.raises(InvalidArgument):
+        parse_levels("1:256:x2:9")
+
+
+def test_a_service_s_counters_from_another_replica_are_not_subtracted():
+    from raystore._private.perf.service_stats import difference
+
+    def status(requests, batches, sizes):
+        stats = {"requests": requests, "batches": batches, "batch_sizes": sizes, "rejected": 0, "expired": 0,
+                 "queue_wait_s": {"p99": 0.002}, "execution_s": {"p50": 0.001}}  # fmt: skip
+        return {"runners": [{"name": "m", "methods": [{"name": "predict", "stats": stats, "stats_from": "x"}]}]}
+
+    grown = difference(status(100, 20, {"5": 20}), status(160, 30, {"5": 20, "6": 10}))
+    assert grown["m.predict"]["requests"] == 60 and grown["m.predict"]["mean_batch_size"] == 6.0
+    assert difference(status(10_000, 2000, {"5": 2000}), status(300, 100, {"3": 100})) == {}
+
+
+def test_redirects_bodiless_answers_and_bad_arrays(tmp_path):
+    import numpy as np
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse, Response
+    from starlette.routing import Route
+
+    async def moved(request):
+        return RedirectResponse("/elsewhere", status_code=302)
+
+    async def nothing(request):
+        await request.body()
+        return Response(status_code=204)  # neither a length nor chunks
+
+    body = tmp_path / "x.txt"
+    body.write_text("x")
+    app = Starlette(routes=[Route("/moved", moved, methods=["POST"]), Route("/nothing", nothing, methods=["POST"])])
+    with served(app) as url:
+        redirected = _perf(f"{url}/moved", "--input", str(body))
+        assert redirected.returncode == 1 and "a redirect to '/elsewhere'" in redirected.stderr
+        report = tmp_path / "n.json"
+        out = _perf(f"{url}/nothing", "--input", str(body), "--concurrency", "2", "--window", "0.5",
+                    "--max-trials", "3", "--json", str(report))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        (level,) = json.loads(report.read_text())["levels"]
+        assert level["throughput"] > 100 and level["errors"] == 0 and level["p99_ms"] < 1000
+    for name, array in (("complex.npy", np.array([1j])), ("nan.npy", np.array([np.nan]))):
+        np.save(tmp_path / name, array)
+        bad = _perf("http://127.0.0.1:1/x", "--input", str(tmp_path / name))
+        assert bad.returncode == 1 and "cannot send it as a JSON array" in bad.stderr, bad.stderr

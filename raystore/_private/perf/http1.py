@@ -13,15 +13,16 @@ from urllib.parse import urlsplit
 class Http1Connection:
     """POSTs to one URL over one connection, reconnecting after the server closes it."""
 
-    def __init__(self, url: str, timeout_s: float):
+    def __init__(self, url: str, timeout_s: float, requests: dict[tuple[int, str], bytes] | None = None):
+        """`requests`: the request bytes by (body, content type), shared by a level's connections."""
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.host_header = parts.netloc
+        self.host_header = parts.netloc.rpartition("@")[2]  # never user:password
         self.timeout_s = timeout_s
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
-        self._requests: dict[tuple[int, str], bytes] = {}
+        self._requests = requests if requests is not None else {}
 
     def request_bytes(self, body: bytes, content_type: str) -> bytes:
         key = (id(body), content_type)
@@ -35,12 +36,22 @@ class Http1Connection:
         return data
 
     async def post(self, body: bytes, content_type: str) -> int:
-        """The status of one POST; -1 when the connection failed or timed out."""
-        try:
-            return await asyncio.wait_for(self._post(self.request_bytes(body, content_type)), self.timeout_s)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
-            await self.close()
-            return -1
+        """The status of one POST; -1 when the connection failed or timed out. A kept-alive
+        connection the server closed meanwhile (its keep-alive timeout) is opened again once."""
+        data = self.request_bytes(body, content_type)
+        for attempt in (1, 2):
+            reused = self.writer is not None
+            try:
+                return await asyncio.wait_for(self._post(data), self.timeout_s)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                await self.close()
+                stale = isinstance(exc, ConnectionError) or not exc.partial
+                if not (reused and stale and attempt == 1):
+                    return -1
+            except (OSError, asyncio.LimitOverrunError, ValueError, TimeoutError):
+                await self.close()
+                return -1
+        return -1
 
     async def _post(self, data: bytes) -> int:
         if self.writer is None:
@@ -61,12 +72,16 @@ class Http1Connection:
                 chunked = True
             elif name == b"connection" and b"close" in value.lower():
                 close = True
-        if chunked:
+        if status in (204, 304) or 100 <= status < 200:
+            pass  # no body, whatever the headers say
+        elif chunked:
             while True:
                 size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)  # type: ignore[union-attr]
-                await reader.readexactly(size + 2)  # type: ignore[union-attr]
                 if size == 0:
+                    while await reader.readuntil(b"\r\n") != b"\r\n":  # type: ignore[union-attr]
+                        pass  # trailers, if any, up to the empty line
                     break
+                await reader.readexactly(size + 2)  # type: ignore[union-attr]
         elif length is not None:
             await reader.readexactly(length)  # type: ignore[union-attr]
         else:

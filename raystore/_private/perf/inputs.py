@@ -44,7 +44,10 @@ def _body(path: Path, content_type: str | None) -> tuple[bytes, str]:
 
         try:
             array = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise InvalidArgument(f"{path}: not a numpy array file ({exc})") from None
-        return json.dumps(array.tolist()).encode(), content_type or CONTENT_TYPES[".npy"]
+            if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+                raise ValueError(f"an array of numbers is needed, got {getattr(array, 'dtype', type(array).__name__)}")
+            text = json.dumps(array.tolist(), allow_nan=False)
+        except Exception as exc:  # not an array file, not numbers, NaN or infinities (not JSON)
+            raise InvalidArgument(f"{path}: cannot send it as a JSON array ({exc})") from None
+        return text.encode(), content_type or CONTENT_TYPES[".npy"]
     return path.read_bytes(), content_type or CONTENT_TYPES.get(suffix, "application/octet-stream")

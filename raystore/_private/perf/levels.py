@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from raystore.exceptions import InvalidArgument
 
 MAX_LEVELS = 64
@@ -13,7 +15,10 @@ def parse_levels(text: str, what: str = "--concurrency") -> list[int]:
         if ":" not in text:
             levels = [int(part) for part in text.split(",") if part.strip()]
         else:
-            start_text, stop_text, step_text = ([*text.split(":"), "x2"])[:3]
+            fields = text.split(":")
+            if len(fields) > 3:
+                raise ValueError
+            start_text, stop_text, step_text = [*fields, "x2"][:3]
             start, stop = int(start_text), int(stop_text)
             levels = _range(start, stop, step_text.strip())
     except ValueError:
@@ -43,7 +48,7 @@ def _range(start: int, stop: int, step: str) -> list[int]:
         increment = int(step[1:])
         if increment < 1:
             raise ValueError
-        levels = list(range(start, stop + 1, increment))[: MAX_LEVELS + 1]
+        levels = list(itertools.islice(range(start, stop + 1, increment), MAX_LEVELS + 1))
     else:
         raise ValueError
     return levels

@@ -62,6 +62,7 @@ class _Load:
         self.raw = url.startswith("http://")
         self.idle: list[Http1Connection] = []  # open-loop connections free for the next arrival
         self.connections: list[Http1Connection] = []
+        self.request_bytes: dict[tuple[int, str], bytes] = {}  # each body's request, built once for all
 
     async def measure(self, window_s: float, max_windows: int, tolerance: float) -> tuple[list[Window], bool]:
         import aiohttp
@@ -90,6 +91,8 @@ class _Load:
                 while len(windows) < max_windows and not is_steady:
                     windows.append(await self._window(window_s))
                     is_steady = steady(windows, tolerance)
+                    if len(windows) >= 2 and all(w.ok == 0 and w.errors + w.overloaded > 0 for w in windows[-2:]):
+                        break  # nothing succeeds: more windows would only count more failures
             finally:
                 self.running = False
                 tasks = [*drivers, *self.in_flight]
@@ -137,7 +140,7 @@ class _Load:
         with one of their own, open-loop arrivals share what is free."""
         connection = self.idle.pop() if self.idle else None
         if connection is None:
-            connection = Http1Connection(self.url, self.timeout_s)
+            connection = Http1Connection(self.url, self.timeout_s, self.request_bytes)
             self.connections.append(connection)
         try:
             return await connection.post(body, content_type)

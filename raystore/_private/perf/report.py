@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from raystore._private.perf.service_stats import busiest
-from raystore._private.perf.windows import Level, best_within, knee
+from raystore._private.perf.windows import Level, best_within, failed_share, knee
 
 COLUMNS = (
     "load",
@@ -66,6 +66,17 @@ def table(levels: list[Level], title: str) -> Any:
 def verdict(levels: list[Level], budget_ms: float | None) -> list[str]:
     """The lines that say which level to pick, and what to doubt."""
     lines = []
+    for level in levels:
+        if level.requests == 0:
+            lines.append(
+                f"Load {level.load}: no request succeeded ({level.errors} errors, {level.overloaded} 503s); "
+                "check the target and the input (a redirect is an error here: give the final URL)."
+            )
+        elif failed_share(level) > 0.01:
+            lines.append(
+                f"Load {level.load}: {failed_share(level):.0%} of requests failed or were shed "
+                f"({level.errors} errors, {level.overloaded} 503s); it is no candidate."
+            )
     if budget_ms is not None:
         best = best_within(levels, budget_ms)
         if best is None:
@@ -77,7 +88,7 @@ def verdict(levels: list[Level], budget_ms: float | None) -> list[str]:
             )
     else:
         point = knee(levels)
-        if point is not None and point is levels[-1] and len(levels) > 1:
+        if point is not None and point is levels[-1] and len([lv for lv in levels if lv.requests]) > 1:
             lines.append(
                 f"No knee yet: throughput still grew at the highest load ({point.load}: {point.throughput:.1f} req/s, "
                 f"p99 {point.p99_ms:.1f} ms); try higher loads."

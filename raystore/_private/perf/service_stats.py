@@ -45,13 +45,15 @@ def difference(before: dict[str, Any] | None, after: dict[str, Any] | None) -> d
         if stats is None:
             continue
         old = earlier.get(key) or {}
-        batches = stats["batches"] - old.get("batches", 0)
+        if any(stats[counter] < old.get(counter, 0) for counter in ("requests", "batches")):
+            continue  # another replica answered, or this one restarted: no difference to tell
         rows = _batched_rows(stats) - _batched_rows(old)
+        batches = stats["batches"] - old.get("batches", 0)
         out[key] = {
             "requests": stats["requests"] - old.get("requests", 0),
             "batches": batches,
             "mean_batch_size": rows / batches if batches else 0.0,
-            "queue_wait_p99_ms": stats["queue_wait_s"]["p99"] * 1000,  # over its recent requests
+            "queue_wait_p99_ms": stats["queue_wait_s"]["p99"] * 1000,  # over the replica's recent requests
             "execution_p50_ms": stats["execution_s"]["p50"] * 1000,
             "rejected": stats["rejected"] - old.get("rejected", 0),
             "expired": stats["expired"] - old.get("expired", 0),

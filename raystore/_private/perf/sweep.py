@@ -3,6 +3,7 @@ generator's process, until its windows agree or `max_windows` have passed."""
 
 from __future__ import annotations
 
+import http.client
 import multiprocessing
 import urllib.error
 import urllib.request
@@ -22,16 +23,28 @@ def probe(url: str, body: bytes, content_type: str, timeout_s: float = 30.0) -> 
         raise InvalidArgument(f"the target must be an http:// or https:// URL of an API, got {url!r}")
     request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with _NO_REDIRECTS.open(request, timeout=timeout_s) as response:
             response.read()
     except urllib.error.HTTPError as err:
+        if 300 <= err.code < 400:
+            raise InvalidArgument(
+                f"{url} answered {err.code}, a redirect to {err.headers.get('Location')!r}: give that URL"
+            ) from None
         answer = err.read()[:300].decode("utf-8", errors="replace")
         raise InvalidArgument(
             f"{url} answered {err.code} to the input: {answer}; check the URL, --input and --content-type"
         ) from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
-        raise InvalidArgument(f"cannot reach {url}: {reason}; is the service running?") from None
+        raise InvalidArgument(f"cannot reach {url}: {reason!r}; is an HTTP service running there?") from None
+
+
+class _Refuse(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None  # a redirect is answered as itself: the load generator does not follow them
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_Refuse)
 
 
 def sweep(

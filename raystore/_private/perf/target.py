@@ -10,15 +10,17 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from raystore._private.service.service import load_service
 from raystore.exceptions import InvalidArgument
 
-READY_TIMEOUT_S = 300.0
+READY_TIMEOUT_S = 240.0
 
 
 def api_route(import_path: str, api: str | None, working_dir: str) -> str:
@@ -54,19 +56,23 @@ def started_service(import_path: str, route: str, working_dir: str) -> Iterator[
         str(metrics_port),
         "--no-access-log",
     ]
-    server = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its output goes to a file, never a pipe nobody reads while it runs (a full pipe would block it).
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        _wait_ready(server, port)
+        _wait_ready(server, port, log)
         yield f"http://127.0.0.1:{port}{route}"
     finally:
         _stop(server)
+        log.close()
 
 
-def _wait_ready(server: subprocess.Popen, port: int) -> None:
+def _wait_ready(server: subprocess.Popen, port: int, log: Any) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         if server.poll() is not None:
-            errors = server.stderr.read().decode(errors="replace")[-2000:]  # type: ignore[union-attr]
+            log.seek(0)
+            errors = log.read().decode(errors="replace")[-2000:]
             raise InvalidArgument(f"the service did not start:\n{errors}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).close()

@@ -102,15 +102,29 @@ class Level:
         return asdict(self)
 
 
+MAX_FAILED_SHARE = 0.01  # a level failing (errors, 503s) more than this is no candidate
+
+
+def failed_share(level: Level) -> float:
+    answered = level.requests + level.errors + level.overloaded
+    return (level.errors + level.overloaded) / answered if answered else 1.0
+
+
 def best_within(levels: list[Level], budget_ms: float) -> Level | None:
-    """The level of the highest throughput whose p99 is within `budget_ms` (None: none is)."""
-    fitting = [level for level in levels if not math.isnan(level.p99_ms) and level.p99_ms <= budget_ms]
+    """The level of the highest throughput whose p99 is within `budget_ms` and which failed (or
+    shed) at most 1% of its requests (None: none is): a level that sheds fast keeps a low p99."""
+    fitting = [
+        level
+        for level in levels
+        if not math.isnan(level.p99_ms) and level.p99_ms <= budget_ms and failed_share(level) <= MAX_FAILED_SHARE
+    ]
     return max(fitting, key=lambda level: level.throughput, default=None)
 
 
 def knee(levels: list[Level], growth: float = 0.05) -> Level | None:
     """Where throughput stops growing: the first level after which the next one adds less than
     `growth` (a fraction); the last level when it keeps growing."""
+    levels = [level for level in levels if level.requests > 0]  # a level where nothing succeeded is no knee
     if not levels:
         return None
     for level, following in itertools.pairwise(levels):
