@@ -426,9 +426,8 @@ class Dispatcher:
         compatible ones while the batch they make with `members` (the requests already in it: a
         continuous batch's, whose `layout` joiners must share) stays within `limit`. A batch_size_fn
         is asked of all of them at once, since a size need not add up: padding to the longest
-        sequence does not. A first request
-        (no members) is always taken: it was checked to fit alone as it arrived. Returns the
-        pieces and the size of the whole batch, members included."""
+        sequence does not. A first request (no members) is always taken: it was checked to fit
+        alone as it arrived. Returns the pieces and the size of the whole batch, members included."""
         self._ready = None
         self._head()  # drop what was taken: a continuous batch holds the slot, so no pump does it
         pieces: list[_Piece] = []
@@ -581,11 +580,10 @@ class Dispatcher:
                         break
                     continue
                 kept = [member for member, leaves in zip(members, leaving) if not leaves]
-                pieces, units = self._take_whole(config.max_batch_size, kept, layout) if self._queue else ([], 0)
+                # the joiners, and the size the policy times the next step as (members included)
+                pieces, units = self._take_whole(config.max_batch_size, kept, layout)
                 if not pieces and not kept:
                     break
-                if not pieces:
-                    units = sum(member.units for member in kept)  # what the policy times the next step as
                 joiners = [piece.request for piece in pieces]
                 left, rows = positions_of([m.rows for m in members], leaving), sum(m.rows for m in members)
                 members = kept + joiners  # before anything can fail: a joiner is this batch's to answer now
