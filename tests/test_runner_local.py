@@ -289,3 +289,30 @@ def test_a_bound_runner_called_outside_serve_says_so():
     bound = raystore.Runner(Echo, name="echo", resources={"num_cpus": 0.1}).bind()
     with pytest.raises(RunnerNotReady, match="bound but not deployed here"):
         bound.plain.run(1)
+
+
+def test_a_local_runner_takes_new_batch_settings_in_place():
+    class Summer(raystore.Runnable):
+        @raystore.Runnable.method(batchable=True)
+        def total(self, xs: list) -> list:
+            return [sum(xs)] * len(xs)
+
+    runner = raystore.Runner(Summer, name="summer", max_batch_size=4, max_latency_ms=100)
+    with pytest.raises(InvalidArgument, match="does not run in this process"):
+        runner.reconfigure("total", {"max_batch_size": 2})
+    runner.init_local()
+    try:
+        assert runner.total.run([1, 2]) == [3, 3]
+        runner.reconfigure("total", {"max_batch_size": 2, "max_latency_ms": 7.5})
+        view = asyncio.run(runner.total.replica_stats())
+        assert view["settings"] == {"max_batch_size": 2, "max_latency_ms": 7.5}
+        assert view["requests"] == 1  # the same queue, its history kept
+        with pytest.raises(InvalidArgument, match=r"unknown batch settings \['max_batch'\]"):
+            runner.reconfigure("total", {"max_batch": 8})
+        with pytest.raises(InvalidArgument, match="has no method 'nope'"):
+            runner.reconfigure("nope", {"max_batch_size": 8})
+        with pytest.raises(InvalidArgument, match="max_batch_size"):
+            runner.reconfigure("total", {"max_batch_size": 0})
+        assert asyncio.run(runner.total.replica_stats())["settings"]["max_batch_size"] == 2  # refused: unchanged
+    finally:
+        runner.destroy_local()

@@ -213,6 +213,14 @@ class BatchedFunction:
     def stats(self) -> BatchStats:
         return self._state(None).stats
 
+    @property
+    def max_batch_size(self) -> int:
+        return self._state(None).config.max_batch_size
+
+    @property
+    def max_latency_ms(self) -> float:
+        return self._state(None).config.max_latency_ms
+
     def set_max_batch_size(self, max_batch_size: int) -> None:
         self._state(None).config.set_max_batch_size(max_batch_size)
 

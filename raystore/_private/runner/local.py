@@ -22,6 +22,7 @@ from raystore._private.runner.runnable import Runnable
 from raystore._private.runner.spec import MethodSpec, RunnerSpec
 from raystore.exceptions import InvalidArgument, RunnerNotReady
 
+BATCH_SETTINGS = ("max_batch_size", "max_latency_ms")  # what `reconfigure` changes
 # A blocking batch that usually takes less than this runs on the event loop itself.
 INLINE_BELOW_S = 0.0005
 
@@ -109,10 +110,28 @@ class LocalBackend:
         batched = self._batched.get(name)
         return batched.stats if batched is not None else None
 
+    def stats_view(self, name: str) -> dict[str, Any] | None:
+        """`stats(name).as_dict()` with the queue's settings now under "settings" (they change with
+        `reconfigure`, from what the spec says); None for a method that is not batched."""
+        batched = self._batched.get(name)
+        if batched is None:
+            return None
+        settings = {"max_batch_size": batched.max_batch_size, "max_latency_ms": batched.max_latency_ms}
+        return {**batched.stats.as_dict(), "settings": settings}
+
     # ---- in a runner's own replica ---------------------------------------------------------------
 
     def reconfigure(self, name: str, settings: dict[str, Any]) -> None:
         """New `max_batch_size` / `max_latency_ms` for one method's queue (checked by BatchConfig)."""
+        if name not in self.spec.methods:
+            raise InvalidArgument(
+                f"runner {self.spec.name!r} has no method {name!r}; it has {sorted(self.spec.methods)}"
+            )
+        unknown = sorted(set(settings) - set(BATCH_SETTINGS))
+        if unknown:
+            raise InvalidArgument(
+                f"{self.spec.name}.{name}: unknown batch settings {unknown}; give {list(BATCH_SETTINGS)}"
+            )
         batched = self._batched.get(name)
         if batched is None:
             return

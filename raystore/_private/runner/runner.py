@@ -1,6 +1,6 @@
 """`Runner` and `RunnerMethod`: a frozen `RunnerSpec` plus the one backend that runs it now.
 
-Backends, one per mode, all with `call`, `call_async`, `remote` and `stats`:
+Backends, one per mode, all with `call`, `call_async`, `remote`, `stats` and `stats_view`:
 - `LocalBackend`: in this process, after `init_local()`;
 - `EmbeddedBackend`: an `embedded=True` runner, loaded in the replica that calls it;
 - `ServedBackend`: the runner's own Serve deployments, reached through handles.
@@ -30,6 +30,7 @@ class Backend(Protocol):
     def remote(self, name: str, args: tuple, kwargs: dict) -> Any: ...
     def stream(self, name: str, args: tuple, kwargs: dict) -> AsyncIterator[Any]: ...
     def stats(self, name: str) -> BatchStats | None: ...
+    def stats_view(self, name: str) -> dict[str, Any] | None: ...
 
 
 class RunnerMethod:
@@ -76,7 +77,8 @@ class RunnerMethod:
         return backend.stats(self.name) if backend is not None else None
 
     async def replica_stats(self) -> dict[str, Any] | None:
-        """What this method's batch queue has done, as `BatchStats.as_dict()`: in this process
+        """What this method's batch queue has done, as `BatchStats.as_dict()` with its settings now
+        under "settings": in this process
         (local and embedded runners), or in the one runner replica Serve routes the question to
         (served). None when the method is not batched or the runner is not running."""
         backend = self.runner._backend
@@ -85,8 +87,7 @@ class RunnerMethod:
         remote = getattr(backend, "replica_stats", None)
         if remote is not None:
             return await remote(self.name)
-        stats = backend.stats(self.name)
-        return stats.as_dict() if stats is not None else None
+        return backend.stats_view(self.name)
 
     @property
     def config(self) -> ModelSignature:
@@ -213,6 +214,18 @@ class Runner:
                 backend = self._backend = LocalBackend(self.spec, lazy=True)
         backend.load()
         return self
+
+    def reconfigure(self, method: str, settings: Mapping[str, Any]) -> None:
+        """New `max_batch_size` / `max_latency_ms` for a method's batch queue where it runs in this
+        process (local, and embedded in the replica that calls it), effective for the next batch.
+        A served runner's replicas take theirs in their deployment's `user_config`."""
+        backend = self._backend
+        if not (isinstance(backend, LocalBackend) and backend.loaded):
+            raise InvalidArgument(
+                f"runner {self.name!r} does not run in this process; a served runner takes new batch settings "
+                'through its deployment\'s user_config: {"METHOD": {"max_batch_size": N, "max_latency_ms": MS}}'
+            )
+        backend.reconfigure(method, dict(settings))
 
     def destroy_local(self) -> None:
         if isinstance(self._backend, LocalBackend):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from raystore._private.batching import BatchStats
@@ -55,9 +55,9 @@ class RunnerReplica:
         """What this replica's batch queues have done, per batched method (for a service's console)."""
         out = {}
         for method in self.served_methods:
-            stats = self.backend.stats(method)
-            if stats is not None:
-                out[method] = stats.as_dict()
+            view = self.backend.stats_view(method)
+            if view is not None:
+                out[method] = view
         return out
 
     async def check_health(self) -> None:
@@ -158,6 +158,9 @@ class ServedBackend:
     def stats(self, name: str) -> BatchStats | None:
         return None  # the queues live in the runner's replicas (their Ray metrics tell)
 
+    def stats_view(self, name: str) -> dict[str, Any] | None:
+        return None  # as `stats`; `replica_stats` asks a replica
+
     async def replica_stats(self, name: str) -> dict[str, Any] | None:
         """What the batch queue of `name` has done in one of the runner's replicas (the one Serve
         routes this call to), as `BatchStats.as_dict()`; None for a method that is not batched."""
@@ -202,6 +205,12 @@ def deployment_groups(spec: RunnerSpec) -> list[tuple[str, ...]]:
     return [tuple(spec.methods)] if spec.colocate else [(m,) for m in spec.methods]
 
 
+def ongoing_requests_for(max_batch_sizes: Iterable[int]) -> int:
+    """Serve's `max_ongoing_requests` for a replica batching up to these sizes: two full batches
+    (one running, one filling), and never less than `MIN_ONGOING_REQUESTS`."""
+    return max(MIN_ONGOING_REQUESTS, 2 * max(max_batch_sizes, default=1))
+
+
 def deployment_options(
     spec: RunnerSpec, methods: tuple[str, ...], actor_options: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -210,9 +219,7 @@ def deployment_options(
     options: dict[str, Any] = {"name": deployment_name(spec, methods)}
     if actor_options is not None:
         options["ray_actor_options"] = actor_options
-    options["max_ongoing_requests"] = max(
-        MIN_ONGOING_REQUESTS, 2 * max(spec.methods[m].batch.max_batch_size for m in methods)
-    )
+    options["max_ongoing_requests"] = ongoing_requests_for(spec.methods[m].batch.max_batch_size for m in methods)
     options.update(HEALTH_CHECK_OPTIONS)
     if spec.autoscaling:
         options["autoscaling_config"] = dict(spec.autoscaling)

@@ -375,6 +375,9 @@ class LocalVersionsBackend:
     def stats(self, name: str) -> Any:
         return None
 
+    def stats_view(self, name: str) -> Any:
+        return None
+
     def close(self) -> None:
         self.pool.close()
         self._loop_thread.stop()

@@ -58,6 +58,26 @@ class ServiceIngress:
     async def _call_api(self, name: str, value: Any) -> Any:
         return await call_api(self.service.apis[name], value)
 
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Serve's `user_config`: batch settings for the runners embedded in this replica, by
+        runner and method: `{"runners": {"iris_clf": {"predict": {"max_batch_size": 32}}}}`.
+        A served runner takes its own in its deployment's `user_config`."""
+        config = dict(config or {})
+        runners = config.pop("runners", None) or {}
+        if config or not isinstance(runners, dict):
+            raise InvalidArgument(
+                f'the ingress\'s user_config is {{"runners": {{RUNNER: {{METHOD: SETTINGS}}}}}}; got keys {sorted(config)}'
+            )
+        embedded = {runner.name: runner for runner in self.service.runners if runner.embedded}
+        for name, methods in runners.items():
+            if name not in embedded:
+                raise InvalidArgument(
+                    f"no runner {name!r} is embedded in the ingress of {self.service.name!r} "
+                    f"(embedded: {sorted(embedded)}); a served runner takes its settings in its own deployment"
+                )
+            for method, settings in (methods or {}).items():
+                embedded[name].reconfigure(method, settings)
+
 
 def _api_method(name: str, streams: bool):
     if streams:
@@ -85,7 +105,12 @@ def service_application(service: Service, source: ServiceSource) -> Any:
         raise InvalidArgument(
             f"service {service.name!r} has no APIs; add one with @svc.api(...), or serve its models with v2=True"
         )
-    reserved = {"app", "service", "docs_path"}  # the ingress's own; names starting with _ never reach here
+    reserved = {
+        "app",
+        "service",
+        "docs_path",
+        "reconfigure",
+    }  # the ingress's own; names starting with _ never reach here
     clash = reserved & set(service.apis)
     if clash:
         raise InvalidArgument(f"API names {sorted(clash)} are reserved")

@@ -30,13 +30,15 @@ async def _runner_status(runner: Runner) -> dict[str, Any]:
         stats, source = None, None
         if method.batchable:
             stats, source = await _stats(runner, name)
+        # the queue's settings now (a `reconfigure` changes them), else those the runner was made with
+        live = (stats or {}).pop("settings", None) or {}
         methods.append(
             {
                 "name": name,
                 "batchable": method.batchable,
                 "streams": method.streams,
-                "max_batch_size": method.batch.max_batch_size,
-                "max_latency_ms": method.batch.max_latency_ms,
+                "max_batch_size": live.get("max_batch_size", method.batch.max_batch_size),
+                "max_latency_ms": live.get("max_latency_ms", method.batch.max_latency_ms),
                 "stats": stats,
                 "stats_from": source,
             }
