@@ -261,10 +261,14 @@ def serve_locally(
     on_ready: Callable[[str], None] | None = None,
     on_stopping: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    deploy: Callable[[Service, str | None], None] | None = None,
 ) -> None:
     """Deploy `target` on Ray (a new local instance unless `address` names one) and serve until
     Ctrl-C, SIGTERM or `stop`. Then stop taking requests, let those in flight finish (at most
     `graceful_timeout_s`; a second Ctrl-C stops at once), and shut down what was started here.
+
+    `deploy(service, import_path)` puts the application on Serve, once Serve has started; by
+    default `serve.run` of `service.to_app()`, named as the service, at route prefix "/".
 
     With a loopback `host`, the local Ray listens on loopback only, but for what Ray binds on every
     interface regardless (README, "With a loopback --host")."""
@@ -310,7 +314,10 @@ def serve_locally(
         # interrupt it) before serve.run returns.
         interrupts = _Interrupts(stop)
         serve.start(http_options={"host": host, "port": port})
-        serve.run(service.to_app(import_path), name=service.name, route_prefix="/")
+        if deploy is None:
+            serve.run(service.to_app(import_path), name=service.name, route_prefix="/")
+        else:
+            deploy(service, import_path)
         if on_ready:
             on_ready(f"http://{host}:{port}")
         stop.wait()
