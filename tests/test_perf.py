@@ -56,12 +56,12 @@ def test_the_knee_and_the_best_level_within_a_budget():
     assert math.isnan(Level.of(2, [Window(1.0)], False).p99_ms)
 
 
-def _iris_app(iris_clf):
+def _iris_app(iris_clf, v2=False):
     from raystore._private.service.app import ServiceApp
 
     saved = raystore.sklearn.save_model("iris_clf", iris_clf, signatures={"predict": {"batchable": True}})
     runner = raystore.models.get(saved.tag).to_runner(embedded=True)
-    svc = raystore.Service("iris_perf", runners=[runner])
+    svc = raystore.Service("iris_perf", runners=[runner], v2=v2)
 
     @svc.api(input=raystore.io.NumpyNdarray(shape=(-1, 4), enforce_shape=True), output=raystore.io.NumpyNdarray())
     async def classify(x):
@@ -303,3 +303,253 @@ def test_redirects_bodiless_answers_and_bad_arrays(tmp_path):
         np.save(tmp_path / name, array)
         bad = _perf("http://127.0.0.1:1/x", "--input", str(tmp_path / name))
         assert bad.returncode == 1 and "cannot send it as a JSON array" in bad.stderr, bad.stderr
+
+
+# ---- V2 models ----------------------------------------------------------------------------------
+
+
+def test_v2_bodies_are_made_from_arrays_as_the_model_declares_them(tmp_path):
+    import numpy as np
+
+    from raystore._private.perf.v2 import v2_bodies
+    from raystore._private.service.v2.codec import HEADER_LENGTH, decode_request
+
+    metadata = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]}
+    array = np.array([[5.9, 3.0, 5.1, 1.8]])  # float64, as numpy makes it
+    np.save(tmp_path / "x.npy", array)
+    (as_json,) = v2_bodies(str(tmp_path / "x.npy"), None, metadata)
+    assert as_json.content_type == "application/json" and as_json.headers == ()
+    document = json.loads(as_json.data)
+    assert document["inputs"][0] == {"name": "features", "datatype": "FP32", "shape": [1, 4],
+                                     "data": [5.900000095367432, 3.0, 5.099999904632568, 1.7999999523162842]}  # fmt: skip
+    (binary,) = v2_bodies(str(tmp_path / "x.npy"), None, metadata, binary=True)
+    headers = dict(binary.headers)
+    assert binary.content_type == "application/octet-stream" and int(headers[HEADER_LENGTH]) < len(binary.data)
+    (tensor,) = decode_request(binary.data, headers[HEADER_LENGTH]).inputs
+    assert tensor.name == "features" and tensor.array.dtype == np.float32
+    assert np.array_equal(tensor.array, array.astype(np.float32))
+    # a request file is sent as it is
+    request = tmp_path / "request.json"
+    request.write_text(
+        json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
+    )
+    (given,) = v2_bodies(str(request), None, metadata)
+    assert given.data == request.read_bytes()
+    # arrays by input name for a model of several inputs
+    two = {
+        "inputs": [{"name": "a", "datatype": "INT64", "shape": [-1]}, {"name": "b", "datatype": "FP64", "shape": [-1]}]
+    }
+    np.savez(tmp_path / "ab.npz", a=np.array([1, 2]), b=np.array([0.5, 1.5]))
+    (pair,) = v2_bodies(str(tmp_path / "ab.npz"), None, two)
+    assert [t["name"] for t in json.loads(pair.data)["inputs"]] == ["a", "b"]
+    with pytest.raises(InvalidArgument, match=r"the model has inputs \['a', 'b'\]; give a .npz"):
+        v2_bodies(str(tmp_path / "x.npy"), None, two)
+    np.savez(tmp_path / "wrong.npz", a=np.array([1]), c=np.array([2.0]))
+    with pytest.raises(InvalidArgument, match=r"holds arrays \['a', 'c'\]; the model's inputs are \['a', 'b'\]"):
+        v2_bodies(str(tmp_path / "wrong.npz"), None, two)
+    np.save(tmp_path / "floats.npy", np.array([0.5]))
+    with pytest.raises(InvalidArgument, match="input 'a' is float64; the model takes INT64"):
+        v2_bodies(str(tmp_path / "floats.npy"), None, {"inputs": [two["inputs"][0]]})
+    (tmp_path / "rows.csv").write_text("1,2,3,4\n")
+    with pytest.raises(InvalidArgument, match=r"a V2 input is an infer request \(.json\)"):
+        v2_bodies(str(tmp_path / "rows.csv"), None, metadata)
+    (tmp_path / "plain.json").write_text("[[1, 2, 3, 4]]")
+    with pytest.raises(InvalidArgument, match='a V2 infer request is a JSON object with "inputs"'):
+        v2_bodies(str(tmp_path / "plain.json"), None, metadata)
+    with pytest.raises(InvalidArgument, match="--binary makes requests from arrays"):
+        v2_bodies(str(request), None, metadata, binary=True)
+
+
+def test_a_v2_model_is_measured_with_json_and_binary_tensors(iris_clf, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.array([[5.9, 3.0, 5.1, 1.8]]))
+    app, runner = _iris_app(iris_clf, v2=True)
+    try:
+        with served(app) as url:
+            for extra in ([], ["--binary"]):
+                report = tmp_path / "v2.json"
+                out = _perf("--v2", url, "--model", "iris_clf", "--input", str(tmp_path / "x.npy"),
+                            "--concurrency", "2", "--window", "0.3", "--max-trials", "3", "--json", str(report),
+                            *extra)  # fmt: skip
+                assert out.returncode == 0, out.stderr
+                document = json.loads(report.read_text())
+                assert document["target"]["url"] == f"{url}/v2/models/iris_clf/infer"
+                (level,) = document["levels"]
+                assert level["throughput"] > 0 and level["errors"] == 0 and level["overloaded"] == 0
+                assert level["batching"]["iris_clf.predict"]["requests"] >= level["requests"]
+            unknown = _perf("--v2", f"{url}/v2/", "--model", "nope", "--input", str(tmp_path / "x.npy"))
+            assert unknown.returncode == 1 and "answered 404" in unknown.stderr and "no model 'nope'" in unknown.stderr
+            np.save(tmp_path / "short.npy", np.array([[1.0, 2.0]]))
+            refused = _perf("--v2", url, "--model", "iris_clf", "--input", str(tmp_path / "short.npy"))
+            assert refused.returncode == 1 and "X has 2 features" in refused.stderr  # the model's own word
+    finally:
+        runner.destroy_local()
+
+
+def test_target_options_that_do_not_go_together_are_clear_errors(tmp_path):
+    body = tmp_path / "x.json"
+    body.write_text("[1]")
+    cases = [
+        (["--input", str(body)], "give a target"),
+        (["http://127.0.0.1:1/x", "--v2", "http://127.0.0.1:1", "--input", str(body)], "not both"),
+        (["--v2", "http://127.0.0.1:1", "--input", str(body)], "--v2 needs --model NAME"),
+        (["http://127.0.0.1:1/x", "--model", "m", "--input", str(body)], "give its server with --v2 URL"),
+        (["http://127.0.0.1:1/x", "--binary", "--input", str(body)], "--binary sends V2 tensors"),
+        (["http://127.0.0.1:1/x", "--api", "a", "--input", str(body)], "--api goes with a MODULE:svc target"),
+        (["http://127.0.0.1:1/x", "--tune", "--input", str(body)], "--tune needs a MODULE:svc target"),
+        (
+            ["m:svc", "--tune", "--tune-batch-sizes", "8,x", "--input", str(body)],
+            "--tune-batch-sizes takes whole numbers",
+        ),
+        (
+            ["m:svc", "--tune", "--tune-latencies-ms", "0", "--input", str(body)],
+            "--tune-latencies-ms takes numbers > 0",
+        ),
+        (["m:svc", "--tune-runner", "r", "--input", str(body)], "--tune-runner goes with --tune"),
+        (["--v2", "http://127.0.0.1:1", "--model", "m", "--input", str(tmp_path / "nope.npy")], "no such file"),
+    ]
+    for args, message in cases:
+        out = _perf(*args)
+        assert out.returncode == 1 and message in out.stderr, (args, out.stderr)
+
+
+# ---- --tune -------------------------------------------------------------------------------------
+
+
+def _tune_service():
+    tests = str(Path(__file__).parent)
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import tune_service
+
+    return tune_service
+
+
+def test_a_tuned_config_sets_each_runner_where_it_runs():
+    from raystore._private.deploy.build import build_config
+    from raystore._private.deploy.tunable import RunnerSetting, tuned_config
+
+    service = _tune_service().svc
+    config = build_config("tune_service:svc", working_dir=str(Path(__file__).parent))
+    tuned = tuned_config(config, service, {"inline": RunnerSetting(8, 5.0), "apart": RunnerSetting(100, 20, 3)})
+    deployments = {d["name"]: d for d in tuned["applications"][0]["deployments"]}
+    ingress, apart = deployments["tune_target-ingress"], deployments["apart"]
+    assert ingress["user_config"] == {"runners": {"inline": {"double": {"max_batch_size": 8, "max_latency_ms": 5.0}}}}
+    assert "num_replicas" not in ingress  # embedded: the ingress's replicas are not the runner's
+    assert apart["user_config"] == {"double": {"max_batch_size": 100, "max_latency_ms": 20}}  # `pid` does not batch
+    assert apart["num_replicas"] == 3 and apart["max_ongoing_requests"] == 200  # room for two full batches
+    untouched = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    assert "user_config" not in untouched["apart"] and untouched["apart"]["num_replicas"] == 1  # a copy was changed
+    with pytest.raises(InvalidArgument, match="'inline' is embedded in the ingress replica"):
+        tuned_config(config, service, {"inline": RunnerSetting(replicas=2)})
+    with pytest.raises(InvalidArgument, match=r"no runner 'nope'; it has \['apart', 'inline'\]"):
+        tuned_config(config, service, {"nope": RunnerSetting(8)})
+    with pytest.raises(InvalidArgument, match="max_batch_size must be a whole number >= 1"):
+        RunnerSetting(0)
+
+
+def test_the_grid_and_the_recommendation():
+    from raystore._private.perf.tune import GridPoint, Trial, plan_grid, recommend
+
+    service = _tune_service().svc
+    plan = plan_grid(service, None, [8, 32], [5.0], [1, 2])
+    assert [(p.max_batch_size, p.replicas) for p in plan.points] == [(8, 1), (8, 2), (32, 1), (32, 2)]
+    assert plan.replicated == {"apart"} and "'inline' is embedded" in plan.notes[0]
+    settings = plan.settings(plan.points[1])
+    assert settings["inline"].replicas is None and settings["apart"].replicas == 2
+    only_inline = plan_grid(service, "inline", [8], [5.0], [1, 2])
+    assert [p.replicas for p in only_inline.points] == [None]  # no replicas of its own: the axis goes
+    with pytest.raises(InvalidArgument, match=r"--tune-runner 'x': service 'tune_target' has runners"):
+        plan_grid(service, "x", [8], [5.0], [1])
+
+    def trial(size, replicas, throughput, p99):
+        level = Level.of(16, [Window(1.0, [p99] * int(throughput))], True)
+        return Trial(GridPoint(size, 5.0, replicas), [level], 0.5, level)
+
+    fast_two, near_one, near_one_slower, slow = (
+        trial(8, 2, 1000, 9),
+        trial(32, 1, 960, 12),
+        trial(8, 1, 955, 20),
+        trial(128, 1, 500, 5),
+    )
+    assert recommend([fast_two, near_one, near_one_slower, slow]) is near_one  # within 5%: fewer replicas, then p99
+    assert recommend([fast_two, trial(32, 1, 900, 5)]) is fast_two  # 10% slower is not as fast
+    assert recommend([Trial(GridPoint(8, 5.0, 1), [], 0.5, None)]) is None
+
+
+@pytest.mark.ray
+def test_a_tunable_service_changes_settings_in_place(tmp_path):
+    """Batch settings reach the running replicas (the ingress's for an embedded runner) and a
+    replica count adds a replica; the replicas that were there stay, models loaded."""
+    import urllib.request
+
+    from raystore._private.deploy.tunable import RunnerSetting
+    from raystore._private.perf.target import tunable_service
+
+    def get(url, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def settings_now(base):
+        document = get(f"{base}/ui/service.json")
+        return {(r["name"], m["name"]): (m["max_batch_size"], m["max_latency_ms"], (m["stats"] or {}).get("requests"))
+                for r in document["runners"] for m in r["methods"] if m["batchable"]}  # fmt: skip
+
+    tests = str(Path(__file__).parent)
+    with tunable_service("tune_service:svc", "/pids", tests) as service:
+        base = service.url.removesuffix("/pids")
+        first = get(service.url, {})
+        assert get(f"{base}/double", 21) == {"inline": 42, "apart": 42}
+        assert settings_now(base)[("inline", "double")] == (4, 100, 1)
+        seconds = service.apply({"inline": RunnerSetting(16, 7.5), "apart": RunnerSetting(32, 9, 2)})
+        assert seconds > 0
+        now = settings_now(base)
+        assert now[("inline", "double")] == (16, 7.5, 1)  # the request before still counted: not restarted
+        assert now[("apart", "double")][:2] == (32, 9)
+        seen = [get(service.url, {}) for _ in range(30)]
+        assert {s["ingress"] for s in seen} == {first["ingress"]}
+        apart = {s["apart"] for s in seen}
+        assert len(apart) == 2 and first["apart"] in apart  # one more replica; the first one stayed
+        with pytest.raises(InvalidArgument, match="embedded in the ingress replica"):
+            service.apply({"inline": RunnerSetting(replicas=2)})
+        assert get(f"{base}/double", 1) == {"inline": 2, "apart": 2}  # a refused setting changes nothing
+    port = int(base.rsplit(":", 1)[1])
+    import socket
+
+    with socket.socket() as probe:  # the host is gone with its Ray
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.ray
+def test_tune_sweeps_each_setting_and_recommends_one(tmp_path):
+    body = tmp_path / "x.json"
+    body.write_text("3")
+    tests = str(Path(__file__).parent)
+    nothing = _perf("perf_service:svc", "--api", "shout", "--working-dir", tests, "--tune", "--input", str(body))
+    assert nothing.returncode == 1 and "has no runners: nothing to tune" in nothing.stderr
+    out = _perf("tune_service:svc", "--api", "double", "--working-dir", tests, "--input", str(body), "--tune",
+                "--tune-runner", "apart", "--tune-batch-sizes", "1,8", "--tune-latencies-ms", "50",
+                "--tune-replicas", "1", "--concurrency", "8", "--window", "0.4", "--max-trials", "4",
+                "--latency-budget-ms", "10000", "--csv", str(tmp_path / "t.csv"), "--json", str(tmp_path / "t.json"),
+                "--plot", str(tmp_path / "t.png"), timeout=280)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    document = json.loads((tmp_path / "t.json").read_text())
+    settings = document["settings"]
+    assert [s["setting"] for s in settings] == [
+        {"max_batch_size": 1, "max_latency_ms": 50.0, "replicas": 1},
+        {"max_batch_size": 8, "max_latency_ms": 50.0, "replicas": 1},
+    ]
+    for setting in settings:
+        (level,) = setting["levels"]
+        assert level["throughput"] > 0 and level["errors"] == 0 and setting["chosen"] == 8
+        batching = level["batching"]["apart.double"]
+        assert batching["mean_batch_size"] <= setting["setting"]["max_batch_size"]  # the setting held
+    assert settings[0]["levels"][0]["batching"]["apart.double"]["mean_batch_size"] == 1
+    assert document["recommended"] in [s["setting"] for s in settings]
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert [r["max_batch_size"] for r in rows] == ["1", "8"] and all(r["replicas"] == "1" for r in rows)
+    assert "Recommended: max_batch_size=" in out.stdout and "In code, for runner 'apart': .to_runner(" in out.stdout
+    assert (tmp_path / "t.png").read_bytes().startswith(b"\x89PNG")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -206,14 +205,27 @@ def ui_command(
 
 @app.command("perf")
 def perf_command(
-    target: str = typer.Argument(
-        ..., help="The API's URL (http://127.0.0.1:3000/classify), or a service MODULE:svc to start for the sweep."
+    target: str | None = typer.Argument(
+        None,
+        help="The API's URL (http://127.0.0.1:3000/classify), or a service MODULE:svc to start for the sweep.",
     ),
     api: str | None = typer.Option(
         None, "--api", help="With MODULE:svc: the API to measure (needed when it has several)."
     ),
     working_dir: str = typer.Option(".", "--working-dir", help="With MODULE:svc: the folder MODULE is imported from."),
-    input_file: str | None = typer.Option(None, "--input", help="A request body: JSON, CSV, an image, a .npy array."),
+    v2: str | None = typer.Option(
+        None, "--v2", help="A V2 (Open Inference Protocol) server's URL, e.g. http://127.0.0.1:3000; with --model."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="The V2 model to measure, on --v2's server or on the MODULE:svc service."
+    ),
+    model_version: str | None = typer.Option(None, "--model-version", help="With --model: the version to measure."),
+    binary: bool = typer.Option(
+        False, "--binary", help="With --model: send tensors in the binary tensor data extension, not as JSON."
+    ),
+    input_file: str | None = typer.Option(
+        None, "--input", help="A request body: JSON, CSV, an image, a .npy array (with --model: .json, .npy, .npz)."
+    ),
     input_dir: str | None = typer.Option(None, "--input-dir", help="A folder of request bodies, sent round robin."),
     content_type: str | None = typer.Option(None, "--content-type", help="Else inferred from each file's suffix."),
     concurrency: str | None = typer.Option(
@@ -236,10 +248,23 @@ def perf_command(
     plot_path: str | None = typer.Option(
         None, "--plot", help="Draw throughput against p99 (and batch sizes) into this PNG (raystore[perf])."
     ),
+    tune: bool = typer.Option(
+        False,
+        "--tune",
+        help="With MODULE:svc: sweep each setting of the grid below, applied in place, and recommend one.",
+    ),
+    tune_batch_sizes: str = typer.Option("8,32,128", "--tune-batch-sizes", help="max_batch_size values to try."),
+    tune_latencies_ms: str = typer.Option("5,25", "--tune-latencies-ms", help="max_latency_ms values to try."),
+    tune_replicas: str = typer.Option(
+        "1,2", "--tune-replicas", help="Replicas to try, for runners served in deployments of their own."
+    ),
+    tune_runner: str | None = typer.Option(None, "--tune-runner", help="Tune this runner only (default: every one)."),
 ) -> None:
     """Measure an API's throughput and latency at each load, closed loop, each level until its
-    windows agree (as perf_analyzer does); print a table and which level to pick."""
-    from raystore._private.perf.inputs import load_inputs
+    windows agree (as perf_analyzer does); print a table and which level to pick. With --tune,
+    do so for each batch setting and replica count of a grid, and recommend one (as Triton's
+    Model Analyzer does)."""
+    from raystore._private.perf.command import Grid, Inputs, Sweep, Target, run
     from raystore._private.perf.levels import parse_levels
 
     if concurrency is not None and rate is not None:
@@ -247,78 +272,36 @@ def perf_command(
     if distribution not in ("poisson", "constant"):
         raise InvalidArgument(f"--distribution must be poisson or constant, got {distribution!r}")
     open_loop = rate is not None
-    levels = parse_levels(rate, "--rate") if open_loop else parse_levels(concurrency or "1,4,16,64")
-    bodies = load_inputs(input_file, input_dir, content_type)
-    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", target):  # MODULE:svc, not host:port
-        from raystore._private.perf.target import api_route, started_service
+    grid = None
+    if tune:
+        from raystore._private.perf.tune import parse_numbers
 
-        route = api_route(target, api, working_dir)
-        typer.echo(f"Starting {target} for the sweep (raystore serve) ...", err=True)
-        with started_service(target, route, working_dir) as url:
-            _perf_sweep(url, bodies, levels, open_loop, distribution, window, stability, max_trials,
-                        latency_budget_ms, csv_path, json_path, plot_path)  # fmt: skip
-        return
-    _perf_sweep(target, bodies, levels, open_loop, distribution, window, stability, max_trials,
-                latency_budget_ms, csv_path, json_path, plot_path)  # fmt: skip
-
-
-def _perf_sweep(
-    target: str,
-    bodies: list,
-    levels: list[int],
-    open_loop: bool,
-    distribution: str,
-    window: float,
-    stability: float,
-    max_trials: int,
-    latency_budget_ms: float | None,
-    csv_path: str | None,
-    json_path: str | None,
-    plot_path: str | None,
-) -> None:
-    from rich.console import Console
-
-    from raystore._private.perf.report import table, verdict, write_csv, write_json
-    from raystore._private.perf.sweep import probe, sweep
-
-    probe(target, *bodies[0])
-    console = Console(stderr=True)
-    what = f"rates {levels} req/s ({distribution})" if open_loop else f"concurrency {levels}"
-    console.print(f"Measuring {target}: {what}, windows of {window:g} s, steady within {stability:g}%")
-
-    def heard(level: Any) -> None:
-        state = "steady" if level.steady else "not steady"
-        offered = f" of {level.offered:.1f} sent" if open_loop else ""
-        console.print(
-            f"  load {level.load}: {level.throughput:.1f} req/s{offered}, p99 {level.p99_ms:.1f} ms "
-            f"({level.windows} windows, {state})"
+        grid = Grid(
+            parse_numbers(tune_batch_sizes, "--tune-batch-sizes", whole=True),
+            parse_numbers(tune_latencies_ms, "--tune-latencies-ms", whole=False),
+            parse_numbers(tune_replicas, "--tune-replicas", whole=True),
+            tune_runner,
         )
-
-    results = sweep(
-        target,
-        bodies,
-        levels,
-        window_s=window,
-        max_windows=max_trials,
-        tolerance=stability / 100,
-        open_loop=open_loop,
-        distribution=distribution,
-        on_level=heard,
+    elif tune_runner is not None:
+        raise InvalidArgument("--tune-runner goes with --tune")
+    run(
+        Target(target, api, working_dir, v2, model, model_version, binary),
+        Inputs(input_file, input_dir, content_type),
+        Sweep(
+            levels=parse_levels(rate, "--rate") if open_loop else parse_levels(concurrency or "1,4,16,64"),
+            open_loop=open_loop,
+            distribution=distribution,
+            window_s=window,
+            max_windows=max_trials,
+            tolerance=stability / 100,
+            budget_ms=latency_budget_ms,
+            csv_path=csv_path,
+            json_path=json_path,
+            plot_path=plot_path,
+        ),
+        grid,
+        typer.echo,
     )
-    Console(width=max(Console().width, 150)).print(table(results, f"raystore perf {target}"))
-    for line in verdict(results, latency_budget_ms):
-        typer.echo(line)
-    if csv_path:
-        write_csv(results, csv_path)
-    if json_path:
-        mode = {"mode": "rate", "distribution": distribution} if open_loop else {"mode": "concurrency"}
-        write_json(results, json_path, {"url": target, **mode}, latency_budget_ms)
-    if plot_path:
-        from raystore._private.perf.plot import plot
-        from raystore._private.perf.windows import best_within, knee
-
-        chosen = best_within(results, latency_budget_ms) if latency_budget_ms is not None else knee(results)
-        plot(results, plot_path, f"raystore perf {target}", chosen, latency_budget_ms)
 
 
 @app.command("build")

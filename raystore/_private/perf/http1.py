@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
+from raystore._private.perf.inputs import Body
+
 
 class Http1Connection:
     """POSTs to one URL over one connection, reconnecting after the server closes it."""
 
-    def __init__(self, url: str, timeout_s: float, requests: dict[tuple[int, str], bytes] | None = None):
-        """`requests`: the request bytes by (body, content type), shared by a level's connections."""
+    def __init__(self, url: str, timeout_s: float, requests: dict[int, bytes] | None = None):
+        """`requests`: the request bytes by body, shared by a level's connections."""
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -24,21 +26,21 @@ class Http1Connection:
         self.writer: asyncio.StreamWriter | None = None
         self._requests = requests if requests is not None else {}
 
-    def request_bytes(self, body: bytes, content_type: str) -> bytes:
-        key = (id(body), content_type)
-        data = self._requests.get(key)
+    def request_bytes(self, body: Body) -> bytes:
+        data = self._requests.get(id(body))
         if data is None:
+            headers = "".join(f"{name}: {value}\r\n" for name, value in body.all_headers().items())
             head = (
-                f"POST {self.target} HTTP/1.1\r\nHost: {self.host_header}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+                f"POST {self.target} HTTP/1.1\r\nHost: {self.host_header}\r\n{headers}"
+                f"Content-Length: {len(body.data)}\r\nConnection: keep-alive\r\n\r\n"
             )
-            data = self._requests[key] = head.encode("latin-1") + body
+            data = self._requests[id(body)] = head.encode("latin-1") + body.data
         return data
 
-    async def post(self, body: bytes, content_type: str) -> int:
+    async def post(self, body: Body) -> int:
         """The status of one POST; -1 when the connection failed or timed out. A kept-alive
         connection the server closed meanwhile (its keep-alive timeout) is opened again once."""
-        data = self.request_bytes(body, content_type)
+        data = self.request_bytes(body)
         for attempt in (1, 2):
             reused = self.writer is not None
             try:

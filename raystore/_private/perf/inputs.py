@@ -4,6 +4,7 @@ with its content type, inferred from the file's suffix unless given."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from raystore.exceptions import InvalidArgument
@@ -20,7 +21,25 @@ CONTENT_TYPES = {
 MAX_INPUTS = 10_000
 
 
-def load_inputs(input_file: str | None, input_dir: str | None, content_type: str | None) -> list[tuple[bytes, str]]:
+@dataclass(frozen=True, eq=False)
+class Body:
+    """One request body as sent: its bytes, content type and any other headers it needs (the V2
+    binary tensor extension's header length)."""
+
+    data: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def all_headers(self) -> dict[str, str]:
+        return {"Content-Type": self.content_type, **dict(self.headers)}
+
+
+def load_inputs(input_file: str | None, input_dir: str | None, content_type: str | None) -> list[Body]:
+    return [_body(path, content_type) for path in input_paths(input_file, input_dir)]
+
+
+def input_paths(input_file: str | None, input_dir: str | None) -> list[Path]:
+    """The files `--input` or `--input-dir` name (a folder's in name order, hidden ones left out)."""
     if (input_file is None) == (input_dir is None):
         raise InvalidArgument("give the request body: --input FILE or --input-dir DIR (one of them)")
     if input_file is not None:
@@ -34,10 +53,10 @@ def load_inputs(input_file: str | None, input_dir: str | None, content_type: str
         paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))[:MAX_INPUTS]
         if not paths:
             raise InvalidArgument(f"--input-dir {input_dir} holds no files")
-    return [_body(path, content_type) for path in paths]
+    return paths
 
 
-def _body(path: Path, content_type: str | None) -> tuple[bytes, str]:
+def _body(path: Path, content_type: str | None) -> Body:
     suffix = path.suffix.lower()
     if suffix == ".npy":
         import numpy as np
@@ -49,5 +68,5 @@ def _body(path: Path, content_type: str | None) -> tuple[bytes, str]:
             text = json.dumps(array.tolist(), allow_nan=False)
         except Exception as exc:  # not an array file, not numbers, NaN or infinities (not JSON)
             raise InvalidArgument(f"{path}: cannot send it as a JSON array ({exc})") from None
-        return text.encode(), content_type or CONTENT_TYPES[".npy"]
-    return path.read_bytes(), content_type or CONTENT_TYPES.get(suffix, "application/octet-stream")
+        return Body(text.encode(), content_type or CONTENT_TYPES[".npy"])
+    return Body(path.read_bytes(), content_type or CONTENT_TYPES.get(suffix, "application/octet-stream"))

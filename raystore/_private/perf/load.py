@@ -21,6 +21,7 @@ from dataclasses import asdict
 from typing import Any
 
 from raystore._private.perf.http1 import Http1Connection
+from raystore._private.perf.inputs import Body
 from raystore._private.perf.windows import Window, steady
 
 WARMUP_S = 1.0
@@ -29,7 +30,7 @@ MAX_OPEN = 1024  # connections an open-loop level may hold at once
 
 def measure_level(
     url: str,
-    bodies: list[tuple[bytes, str]],
+    bodies: list[Body],
     concurrency: int,
     window_s: float,
     max_windows: int,
@@ -62,7 +63,7 @@ class _Load:
         self.raw = url.startswith("http://")
         self.idle: list[Http1Connection] = []  # open-loop connections free for the next arrival
         self.connections: list[Http1Connection] = []
-        self.request_bytes: dict[tuple[int, str], bytes] = {}  # each body's request, built once for all
+        self.request_bytes: dict[int, bytes] = {}  # each body's request, built once for all
 
     async def measure(self, window_s: float, max_windows: int, tolerance: float) -> tuple[list[Window], bool]:
         import aiohttp
@@ -75,8 +76,8 @@ class _Load:
                 send = self._pooled_post
             else:
 
-                async def send(body: bytes, content_type: str) -> int:
-                    return await self._aiohttp_post(session, body, content_type)
+                async def send(body: Body) -> int:
+                    return await self._aiohttp_post(session, body)
 
             if self.rate is None:
                 drivers = [asyncio.create_task(self._caller(send, i)) for i in range(self.concurrency)]
@@ -119,23 +120,23 @@ class _Load:
         return window
 
     async def _one(self, send: Any, n: int) -> None:
-        body, content_type = self.bodies[n % len(self.bodies)]
+        body = self.bodies[n % len(self.bodies)]
         self.sent += 1
         start = time.perf_counter()
-        status = await send(body, content_type)
+        status = await send(body)
         self.done.append(((time.perf_counter() - start) * 1000, status))
 
-    async def _aiohttp_post(self, session: Any, body: bytes, content_type: str) -> int:
+    async def _aiohttp_post(self, session: Any, body: Body) -> int:
         import aiohttp
 
         try:
-            async with session.post(self.url, data=body, headers={"Content-Type": content_type}) as response:
+            async with session.post(self.url, data=body.data, headers=body.all_headers()) as response:
                 await response.read()
                 return response.status
         except (TimeoutError, aiohttp.ClientError, OSError):
             return -1
 
-    async def _pooled_post(self, body: bytes, content_type: str) -> int:
+    async def _pooled_post(self, body: Body) -> int:
         """A POST on an idle kept-alive connection, or a new one: closed-loop callers each end up
         with one of their own, open-loop arrivals share what is free."""
         connection = self.idle.pop() if self.idle else None
@@ -143,7 +144,7 @@ class _Load:
             connection = Http1Connection(self.url, self.timeout_s, self.request_bytes)
             self.connections.append(connection)
         try:
-            return await connection.post(body, content_type)
+            return await connection.post(body)
         finally:
             self.idle.append(connection)
 

@@ -1,15 +1,18 @@
 """What a sweep found: a table on the terminal, one CSV row or JSON object per level, and the
-level to pick (the best within a latency budget, or the knee)."""
+level to pick (the best within a latency budget, or the knee); with `--tune`, the same for each
+setting, and the setting to pick."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from raystore._private.perf.service_stats import busiest
+from raystore._private.perf.tune import NEAR, Trial
 from raystore._private.perf.windows import Level, best_within, failed_share, knee
 
 COLUMNS = (
@@ -112,24 +115,32 @@ def write_csv(levels: list[Level], path: str) -> None:
         writer = csv.DictWriter(out, fieldnames=COLUMNS)
         writer.writeheader()
         for level in levels:
-            row = {key: _plain(value) for key, value in level.as_dict().items() if key != "batching"}
-            top = busiest(level.batching)
-            if top is not None:
-                name, stats = top
-                row.update(
-                    batch_method=name,
-                    batch_size_mean=round(stats["mean_batch_size"], 3),
-                    queue_wait_p99_ms=round(stats["queue_wait_p99_ms"], 3),
-                    batch_exec_p50_ms=round(stats["execution_p50_ms"], 3),
-                )
-            writer.writerow(row)
+            writer.writerow(_row(level))
+
+
+def _row(level: Level) -> dict[str, Any]:
+    row = {key: _plain(value) for key, value in level.as_dict().items() if key != "batching"}
+    top = busiest(level.batching)
+    if top is not None:
+        name, stats = top
+        row.update(
+            batch_method=name,
+            batch_size_mean=round(stats["mean_batch_size"], 3),
+            queue_wait_p99_ms=round(stats["queue_wait_p99_ms"], 3),
+            batch_exec_p50_ms=round(stats["execution_p50_ms"], 3),
+        )
+    return row
 
 
 def write_json(levels: list[Level], path: str, target: dict[str, Any], budget_ms: float | None) -> None:
+    document = {"target": target, **_sweep_document(levels, budget_ms)}
+    Path(path).write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _sweep_document(levels: list[Level], budget_ms: float | None) -> dict[str, Any]:
     best = best_within(levels, budget_ms) if budget_ms is not None else None
     point = knee(levels)
-    document = {
-        "target": target,
+    return {
         "levels": [
             {key: value if key == "batching" else _plain(value) for key, value in level.as_dict().items()}
             for level in levels
@@ -137,6 +148,95 @@ def write_json(levels: list[Level], path: str, target: dict[str, Any], budget_ms
         "latency_budget_ms": budget_ms,
         "best_within_budget": best.load if best is not None else None,
         "knee": point.load if point is not None else None,
+    }
+
+
+# ---- --tune: a sweep per setting ----------------------------------------------------------------
+
+TUNE_COLUMNS = ("max_batch_size", "max_latency_ms", "replicas", *COLUMNS)
+
+
+def tune_table(trials: list[Trial], recommended: Trial | None, title: str) -> Any:
+    from rich.table import Table
+
+    out = Table(title=title)
+    names = ("setting", "applied", "load", "req/s", "p50 ms", "p99 ms", "batch", "errors", "503s", "")
+    for name in names:
+        out.add_column(name, justify="left" if name == "setting" else "right", no_wrap=True)
+    for trial in trials:
+        level = trial.chosen
+        top = busiest(level.batching) if level is not None else None
+        numbers = (
+            [str(level.load), f"{level.throughput:.1f}", _ms(level.p50_ms), _ms(level.p99_ms)]
+            if level is not None
+            else ["-", "-", "-", "-"]
+        )
+        out.add_row(
+            trial.point.label(),
+            f"{trial.applied_s:.1f} s",
+            *numbers,
+            f"{top[1]['mean_batch_size']:.1f}" if top else "",
+            str(level.errors) if level is not None else "-",
+            str(level.overloaded) if level is not None else "-",
+            "recommended" if trial is recommended else "",
+        )
+    return out
+
+
+def tune_verdict(
+    trials: list[Trial], recommended: Trial | None, budget_ms: float | None, runners: list[str]
+) -> list[str]:
+    """What to pick, in words and in code."""
+    stands = f"its best level with p99 <= {budget_ms:g} ms" if budget_ms is not None else "its knee"
+    if recommended is None or recommended.chosen is None:
+        if budget_ms is not None:
+            return [f"No setting kept p99 within {budget_ms:g} ms at any load; raise the budget or lower the loads."]
+        return ["No setting answered without failures at any load; check the target and the input."]
+    level = recommended.chosen
+    top = max(t.chosen.throughput for t in trials if t.chosen is not None)
+    lines = [
+        f"Recommended: {recommended.point.label()}: {level.throughput:.1f} req/s at load {level.load} "
+        f"(p99 {level.p99_ms:.1f} ms).",
+        f"Each setting is judged by {stands}; of those within {NEAR:.0%} of the best throughput "
+        f"({top:.1f} req/s), this one has the fewest replicas, then the lowest p99.",
+    ]
+    code = recommended.point.code()
+    if code:
+        which = ", ".join(repr(name) for name in runners)
+        lines.append(f"In code, for runner {which}: .to_runner(..., {code})")
+    return lines
+
+
+def write_tune_csv(trials: list[Trial], path: str) -> None:
+    with Path(path).open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=TUNE_COLUMNS)
+        writer.writeheader()
+        for trial in trials:
+            setting = {
+                "max_batch_size": trial.point.max_batch_size,
+                "max_latency_ms": trial.point.max_latency_ms,
+                "replicas": trial.point.replicas,
+            }
+            for level in trial.levels:
+                writer.writerow({**setting, **_row(level)})
+
+
+def write_tune_json(
+    trials: list[Trial], path: str, target: dict[str, Any], budget_ms: float | None, recommended: Trial | None
+) -> None:
+    document = {
+        "target": target,
+        "latency_budget_ms": budget_ms,
+        "settings": [
+            {
+                "setting": asdict(trial.point),
+                "applied_s": round(trial.applied_s, 3),
+                "chosen": trial.chosen.load if trial.chosen is not None else None,
+                **_sweep_document(trial.levels, budget_ms),
+            }
+            for trial in trials
+        ],
+        "recommended": asdict(recommended.point) if recommended is not None else None,
     }
     Path(path).write_text(json.dumps(document, indent=2) + "\n")
 

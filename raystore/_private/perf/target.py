@@ -1,34 +1,50 @@
-"""`raystore perf MODULE:svc --api NAME`: the service started on a free port for the sweep (by
-`raystore serve`, in a process of its own), its API's URL measured, and the service stopped
-after, with Ctrl-C as a user stops it (SIGINT to the process started here, nothing else)."""
+"""`raystore perf MODULE:svc`: the service started on free ports for the sweep, in a process of its
+own, its API's (or V2 model's) URL measured, and the service stopped after, with Ctrl-C as a user
+stops it (SIGINT to the process started here, nothing else).
+
+- `started_service`: by `raystore serve`, as users serve it;
+- `tunable_service`: by `deploy.tunable`, which also applies runner settings in place (`--tune`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import queue
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from raystore._private.service.service import load_service
+from raystore._private.deploy.local import free_port
+from raystore._private.deploy.tunable import ANSWER_PREFIX, RunnerSetting
+from raystore._private.service.service import Service, load_service
 from raystore.exceptions import InvalidArgument
 
 READY_TIMEOUT_S = 240.0
 
 
-def api_route(import_path: str, api: str | None, working_dir: str) -> str:
-    """The route of the service's API `api` (its only API when None)."""
+APPLY_TIMEOUT_S = 330.0  # the host's own wait (new replicas loading their models) and a margin
+
+
+def load_target(import_path: str, working_dir: str) -> Service:
+    """The service `MODULE:svc`, imported here from `working_dir` to find its routes and runners."""
     folder = str(Path(working_dir).resolve())
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    service = load_service(import_path)
+    return load_service(import_path)
+
+
+def api_route(service: Service, import_path: str, api: str | None) -> str:
+    """The route of the service's API `api` (its only API when None)."""
     if api is None:
         if len(service.apis) != 1:
             raise InvalidArgument(
@@ -42,8 +58,8 @@ def api_route(import_path: str, api: str | None, working_dir: str) -> str:
 
 @contextlib.contextmanager
 def started_service(import_path: str, route: str, working_dir: str) -> Iterator[str]:
-    """`raystore serve IMPORT_PATH` on free ports until the block ends; yields the API's URL."""
-    port, metrics_port = _free_port(), _free_port()
+    """`raystore serve IMPORT_PATH` on free ports until the block ends; yields the URL of `route`."""
+    port = free_port()
     command = [
         str(Path(sys.executable).with_name("raystore")),
         "serve",
@@ -53,16 +69,83 @@ def started_service(import_path: str, route: str, working_dir: str) -> Iterator[
         "--port",
         str(port),
         "--metrics-port",
-        str(metrics_port),
+        str(free_port()),
         "--no-access-log",
     ]
-    # Its output goes to a file, never a pipe nobody reads while it runs (a full pipe would block it).
+    with _running(command, port) as _:
+        yield f"http://127.0.0.1:{port}{route}"
+
+
+class TunableService:
+    """A service whose runners' settings change in place (`deploy.tunable`, in its own process)."""
+
+    def __init__(self, server: subprocess.Popen, url: str):
+        self.url = url
+        self._server = server
+        self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read_answers, args=(server.stdout,), daemon=True).start()
+
+    def apply(self, settings: Mapping[str, RunnerSetting]) -> float:
+        """Set each named runner as given and wait until the service runs so; returns the seconds."""
+        request = {"runners": {name: asdict(setting) for name, setting in settings.items()}}
+        self._server.stdin.write(json.dumps(request) + "\n")  # type: ignore[union-attr]
+        self._server.stdin.flush()  # type: ignore[union-attr]
+        try:
+            answer = self._answers.get(timeout=APPLY_TIMEOUT_S)
+        except queue.Empty:
+            raise InvalidArgument(f"the service did not apply the setting within {APPLY_TIMEOUT_S:g} s") from None
+        if answer is None:
+            raise InvalidArgument("the service stopped while applying the setting")
+        if "error" in answer:
+            raise InvalidArgument(f"the service could not apply {request['runners']}: {answer['error']}")
+        return float(answer["seconds"])
+
+    def _read_answers(self, stream: IO[str]) -> None:
+        for line in stream:
+            if line.startswith(ANSWER_PREFIX):
+                answer = json.loads(line[len(ANSWER_PREFIX) :])
+                if "ready" not in answer:
+                    self._answers.put(answer)
+        self._answers.put(None)  # the process ended
+
+
+@contextlib.contextmanager
+def tunable_service(import_path: str, route: str, working_dir: str) -> Iterator[TunableService]:
+    """The service served by `deploy.tunable` on free ports until the block ends."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "raystore._private.deploy.tunable",
+        import_path,
+        "--working-dir",
+        str(Path(working_dir).resolve()),
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(free_port()),
+    ]
+    with _running(command, port, talks=True) as server:
+        yield TunableService(server, f"http://127.0.0.1:{port}{route}")
+
+
+@contextlib.contextmanager
+def _running(command: list[str], port: int, talks: bool = False) -> Iterator[subprocess.Popen]:
+    """`command` started in a session of its own until the block ends, ready once its /readyz
+    answers. Its errors go to a file, never a pipe nobody reads while it runs (a full pipe would
+    block it); with `talks`, its standard input and output are pipes for `TunableService`."""
     log = tempfile.TemporaryFile()
-    server = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
+    pipes: dict[str, Any] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True} if talks else {}
+    server = subprocess.Popen(command, start_new_session=True, **({"stdout": subprocess.DEVNULL} | pipes), stderr=log)
     try:
         _wait_ready(server, port, log)
-        yield f"http://127.0.0.1:{port}{route}"
+        yield server
     finally:
+        if talks:  # the end of its input stops it as Ctrl-C would
+            with contextlib.suppress(OSError):
+                server.stdin.close()  # type: ignore[union-attr]
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(timeout=60)
         _stop(server)
         log.close()
 
@@ -93,9 +176,3 @@ def _stop(server: subprocess.Popen) -> None:
     if server.poll() is None:
         os.killpg(server.pid, signal.SIGKILL)  # its own session: only what it started
         server.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
