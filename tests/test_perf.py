@@ -476,6 +476,18 @@ def test_the_grid_and_the_recommendation():
     assert recommend([fast_two, near_one, near_one_slower, slow]) is near_one  # within 5%: fewer replicas, then p99
     assert recommend([fast_two, trial(32, 1, 900, 5)]) is fast_two  # 10% slower is not as fast
     assert recommend([Trial(GridPoint(8, 5.0, 1), [], 0.5, None)]) is None
+    # a setting with no level within the budget shows its fastest level, and why it does not count
+    from rich.console import Console
+
+    from raystore._private.perf.report import tune_table
+
+    over = trial(8, 1, 700, 80)
+    over.chosen = None
+    console = Console(record=True, width=200)
+    console.print(tune_table([near_one, over], near_one, "t"))
+    lines = console.export_text().splitlines()
+    assert any("max_batch_size=32" in line and "recommended" in line for line in lines)
+    assert any("700.0" in line and "80.0" in line and "p99 over budget" in line for line in lines)
 
 
 @pytest.mark.ray

@@ -13,7 +13,7 @@ from typing import Any
 
 from raystore._private.perf.service_stats import busiest
 from raystore._private.perf.tune import NEAR, Trial
-from raystore._private.perf.windows import Level, best_within, failed_share, knee
+from raystore._private.perf.windows import MAX_FAILED_SHARE, Level, best_within, failed_share, knee
 
 COLUMNS = (
     "load",
@@ -75,7 +75,7 @@ def verdict(levels: list[Level], budget_ms: float | None) -> list[str]:
                 f"Load {level.load}: no request succeeded ({level.errors} errors, {level.overloaded} 503s); "
                 "check the target and the input (a redirect is an error here: give the final URL)."
             )
-        elif failed_share(level) > 0.01:
+        elif failed_share(level) > MAX_FAILED_SHARE:
             lines.append(
                 f"Load {level.load}: {failed_share(level):.0%} of requests failed or were shed "
                 f"({level.errors} errors, {level.overloaded} 503s); it is no candidate."
@@ -164,7 +164,11 @@ def tune_table(trials: list[Trial], recommended: Trial | None, title: str) -> An
     for name in names:
         out.add_column(name, justify="left" if name == "setting" else "right", no_wrap=True)
     for trial in trials:
-        level = trial.chosen
+        level, note = trial.chosen, "recommended" if trial is recommended else ""
+        if level is None:  # no level qualified: the fastest one, and why it does not count
+            level = max((lv for lv in trial.levels if lv.requests), key=lambda lv: lv.throughput, default=None)
+            if level is not None:
+                note = "failed or shed > 1%" if failed_share(level) > MAX_FAILED_SHARE else "p99 over budget"
         top = busiest(level.batching) if level is not None else None
         numbers = (
             [str(level.load), f"{level.throughput:.1f}", _ms(level.p50_ms), _ms(level.p99_ms)]
@@ -178,7 +182,7 @@ def tune_table(trials: list[Trial], recommended: Trial | None, title: str) -> An
             f"{top[1]['mean_batch_size']:.1f}" if top else "",
             str(level.errors) if level is not None else "-",
             str(level.overloaded) if level is not None else "-",
-            "recommended" if trial is recommended else "",
+            note,
         )
     return out
 
