@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -250,7 +251,7 @@ def test_levels_that_fail_or_shed_are_no_candidates_and_say_so():
         return Level(load, 3, True, throughput, 1, 1, 1, p99, 1, int(throughput * 3), errors, overloaded, 0.1)
 
     shedding = [level(4, 400, 10), level(16, 500, 12, overloaded=4500)]  # fast 503s keep p99 low
-    assert best_within(shedding, 50).load == 4
+    assert best_within(shedding, 50).load == 4 and knee(shedding).load == 4  # the knee is no shedding level either
     assert any("no candidate" in line for line in verdict(shedding, 50))
     failing = [level(1, 0, math.nan, errors=5000), level(4, 0, math.nan, errors=9000)]
     assert knee(failing) is None and best_within(failing, 50) is None
@@ -261,17 +262,24 @@ def test_levels_that_fail_or_shed_are_no_candidates_and_say_so():
         parse_levels("1:256:x2:9")
 
 
-def test_a_service_s_counters_from_another_replica_are_not_subtracted():
+def test_a_service_s_counters_are_subtracted_replica_by_replica():
     from raystore._private.perf.service_stats import difference
 
-    def status(requests, batches, sizes):
-        stats = {"requests": requests, "batches": batches, "batch_sizes": sizes, "rejected": 0, "expired": 0,
-                 "queue_wait_s": {"p99": 0.002}, "execution_s": {"p50": 0.001}}  # fmt: skip
-        return {"runners": [{"name": "m", "methods": [{"name": "predict", "stats": stats, "stats_from": "x"}]}]}
+    def stats(requests, batches, sizes, p99=0.002):
+        return {"requests": requests, "batches": batches, "batch_sizes": sizes, "rejected": 0, "expired": 0,
+                "queue_wait_s": {"p99": p99}, "execution_s": {"p50": 0.001}, "from": "one runner replica"}  # fmt: skip
 
-    grown = difference(status(100, 20, {"5": 20}), status(160, 30, {"5": 20, "6": 10}))
-    assert grown["m.predict"]["requests"] == 60 and grown["m.predict"]["mean_batch_size"] == 6.0
-    assert difference(status(10_000, 2000, {"5": 2000}), status(300, 100, {"3": 100})) == {}
+    before = {"m.predict": {"a": stats(100, 20, {"5": 20}), "b": stats(1000, 100, {"10": 100})}}
+    after = {"m.predict": {"a": stats(160, 30, {"5": 20, "6": 10}), "b": stats(1040, 104, {"10": 104}, p99=0.009)}}
+    both = difference(before, after)["m.predict"]
+    assert both["requests"] == 60 + 40 and both["batches"] == 14 and both["replicas"] == 2
+    assert both["mean_batch_size"] == (60 + 40) / 14 and both["queue_wait_p99_ms"] == 9.0
+    assert both["from"] == "2 replicas"
+    # a replica seen only after (its totals include what it did before), or restarted: left out
+    only_a = difference({"m.predict": {"a": before["m.predict"]["a"]}}, after)["m.predict"]
+    assert only_a["requests"] == 60 and only_a["mean_batch_size"] == 6.0 and only_a["from"] == "one runner replica"
+    restarted = {"m.predict": {"a": stats(3, 1, {"3": 1})}}
+    assert difference(before, restarted) == {}
 
 
 def test_redirects_bodiless_answers_and_bad_arrays(tmp_path):
@@ -407,6 +415,18 @@ def test_target_options_that_do_not_go_together_are_clear_errors(tmp_path):
             "--tune-latencies-ms takes numbers > 0",
         ),
         (["m:svc", "--tune-runner", "r", "--input", str(body)], "--tune-runner goes with --tune"),
+        (
+            ["m:svc", "--tune-replicas", "2", "--tune-batch-sizes", "4", "--input", str(body)],
+            "--tune-batch-sizes, --tune-replicas go with --tune",
+        ),
+        (
+            ["--v2", "http://127.0.0.1:1", "--model", "m", "--content-type", "text/csv", "--input", str(body)],
+            "--content-type does not go with --model",
+        ),
+        (
+            ["http://127.0.0.1:1/x", "--working-dir", "tests", "--input", str(body)],
+            "--working-dir goes with a MODULE:svc",
+        ),
         (["--v2", "http://127.0.0.1:1", "--model", "m", "--input", str(tmp_path / "nope.npy")], "no such file"),
     ]
     for args, message in cases:
@@ -441,6 +461,10 @@ def test_a_tuned_config_sets_each_runner_where_it_runs():
     assert apart["num_replicas"] == 3 and apart["max_ongoing_requests"] == 200  # room for two full batches
     untouched = {d["name"]: d for d in config["applications"][0]["deployments"]}
     assert "user_config" not in untouched["apart"] and untouched["apart"]["num_replicas"] == 1  # a copy was changed
+    # a setting left None is written out as coded: going back to it reaches the replicas too
+    coded = tuned_config(config, service, {"apart": RunnerSetting(replicas=3)})
+    (apart_coded,) = [d for d in coded["applications"][0]["deployments"] if d["name"] == "apart"]
+    assert apart_coded["user_config"] == {"double": {"max_batch_size": 4, "max_latency_ms": 100.0}}
     with pytest.raises(InvalidArgument, match="'inline' is embedded in the ingress replica"):
         tuned_config(config, service, {"inline": RunnerSetting(replicas=2)})
     with pytest.raises(InvalidArgument, match=r"no runner 'nope'; it has \['apart', 'inline'\]"):
@@ -458,6 +482,10 @@ def test_the_grid_and_the_recommendation():
     assert plan.replicated == {"apart"} and "'inline' is embedded" in plan.notes[0]
     settings = plan.settings(plan.points[1])
     assert settings["inline"].replicas is None and settings["apart"].replicas == 2
+    assert plan.code(plan.points[1]) == {
+        "inline": "max_batch_size=8, max_latency_ms=5",  # embedded: no replicas of its own
+        "apart": "max_batch_size=8, max_latency_ms=5, num_replicas=2",
+    }
     only_inline = plan_grid(service, "inline", [8], [5.0], [1, 2])
     assert [p.replicas for p in only_inline.points] == [None]  # no replicas of its own: the axis goes
     with pytest.raises(InvalidArgument, match=r"--tune-runner 'x': service 'tune_target' has runners"):
@@ -483,11 +511,38 @@ def test_the_grid_and_the_recommendation():
 
     over = trial(8, 1, 700, 80)
     over.chosen = None
+    refused = Trial(GridPoint(64, 5.0, 1), [], 0.0, None, error="no room for 64")
     console = Console(record=True, width=200)
-    console.print(tune_table([near_one, over], near_one, "t"))
+    console.print(tune_table([near_one, over, refused], near_one, "t"))
     lines = console.export_text().splitlines()
     assert any("max_batch_size=32" in line and "recommended" in line for line in lines)
     assert any("700.0" in line and "80.0" in line and "p99 over budget" in line for line in lines)
+    assert any("max_batch_size=64" in line and "refused by the service" in line for line in lines)
+
+
+def test_a_refused_setting_is_reported_and_an_interrupted_grid_keeps_what_it_measured():
+    from raystore._private.perf.tune import plan_grid, tune
+
+    plan = plan_grid(_tune_service().svc, "apart", [8, 64, 128], [5.0], [1])
+    measured = []
+
+    def apply(settings):
+        if settings["apart"].max_batch_size == 64:
+            raise InvalidArgument("no room for 64")
+        return 0.25
+
+    def measure():
+        if len(measured) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the third sweep
+        measured.append(1)
+        return [Level.of(4, [Window(1.0, [3.0] * 100)], True)]
+
+    trials, interrupted = tune(plan, apply, measure, None)
+    assert [t.point.max_batch_size for t in trials] == [8, 64, 128] and not interrupted
+    assert trials[1].error == "no room for 64" and trials[1].levels == [] and trials[0].chosen.throughput == 100
+    measured.clear()
+    trials, interrupted = tune(plan_grid(_tune_service().svc, "apart", [8, 16, 32], [5.0], [1]), apply, measure, None)
+    assert interrupted and [t.point.max_batch_size for t in trials] == [8, 16]
 
 
 @pytest.mark.ray
@@ -516,14 +571,17 @@ def test_a_tunable_service_changes_settings_in_place(tmp_path):
         first = get(service.url, {})
         assert get(f"{base}/double", 21) == {"inline": 42, "apart": 42}
         assert settings_now(base)[("inline", "double")] == (4, 100, 1)
-        seconds = service.apply({"inline": RunnerSetting(16, 7.5), "apart": RunnerSetting(32, 9, 2)})
-        assert seconds > 0
+        service.apply({"inline": RunnerSetting(16, 7.5), "apart": RunnerSetting(32, 9, 2)})
         now = settings_now(base)
         assert now[("inline", "double")] == (16, 7.5, 1)  # the request before still counted: not restarted
         assert now[("apart", "double")][:2] == (32, 9)
-        seen = [get(service.url, {}) for _ in range(30)]
-        assert {s["ingress"] for s in seen} == {first["ingress"]}
-        apart = {s["apart"] for s in seen}
+        ingress, apart = set(), set()
+        deadline = time.monotonic() + 60  # the ingress's router hears of the new replica soon, not at once
+        while len(apart) < 2 and time.monotonic() < deadline:
+            seen = get(service.url, {})
+            ingress.add(seen["ingress"])
+            apart.add(seen["apart"])
+        assert ingress == {first["ingress"]}
         assert len(apart) == 2 and first["apart"] in apart  # one more replica; the first one stayed
         with pytest.raises(InvalidArgument, match="embedded in the ingress replica"):
             service.apply({"inline": RunnerSetting(replicas=2)})
@@ -561,7 +619,10 @@ def test_tune_sweeps_each_setting_and_recommends_one(tmp_path):
         assert batching["mean_batch_size"] <= setting["setting"]["max_batch_size"]  # the setting held
     assert settings[0]["levels"][0]["batching"]["apart.double"]["mean_batch_size"] == 1
     assert document["recommended"] in [s["setting"] for s in settings]
+    assert document["runners"] == ["apart"] and document["replicas_of"] == ["apart"]
+    assert document["recommended_code"]["apart"].endswith("num_replicas=1")
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert [r["max_batch_size"] for r in rows] == ["1", "8"] and all(r["replicas"] == "1" for r in rows)
+    assert all(r["chosen"] == "True" for r in rows) and [r["recommended"] for r in rows].count("True") == 1
     assert "Recommended: max_batch_size=" in out.stdout and "In code, for runner 'apart': .to_runner(" in out.stdout
     assert (tmp_path / "t.png").read_bytes().startswith(b"\x89PNG")

@@ -212,7 +212,9 @@ def perf_command(
     api: str | None = typer.Option(
         None, "--api", help="With MODULE:svc: the API to measure (needed when it has several)."
     ),
-    working_dir: str = typer.Option(".", "--working-dir", help="With MODULE:svc: the folder MODULE is imported from."),
+    working_dir: str | None = typer.Option(
+        None, "--working-dir", help="With MODULE:svc: the folder MODULE is imported from (default: here)."
+    ),
     v2: str | None = typer.Option(
         None, "--v2", help="A V2 (Open Inference Protocol) server's URL, e.g. http://127.0.0.1:3000; with --model."
     ),
@@ -253,10 +255,14 @@ def perf_command(
         "--tune",
         help="With MODULE:svc: sweep each setting of the grid below, applied in place, and recommend one.",
     ),
-    tune_batch_sizes: str = typer.Option("8,32,128", "--tune-batch-sizes", help="max_batch_size values to try."),
-    tune_latencies_ms: str = typer.Option("5,25", "--tune-latencies-ms", help="max_latency_ms values to try."),
-    tune_replicas: str = typer.Option(
-        "1,2", "--tune-replicas", help="Replicas to try, for runners served in deployments of their own."
+    tune_batch_sizes: str | None = typer.Option(
+        None, "--tune-batch-sizes", help="max_batch_size values to try (default 8,32,128)."
+    ),
+    tune_latencies_ms: str | None = typer.Option(
+        None, "--tune-latencies-ms", help="max_latency_ms values to try (default 5,25)."
+    ),
+    tune_replicas: str | None = typer.Option(
+        None, "--tune-replicas", help="Replicas to try, for runners in deployments of their own (default 1,2)."
     ),
     tune_runner: str | None = typer.Option(None, "--tune-runner", help="Tune this runner only (default: every one)."),
 ) -> None:
@@ -277,13 +283,16 @@ def perf_command(
         from raystore._private.perf.tune import parse_numbers
 
         grid = Grid(
-            parse_numbers(tune_batch_sizes, "--tune-batch-sizes", whole=True),
-            parse_numbers(tune_latencies_ms, "--tune-latencies-ms", whole=False),
-            parse_numbers(tune_replicas, "--tune-replicas", whole=True),
+            parse_numbers(tune_batch_sizes or "8,32,128", "--tune-batch-sizes", whole=True),
+            parse_numbers(tune_latencies_ms or "5,25", "--tune-latencies-ms", whole=False),
+            parse_numbers(tune_replicas or "1,2", "--tune-replicas", whole=True),
             tune_runner,
         )
-    elif tune_runner is not None:
-        raise InvalidArgument("--tune-runner goes with --tune")
+    else:
+        given = [name for name, value in (("--tune-batch-sizes", tune_batch_sizes), ("--tune-latencies-ms",
+                 tune_latencies_ms), ("--tune-replicas", tune_replicas), ("--tune-runner", tune_runner)) if value]  # fmt: skip
+        if given:
+            raise InvalidArgument(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --tune")
     run(
         Target(target, api, working_dir, v2, model, model_version, binary),
         Inputs(input_file, input_dir, content_type),

@@ -26,17 +26,18 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from raystore._private.deploy.build import build_config
 from raystore._private.deploy.local import serve_locally
 from raystore._private.runner.served import deployment_groups, deployment_name, ongoing_requests_for
+from raystore._private.runner.versions import VersionedRunner
 from raystore._private.service.service import Service
 from raystore.exceptions import InvalidArgument, RaystoreError
 
 ANSWER_PREFIX = "raystore-tunable "
 SETTLE_TIMEOUT_S = 300.0  # new replicas load their models
-_FIRST_LOOK_S = 0.5  # Serve's controller takes a new config on its next loop: its status is older until then
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,30 @@ class RunnerSetting:
         return {k: v for k, v in asdict(self).items() if k != "replicas" and v is not None}
 
 
+def batch_settings_of(service: Service, settings: Mapping[str, RunnerSetting]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The batch settings each batchable method of each named runner runs with under `settings`:
+    a value left None is the method's own, as the runner was made. Every value is written out,
+    so that a setting going back to the coded one reaches the replicas too (Serve calls
+    `reconfigure` only with a `user_config`)."""
+    runners = {runner.name: runner for runner in service.runners}
+    out = {}
+    for name, setting in settings.items():
+        runner = runners.get(name)
+        if runner is None:
+            raise InvalidArgument(f"service {service.name!r} has no runner {name!r}; it has {sorted(runners)}")
+        if isinstance(runner, VersionedRunner):
+            raise InvalidArgument(
+                f"runner {name!r} serves every version of a model from a pool of replicas: it is not tuned here"
+            )
+        for method, spec in runner.spec.methods.items():
+            if spec.batchable:
+                out[(name, method)] = {
+                    "max_batch_size": setting.max_batch_size or spec.batch.max_batch_size,
+                    "max_latency_ms": setting.max_latency_ms or spec.batch.max_latency_ms,
+                }
+    return out
+
+
 def tuned_config(config: dict[str, Any], service: Service, settings: Mapping[str, RunnerSetting]) -> dict[str, Any]:
     """`config` (`build_config`'s for `service`) with each named runner's setting in its
     deployments: `user_config` for the batch settings of its batchable methods (the ingress's for
@@ -67,13 +92,11 @@ def tuned_config(config: dict[str, Any], service: Service, settings: Mapping[str
     config = copy.deepcopy(config)
     deployments = {d["name"]: d for d in config["applications"][0]["deployments"]}
     runners = {runner.name: runner for runner in service.runners}
+    batch = batch_settings_of(service, settings)
     embedded: dict[str, dict[str, Any]] = {}
     for name, setting in settings.items():
-        runner = runners.get(name)
-        if runner is None:
-            raise InvalidArgument(f"service {service.name!r} has no runner {name!r}; it has {sorted(runners)}")
-        batch = setting.batch_settings()
-        per_method = {m: dict(batch) for m, spec in runner.spec.methods.items() if spec.batchable and batch}
+        runner = runners[name]
+        per_method = {method: values for (owner, method), values in batch.items() if owner == name}
         if runner.embedded:
             if setting.replicas is not None:
                 raise InvalidArgument(
@@ -113,7 +136,11 @@ class ConfigDeployer:
         """`serve_locally`'s deploy step: the config as the code says."""
         if import_path is None:
             raise InvalidArgument("a tunable service is deployed by its import path, MODULE:svc")
-        self.service, self.base = service, build_config(import_path, working_dir=self.working_dir)
+        # the module's folder, then the caller's PYTHONPATH, as `raystore serve` gives its replicas
+        folder = str(Path(self.working_dir).resolve())
+        pythonpath = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH", "")) if p)
+        self.service = service
+        self.base = build_config(import_path, working_dir=self.working_dir, pythonpath=pythonpath)
         self.apply({})
 
     def apply(self, settings: Mapping[str, RunnerSetting]) -> float:
@@ -126,27 +153,52 @@ class ConfigDeployer:
         started = time.monotonic()
         # The Serve client's deploy from a config, as `serve run CONFIG` and the REST API use it.
         _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
-        self._wait_settled(config, settings, started + SETTLE_TIMEOUT_S)
+        self._wait_settled(config, batch_settings_of(self.service, settings), started + SETTLE_TIMEOUT_S)
         return time.monotonic() - started
 
-    def _wait_settled(self, config: dict[str, Any], settings: Mapping[str, RunnerSetting], deadline: float) -> None:
+    def _wait_settled(
+        self, config: dict[str, Any], batch: dict[tuple[str, str], dict[str, Any]], deadline: float
+    ) -> None:
+        """Until Serve reports the application running, each deployment healthy with its replicas,
+        and the console the batch settings, with the ingress's calls reaching every replica of
+        each served runner (its router hears of a new replica a moment after Serve runs it).
+        Serve's status says DEPLOYING from the moment the config is taken (`deploy_apps` returns
+        after), so a RUNNING read here is the new config's."""
         from ray import serve
 
         assert self.service is not None
         name = self.service.name
         replicas = {d["name"]: d.get("num_replicas") for d in config["applications"][0]["deployments"]}
-        time.sleep(_FIRST_LOOK_S)
+        reached: dict[tuple[str, str], set[str]] = {}  # the replicas each method's statistics came from
         while True:
             application = serve.status().applications.get(name)
             state = _value(getattr(application, "status", "NOT_STARTED"))
             if state in ("DEPLOY_FAILED", "UNHEALTHY"):
                 messages = [application.message] + [d.message for d in application.deployments.values()]  # type: ignore[union-attr]
                 raise RaystoreError(f"Serve could not apply the setting: {'; '.join(m for m in messages if m)}")
-            if state == "RUNNING" and self._holds(application, replicas) and self._console_agrees(settings):
+            if (
+                state == "RUNNING"
+                and self._holds(application, replicas)
+                and self._console_agrees(batch, reached, self._served_replicas(replicas))
+            ):
                 return
             if time.monotonic() > deadline:
                 raise RaystoreError(f"the setting did not settle within {SETTLE_TIMEOUT_S:g} s (application {state})")
-            time.sleep(0.2)
+            time.sleep(0.1)
+
+    def _served_replicas(self, replicas: dict[str, Any]) -> dict[tuple[str, str], int]:
+        """The replicas of each batchable method of each served (not embedded) runner."""
+        assert self.service is not None
+        out = {}
+        for runner in self.service.runners:
+            if runner.embedded or isinstance(runner, VersionedRunner):
+                continue
+            for methods in deployment_groups(runner.spec):
+                count = replicas.get(deployment_name(runner.spec, methods))
+                for method in methods:
+                    if isinstance(count, int) and runner.spec.methods[method].batchable:
+                        out[(runner.name, method)] = count
+        return out
 
     @staticmethod
     def _holds(application: Any, replicas: dict[str, Any]) -> bool:
@@ -159,11 +211,17 @@ class ConfigDeployer:
                 return False
         return True
 
-    def _console_agrees(self, settings: Mapping[str, RunnerSetting]) -> bool:
-        """Whether the service's `/ui/service.json` reports each runner's batch settings (from the
-        replica it asks): the reconfigure has reached it. Without the console, Serve's word counts."""
+    def _console_agrees(
+        self,
+        batch: dict[tuple[str, str], dict[str, Any]],
+        reached: dict[tuple[str, str], set[str]],
+        served: dict[tuple[str, str], int],
+    ) -> bool:
+        """Whether the service's `/ui/service.json` (each read answering for one replica of each
+        method) reports each method's batch settings, and the reads so far (`reached`) came from
+        as many replicas as each served method has. Without the console, Serve's word counts."""
         assert self.service is not None
-        if not self.service.ui or not any(s.batch_settings() for s in settings.values()):
+        if not self.service.ui or not (batch or served):
             return True
         try:
             url = f"http://127.0.0.1:{self.port}/ui/service.json"
@@ -171,14 +229,16 @@ class ConfigDeployer:
                 document = json.loads(response.read())
         except (OSError, ValueError):
             return False
+        agrees = True
         for runner in document.get("runners", []):
-            wanted = settings.get(runner["name"])
-            if wanted is None:
-                continue
             for method in runner["methods"]:
-                if method["batchable"] and any(method[k] != v for k, v in wanted.batch_settings().items()):
-                    return False
-        return True
+                key = (runner["name"], method["name"])
+                wanted = batch.get(key)
+                if wanted is not None and any(method[k] != v for k, v in wanted.items()):
+                    agrees = False
+                elif method.get("stats") and "replica" in method["stats"]:
+                    reached.setdefault(key, set()).add(method["stats"]["replica"])
+        return agrees and all(len(reached.get(key, ())) >= count for key, count in served.items())
 
 
 def _value(status: Any) -> str:

@@ -24,7 +24,7 @@ class Target:
 
     url: str | None = None
     api: str | None = None
-    working_dir: str = "."
+    working_dir: str | None = None  # with MODULE:svc; "." when not given
     v2: str | None = None
     model: str | None = None
     model_version: str | None = None
@@ -51,6 +51,12 @@ class Target:
             raise InvalidArgument("--model-version goes with --model")
         if self.binary and self.model is None:
             raise InvalidArgument("--binary sends V2 tensors in binary: it goes with --model")
+        if self.working_dir is not None and not self.is_module:
+            raise InvalidArgument("--working-dir goes with a MODULE:svc target: the folder MODULE is imported from")
+
+    @property
+    def folder(self) -> str:
+        return self.working_dir or "."
 
 
 @dataclass
@@ -90,6 +96,8 @@ def run(target: Target, inputs: Inputs, sweep: Sweep, grid: Grid | None, echo: C
     """Measure `target` as `sweep` says (over `grid`'s settings, when given); print and write
     the results. `echo` prints the verdict's lines to the standard output."""
     target.check()
+    if target.model is not None and inputs.content_type is not None:
+        raise InvalidArgument("--content-type does not go with --model: V2 requests are JSON, or binary with --binary")
     if grid is not None and not target.is_module:
         raise InvalidArgument(
             "--tune needs a MODULE:svc target: it starts the service and changes its runners' settings in place"
@@ -107,7 +115,7 @@ def run(target: Target, inputs: Inputs, sweep: Sweep, grid: Grid | None, echo: C
 
     from raystore._private.perf.target import api_route, load_target, started_service, tunable_service
 
-    service = load_target(target.url, target.working_dir)  # type: ignore[arg-type]
+    service = load_target(target.url, target.folder)  # type: ignore[arg-type]
     if target.model is not None:
         if not service.v2:
             raise InvalidArgument(
@@ -123,11 +131,11 @@ def run(target: Target, inputs: Inputs, sweep: Sweep, grid: Grid | None, echo: C
         plan = plan_grid(service, grid.runner, grid.batch_sizes, grid.latencies_ms, grid.replicas)
     Console(stderr=True).print(f"Starting {target.url} for the sweep ...")
     if plan is None:
-        with started_service(target.url, route, target.working_dir) as url:  # type: ignore[arg-type]
+        with started_service(target.url, route, target.folder) as url:  # type: ignore[arg-type]
             url, bodies = _ready_target(url, target, inputs, bodies)
             _measure(url, bodies, sweep, echo)
         return
-    with tunable_service(target.url, route, target.working_dir) as tunable:  # type: ignore[arg-type]
+    with tunable_service(target.url, route, target.folder) as tunable:  # type: ignore[arg-type]
         url, bodies = _ready_target(tunable.url, target, inputs, bodies)
         _tune(url, bodies, sweep, plan, tunable.apply, echo)
 
@@ -193,16 +201,22 @@ def _tune(
         console.print(f"Setting {i + 1}/{len(plan.points)}: {point.label()} (applied in {seconds:.1f} s)")
         probe(url, bodies[0])  # the service still takes the input as set now
 
+    def refused(i: int, point: Any, error: str) -> None:
+        console.print(f"Setting {i + 1}/{len(plan.points)}: {point.label()} was refused: {error}")
+
     with _generator(url, bodies, sweep, console) as measure:
-        trials = tune(plan, apply, measure, sweep.budget_ms, on_setting=heard)
+        trials, interrupted = tune(plan, apply, measure, sweep.budget_ms, on_setting=heard, on_failure=refused)
+    if interrupted:
+        console.print(f"Interrupted: reporting the {len(trials)} of {len(plan.points)} settings measured.")
     recommended = recommend(trials)
     Console(width=max(Console().width, 150)).print(tune_table(trials, recommended, f"raystore perf --tune {url}"))
-    for line in tune_verdict(trials, recommended, sweep.budget_ms, plan.runners):
+    for line in tune_verdict(trials, recommended, sweep.budget_ms, plan):
         echo(line)
     if sweep.csv_path:
-        write_tune_csv(trials, sweep.csv_path)
+        write_tune_csv(trials, sweep.csv_path, recommended)
     if sweep.json_path:
-        write_tune_json(trials, sweep.json_path, _target_document(url, sweep), sweep.budget_ms, recommended)
+        document = _target_document(url, sweep)
+        write_tune_json(trials, sweep.json_path, document, sweep.budget_ms, recommended, plan)
     if sweep.plot_path:
         from raystore._private.perf.plot import plot_tune
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from raystore._private.perf.service_stats import busiest
-from raystore._private.perf.tune import NEAR, Trial
+from raystore._private.perf.tune import NEAR, Plan, Trial
 from raystore._private.perf.windows import MAX_FAILED_SHARE, Level, best_within, failed_share, knee
 
 COLUMNS = (
@@ -153,7 +153,7 @@ def _sweep_document(levels: list[Level], budget_ms: float | None) -> dict[str, A
 
 # ---- --tune: a sweep per setting ----------------------------------------------------------------
 
-TUNE_COLUMNS = ("max_batch_size", "max_latency_ms", "replicas", *COLUMNS)
+TUNE_COLUMNS = ("max_batch_size", "max_latency_ms", "replicas", *COLUMNS, "chosen", "recommended")
 
 
 def tune_table(trials: list[Trial], recommended: Trial | None, title: str) -> Any:
@@ -165,7 +165,9 @@ def tune_table(trials: list[Trial], recommended: Trial | None, title: str) -> An
         out.add_column(name, justify="left" if name == "setting" else "right", no_wrap=True)
     for trial in trials:
         level, note = trial.chosen, "recommended" if trial is recommended else ""
-        if level is None:  # no level qualified: the fastest one, and why it does not count
+        if trial.error is not None:
+            note = "refused by the service"
+        elif level is None:  # no level qualified: the fastest one, and why it does not count
             level = max((lv for lv in trial.levels if lv.requests), key=lambda lv: lv.throughput, default=None)
             if level is not None:
                 note = "failed or shed > 1%" if failed_share(level) > MAX_FAILED_SHARE else "p99 over budget"
@@ -177,7 +179,7 @@ def tune_table(trials: list[Trial], recommended: Trial | None, title: str) -> An
         )
         out.add_row(
             trial.point.label(),
-            f"{trial.applied_s:.1f} s",
+            f"{trial.applied_s:.1f} s" if trial.error is None else "-",
             *numbers,
             f"{top[1]['mean_batch_size']:.1f}" if top else "",
             str(level.errors) if level is not None else "-",
@@ -187,31 +189,32 @@ def tune_table(trials: list[Trial], recommended: Trial | None, title: str) -> An
     return out
 
 
-def tune_verdict(
-    trials: list[Trial], recommended: Trial | None, budget_ms: float | None, runners: list[str]
-) -> list[str]:
-    """What to pick, in words and in code."""
+def tune_verdict(trials: list[Trial], recommended: Trial | None, budget_ms: float | None, plan: Plan) -> list[str]:
+    """What to pick, in words and in code; and the settings the service refused."""
+    lines = [f"The service refused {t.point.label()}: {t.error}" for t in trials if t.error is not None]
     stands = f"its best level with p99 <= {budget_ms:g} ms" if budget_ms is not None else "its knee"
     if recommended is None or recommended.chosen is None:
         if budget_ms is not None:
-            return [f"No setting kept p99 within {budget_ms:g} ms at any load; raise the budget or lower the loads."]
-        return ["No setting answered without failures at any load; check the target and the input."]
+            return [
+                *lines,
+                f"No setting kept p99 within {budget_ms:g} ms at any load; raise the budget or lower the loads.",
+            ]
+        return [*lines, "No setting answered without failures at any load; check the target and the input."]
     level = recommended.chosen
     top = max(t.chosen.throughput for t in trials if t.chosen is not None)
-    lines = [
+    lines += [
         f"Recommended: {recommended.point.label()}: {level.throughput:.1f} req/s at load {level.load} "
         f"(p99 {level.p99_ms:.1f} ms).",
         f"Each setting is judged by {stands}; of those within {NEAR:.0%} of the best throughput "
         f"({top:.1f} req/s), this one has the fewest replicas, then the lowest p99.",
     ]
-    code = recommended.point.code()
-    if code:
-        which = ", ".join(repr(name) for name in runners)
-        lines.append(f"In code, for runner {which}: .to_runner(..., {code})")
+    for runner, arguments in plan.code(recommended.point).items():
+        lines.append(f"In code, for runner {runner!r}: .to_runner(..., {arguments})")
     return lines
 
 
-def write_tune_csv(trials: list[Trial], path: str) -> None:
+def write_tune_csv(trials: list[Trial], path: str, recommended: Trial | None) -> None:
+    """A row per setting and level; `chosen`: the level that stands for its setting."""
     with Path(path).open("w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=TUNE_COLUMNS)
         writer.writeheader()
@@ -222,25 +225,37 @@ def write_tune_csv(trials: list[Trial], path: str) -> None:
                 "replicas": trial.point.replicas,
             }
             for level in trial.levels:
-                writer.writerow({**setting, **_row(level)})
+                chosen = level is trial.chosen
+                writer.writerow(
+                    {**setting, **_row(level), "chosen": chosen, "recommended": chosen and trial is recommended}
+                )
 
 
 def write_tune_json(
-    trials: list[Trial], path: str, target: dict[str, Any], budget_ms: float | None, recommended: Trial | None
+    trials: list[Trial],
+    path: str,
+    target: dict[str, Any],
+    budget_ms: float | None,
+    recommended: Trial | None,
+    plan: Plan,
 ) -> None:
     document = {
         "target": target,
+        "runners": plan.runners,  # the runners each setting was applied to
+        "replicas_of": sorted(plan.replicated),  # those whose replicas it set
         "latency_budget_ms": budget_ms,
         "settings": [
             {
                 "setting": asdict(trial.point),
                 "applied_s": round(trial.applied_s, 3),
+                "error": trial.error,
                 "chosen": trial.chosen.load if trial.chosen is not None else None,
                 **_sweep_document(trial.levels, budget_ms),
             }
             for trial in trials
         ],
         "recommended": asdict(recommended.point) if recommended is not None else None,
+        "recommended_code": plan.code(recommended.point) if recommended is not None else {},
     }
     Path(path).write_text(json.dumps(document, indent=2) + "\n")
 

@@ -1,6 +1,13 @@
 """Why a level measured what it did: a raystore service's own batch statistics (`/ui/service.json`,
 its console's), read before and after each level and subtracted, per runner method. Any other
-target simply has none."""
+target simply has none.
+
+Each read answers with one replica's numbers for each method (the ingress replica that took the
+read, for an embedded runner; the runner replica Serve routed the question to, for a served
+one), named by the replica's `replica` id. So the statistics are read until no new replica
+turns up, and a level's numbers are the sum, over the replicas seen both before and after it, of
+what each did.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 TIMEOUT_S = 5.0
+QUIET_READS = 8  # reads in a row that found no new replica: the snapshot has them all
+MAX_READS = 40
 
 
 def find_status_url(target: str) -> str | None:
@@ -35,29 +44,61 @@ def snapshot(url: str) -> dict[str, Any] | None:
     return document if isinstance(document, dict) and "runners" in document else None
 
 
-def difference(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Per `runner.method`: what its batch queue did between the two snapshots."""
+def replica_snapshot(url: str) -> dict[str, dict[str, dict[str, Any]]] | None:
+    """Per `runner.method`, per replica id: that replica's statistics (None when the service does
+    not answer). Read until `QUIET_READS` reads in a row found no replica not seen before (Serve's
+    router does not take turns: a replica can miss several reads in a row), `MAX_READS` at most."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    quiet = 0
+    for _ in range(MAX_READS):
+        document = snapshot(url)
+        if document is None:
+            return out or None
+        new = False
+        for key, stats, source in _methods(document):
+            if stats is not None:
+                replica = str(stats.get("replica", source))
+                new = new or replica not in out.get(key, {})
+                out.setdefault(key, {})[replica] = {**stats, "from": source}
+        quiet = 0 if new else quiet + 1
+        if quiet >= QUIET_READS:
+            break
+    return out
+
+
+def difference(
+    before: dict[str, dict[str, dict[str, Any]]] | None, after: dict[str, dict[str, dict[str, Any]]] | None
+) -> dict[str, dict[str, Any]]:
+    """Per `runner.method`: what its batch queues did between two `replica_snapshot`s, summed over
+    the replicas in both (a replica missing from either, or whose counters went down, as after a
+    restart, is left out)."""
     if before is None or after is None:
         return {}
-    earlier = {key: stats for key, stats, _ in _methods(before)}
     out = {}
-    for key, stats, source in _methods(after):
-        if stats is None:
+    for key, replicas in after.items():
+        earlier = before.get(key) or {}
+        moved = []
+        for replica, stats in replicas.items():
+            old = earlier.get(replica)
+            if old is None or any(stats[c] < old[c] for c in ("requests", "batches")):
+                continue
+            moved.append((stats, old))
+        if not moved:
             continue
-        old = earlier.get(key) or {}
-        if any(stats[counter] < old.get(counter, 0) for counter in ("requests", "batches")):
-            continue  # another replica answered, or this one restarted: no difference to tell
-        rows = _batched_rows(stats) - _batched_rows(old)
-        batches = stats["batches"] - old.get("batches", 0)
+        batches = sum(stats["batches"] - old["batches"] for stats, old in moved)
+        rows = sum(_batched_rows(stats) - _batched_rows(old) for stats, old in moved)
+        busiest_replica = max(moved, key=lambda pair: pair[0]["requests"] - pair[1]["requests"])[0]
         out[key] = {
-            "requests": stats["requests"] - old.get("requests", 0),
+            "requests": sum(stats["requests"] - old["requests"] for stats, old in moved),
             "batches": batches,
             "mean_batch_size": rows / batches if batches else 0.0,
-            "queue_wait_p99_ms": stats["queue_wait_s"]["p99"] * 1000,  # over the replica's recent requests
-            "execution_p50_ms": stats["execution_s"]["p50"] * 1000,
-            "rejected": stats["rejected"] - old.get("rejected", 0),
-            "expired": stats["expired"] - old.get("expired", 0),
-            "from": source,
+            # over each replica's recent requests: the worst queue wait, the busiest one's execution
+            "queue_wait_p99_ms": max(stats["queue_wait_s"]["p99"] for stats, _ in moved) * 1000,
+            "execution_p50_ms": busiest_replica["execution_s"]["p50"] * 1000,
+            "rejected": sum(stats["rejected"] - old["rejected"] for stats, old in moved),
+            "expired": sum(stats["expired"] - old["expired"] for stats, old in moved),
+            "replicas": len(moved),
+            "from": moved[0][0]["from"] if len(moved) == 1 else f"{len(moved)} replicas",
         }
     return out
 

@@ -80,14 +80,14 @@ def sweep(
     results = []
     status_url = service_stats.find_status_url(url)  # a raystore service tells how it batched
     for load in levels:
-        before = service_stats.snapshot(status_url) if status_url else None
+        before = service_stats.replica_snapshot(status_url) if status_url else None
         rate = float(load) if open_loop else None
         windows, is_steady = generator.submit(
             measure_level, url, bodies, load, window_s, max_windows, tolerance, rate=rate, distribution=distribution
         ).result()
         level = Level.of(load, [Window(**w) for w in windows], is_steady)
         if before is not None:
-            level.batching = service_stats.difference(before, service_stats.snapshot(status_url))
+            level.batching = service_stats.difference(before, service_stats.replica_snapshot(status_url))
         on_level(level)
         results.append(level)
     return results

@@ -29,7 +29,7 @@ from raystore._private.deploy.tunable import ANSWER_PREFIX, RunnerSetting
 from raystore._private.service.service import Service, load_service
 from raystore.exceptions import InvalidArgument
 
-READY_TIMEOUT_S = 240.0
+READY_TIMEOUT_S = 360.0  # Ray started, and every replica loaded (the tunable host waits 300 s for them)
 
 
 APPLY_TIMEOUT_S = 330.0  # the host's own wait (new replicas loading their models) and a margin
@@ -72,16 +72,16 @@ def started_service(import_path: str, route: str, working_dir: str) -> Iterator[
         str(free_port()),
         "--no-access-log",
     ]
-    with _running(command, port) as _:
+    with _running(command, port):
         yield f"http://127.0.0.1:{port}{route}"
 
 
 class TunableService:
     """A service whose runners' settings change in place (`deploy.tunable`, in its own process)."""
 
-    def __init__(self, server: subprocess.Popen, url: str):
+    def __init__(self, server: subprocess.Popen, url: str, log: IO[bytes]):
         self.url = url
-        self._server = server
+        self._server, self._log = server, log
         self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=self._read_answers, args=(server.stdout,), daemon=True).start()
 
@@ -93,20 +93,27 @@ class TunableService:
         try:
             answer = self._answers.get(timeout=APPLY_TIMEOUT_S)
         except queue.Empty:
-            raise InvalidArgument(f"the service did not apply the setting within {APPLY_TIMEOUT_S:g} s") from None
+            raise InvalidArgument(
+                f"the service did not apply the setting within {APPLY_TIMEOUT_S:g} s; its log ends:\n{_tail(self._log)}"
+            ) from None
         if answer is None:
-            raise InvalidArgument("the service stopped while applying the setting")
+            raise InvalidArgument(f"the service stopped while applying the setting; its log ends:\n{_tail(self._log)}")
         if "error" in answer:
             raise InvalidArgument(f"the service could not apply {request['runners']}: {answer['error']}")
         return float(answer["seconds"])
 
     def _read_answers(self, stream: IO[str]) -> None:
-        for line in stream:
-            if line.startswith(ANSWER_PREFIX):
-                answer = json.loads(line[len(ANSWER_PREFIX) :])
-                if "ready" not in answer:
-                    self._answers.put(answer)
-        self._answers.put(None)  # the process ended
+        try:
+            for line in stream:
+                if line.startswith(ANSWER_PREFIX):
+                    try:
+                        answer = json.loads(line[len(ANSWER_PREFIX) :])
+                    except ValueError:
+                        answer = {"error": f"an answer that is not JSON: {line.strip()[:200]}"}
+                    if "ready" not in answer:
+                        self._answers.put(answer)
+        finally:
+            self._answers.put(None)  # the process ended (or its output could not be read)
 
 
 @contextlib.contextmanager
@@ -125,12 +132,12 @@ def tunable_service(import_path: str, route: str, working_dir: str) -> Iterator[
         "--metrics-port",
         str(free_port()),
     ]
-    with _running(command, port, talks=True) as server:
-        yield TunableService(server, f"http://127.0.0.1:{port}{route}")
+    with _running(command, port, talks=True) as (server, log):
+        yield TunableService(server, f"http://127.0.0.1:{port}{route}", log)
 
 
 @contextlib.contextmanager
-def _running(command: list[str], port: int, talks: bool = False) -> Iterator[subprocess.Popen]:
+def _running(command: list[str], port: int, talks: bool = False) -> Iterator[tuple[subprocess.Popen, IO[bytes]]]:
     """`command` started in a session of its own until the block ends, ready once its /readyz
     answers. Its errors go to a file, never a pipe nobody reads while it runs (a full pipe would
     block it); with `talks`, its standard input and output are pipes for `TunableService`."""
@@ -139,7 +146,7 @@ def _running(command: list[str], port: int, talks: bool = False) -> Iterator[sub
     server = subprocess.Popen(command, start_new_session=True, **({"stdout": subprocess.DEVNULL} | pipes), stderr=log)
     try:
         _wait_ready(server, port, log)
-        yield server
+        yield server, log
     finally:
         if talks:  # the end of its input stops it as Ctrl-C would
             with contextlib.suppress(OSError):
@@ -154,9 +161,7 @@ def _wait_ready(server: subprocess.Popen, port: int, log: Any) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         if server.poll() is not None:
-            log.seek(0)
-            errors = log.read().decode(errors="replace")[-2000:]
-            raise InvalidArgument(f"the service did not start:\n{errors}")
+            raise InvalidArgument(f"the service did not start:\n{_tail(log)}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).close()
             return
@@ -176,3 +181,10 @@ def _stop(server: subprocess.Popen) -> None:
     if server.poll() is None:
         os.killpg(server.pid, signal.SIGKILL)  # its own session: only what it started
         server.wait()
+
+
+def _tail(log: IO[bytes], size: int = 2000) -> str:
+    """The end of a started process's log file (its standard error). Read at an offset, never by
+    seeking: the process writes at the file's shared position, which a seek here would move."""
+    end = os.fstat(log.fileno()).st_size
+    return os.pread(log.fileno(), size, max(0, end - size)).decode(errors="replace")

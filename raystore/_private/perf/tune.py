@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from raystore._private.deploy.tunable import RunnerSetting
-from raystore._private.perf.windows import MAX_FAILED_SHARE, Level, best_within, failed_share, knee
+from raystore._private.perf.windows import Level, best_within, knee
+from raystore._private.runner.versions import VersionedRunner
 from raystore._private.service.service import Service
-from raystore.exceptions import InvalidArgument
+from raystore.exceptions import InvalidArgument, RaystoreError
 
 NEAR = 0.05  # settings within 5% of the best throughput count as fast as it
 MAX_SETTINGS = 64
@@ -41,15 +42,6 @@ class GridPoint:
             parts.append(f"replicas={self.replicas}")
         return ", ".join(parts) or "as coded"
 
-    def code(self) -> str:
-        """The `to_runner` arguments that make a runner so."""
-        parts = [f"max_batch_size={self.max_batch_size}"] if self.max_batch_size is not None else []
-        if self.max_latency_ms is not None:
-            parts.append(f"max_latency_ms={self.max_latency_ms:g}")
-        if self.replicas is not None:
-            parts.append(f"num_replicas={self.replicas}")
-        return ", ".join(parts)
-
 
 @dataclass
 class Plan:
@@ -59,6 +51,19 @@ class Plan:
     points: list[GridPoint]
     replicated: set[str]  # the runners whose replicas it sets (served, not autoscaling)
     notes: list[str] = field(default_factory=list)
+
+    def code(self, point: GridPoint) -> dict[str, str]:
+        """Per runner, the `to_runner` arguments that make it as `point` sets it."""
+        out = {}
+        for name, setting in self.settings(point).items():
+            parts = [f"max_batch_size={setting.max_batch_size}"] if setting.max_batch_size is not None else []
+            if setting.max_latency_ms is not None:
+                parts.append(f"max_latency_ms={setting.max_latency_ms:g}")
+            if setting.replicas is not None:
+                parts.append(f"num_replicas={setting.replicas}")
+            if parts:
+                out[name] = ", ".join(parts)
+        return out
 
     def settings(self, point: GridPoint) -> dict[str, RunnerSetting]:
         return {
@@ -77,6 +82,7 @@ class Trial:
     levels: list[Level]
     applied_s: float
     chosen: Level | None
+    error: str | None = None  # the service refused the setting: it was not measured
 
 
 def plan_grid(
@@ -94,6 +100,12 @@ def plan_grid(
     if not runners:
         raise InvalidArgument(f"service {service.name!r} has no runners: nothing to tune; measure it without --tune")
     notes = []
+    pools = [r.name for r in runners if isinstance(r, VersionedRunner)]
+    for name in pools:
+        notes.append(f"Runner {name!r} serves every version of a model from a pool of replicas: it is not tuned.")
+    runners = [r for r in runners if r.name not in pools]
+    if not runners:
+        raise InvalidArgument(f"runners {pools} serve every version of a model: --tune sets no such runner")
     batching = [r.name for r in runners if any(m.batchable for m in r.spec.methods.values())]
     if not batching:
         notes.append("No tuned runner has a batchable method: only replicas are tuned.")
@@ -122,11 +134,8 @@ def plan_grid(
 
 
 def stands_for(levels: list[Level], budget_ms: float | None) -> Level | None:
-    """The level that stands for a setting: its best within the budget, else its knee among the
-    levels that failed (or shed) at most `MAX_FAILED_SHARE` of their requests."""
-    if budget_ms is not None:
-        return best_within(levels, budget_ms)
-    return knee([level for level in levels if failed_share(level) <= MAX_FAILED_SHARE])
+    """The level that stands for a sweep: its best within the budget, else its knee."""
+    return best_within(levels, budget_ms) if budget_ms is not None else knee(levels)
 
 
 def recommend(trials: list[Trial]) -> Trial | None:
@@ -146,15 +155,27 @@ def tune(
     measure: Callable[[], list[Level]],
     budget_ms: float | None,
     on_setting: Callable[[int, GridPoint, float], None] = lambda i, point, seconds: None,
-) -> list[Trial]:
-    """Each setting of the plan applied, then measured by `measure()` (a sweep)."""
-    trials = []
-    for i, point in enumerate(plan.points):
-        seconds = apply(plan.settings(point))
-        on_setting(i, point, seconds)
-        levels = measure()
-        trials.append(Trial(point, levels, seconds, stands_for(levels, budget_ms)))
-    return trials
+    on_failure: Callable[[int, GridPoint, str], None] = lambda i, point, error: None,
+) -> tuple[list[Trial], bool]:
+    """Each setting of the plan applied (`on_setting` hears of it, and may refuse it by raising),
+    then measured by `measure()` (a sweep). A setting the service refuses is a trial with its
+    `error`, and the next one is tried; Ctrl-C stops the grid there. Returns the trials, and
+    whether the grid was interrupted: what was measured is still reported."""
+    trials: list[Trial] = []
+    try:
+        for i, point in enumerate(plan.points):
+            try:
+                seconds = apply(plan.settings(point))
+                on_setting(i, point, seconds)
+            except RaystoreError as exc:
+                trials.append(Trial(point, [], 0.0, None, error=str(exc)))
+                on_failure(i, point, str(exc))
+                continue
+            levels = measure()
+            trials.append(Trial(point, levels, seconds, stands_for(levels, budget_ms)))
+    except KeyboardInterrupt:
+        return trials, True
+    return trials, False
 
 
 def parse_numbers(text: str, what: str, whole: bool) -> list:

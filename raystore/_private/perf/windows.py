@@ -123,8 +123,9 @@ def best_within(levels: list[Level], budget_ms: float) -> Level | None:
 
 def knee(levels: list[Level], growth: float = 0.05) -> Level | None:
     """Where throughput stops growing: the first level after which the next one adds less than
-    `growth` (a fraction); the last level when it keeps growing."""
-    levels = [level for level in levels if level.requests > 0]  # a level where nothing succeeded is no knee
+    `growth` (a fraction); the last level when it keeps growing. Levels that failed (or shed) more
+    than `MAX_FAILED_SHARE` of their requests are no candidates, as for `best_within`."""
+    levels = [level for level in levels if level.requests > 0 and failed_share(level) <= MAX_FAILED_SHARE]
     if not levels:
         return None
     for level, following in itertools.pairwise(levels):

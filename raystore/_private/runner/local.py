@@ -11,11 +11,14 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
+import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from raystore._private.batch_config import validate_max_batch_size, validate_max_latency_ms
 from raystore._private.batching import BatchedFunction, BatchStats, StreamingBatchedFunction
 from raystore._private.batching.dispatcher import RunLater
 from raystore._private.runner.runnable import Runnable
@@ -23,6 +26,7 @@ from raystore._private.runner.spec import MethodSpec, RunnerSpec
 from raystore.exceptions import InvalidArgument, RunnerNotReady
 
 BATCH_SETTINGS = ("max_batch_size", "max_latency_ms")  # what `reconfigure` changes
+REPLICA_ID = f"{socket.gethostname()}:{os.getpid()}"  # this process among a runner's replicas
 # A blocking batch that usually takes less than this runs on the event loop itself.
 INLINE_BELOW_S = 0.0005
 
@@ -112,12 +116,13 @@ class LocalBackend:
 
     def stats_view(self, name: str) -> dict[str, Any] | None:
         """`stats(name).as_dict()` with the queue's settings now under "settings" (they change with
-        `reconfigure`, from what the spec says); None for a method that is not batched."""
+        `reconfigure`, from what the spec says) and this process under "replica" (which replica
+        of several answered); None for a method that is not batched."""
         batched = self._batched.get(name)
         if batched is None:
             return None
         settings = {"max_batch_size": batched.max_batch_size, "max_latency_ms": batched.max_latency_ms}
-        return {**batched.stats.as_dict(), "settings": settings}
+        return {**batched.stats.as_dict(), "settings": settings, "replica": REPLICA_ID}
 
     # ---- in a runner's own replica ---------------------------------------------------------------
 
@@ -127,18 +132,26 @@ class LocalBackend:
             raise InvalidArgument(
                 f"runner {self.spec.name!r} has no method {name!r}; it has {sorted(self.spec.methods)}"
             )
+        if not isinstance(settings, dict):
+            raise InvalidArgument(
+                f"{self.spec.name}.{name}: batch settings are a mapping such as "
+                f'{{"max_batch_size": 32, "max_latency_ms": 10}}, got {settings!r}'
+            )
         unknown = sorted(set(settings) - set(BATCH_SETTINGS))
         if unknown:
             raise InvalidArgument(
                 f"{self.spec.name}.{name}: unknown batch settings {unknown}; give {list(BATCH_SETTINGS)}"
             )
+        # both checked before either is set: a refused change leaves the queue as it was
+        size = validate_max_batch_size(settings["max_batch_size"]) if "max_batch_size" in settings else None
+        latency = validate_max_latency_ms(settings["max_latency_ms"]) if "max_latency_ms" in settings else None
         batched = self._batched.get(name)
         if batched is None:
             return
-        if "max_batch_size" in settings:
-            batched.set_max_batch_size(settings["max_batch_size"])
-        if "max_latency_ms" in settings:
-            batched.set_max_latency_ms(settings["max_latency_ms"])
+        if size is not None:
+            batched.set_max_batch_size(size)
+        if latency is not None:
+            batched.set_max_latency_ms(latency)
 
     async def check_health(self) -> None:
         """Raises when the runnable's own `check_health()` (an optional hook) says it is unwell; a

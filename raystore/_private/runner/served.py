@@ -67,7 +67,11 @@ class RunnerReplica:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """`user_config` per method: {"predict": {"max_batch_size": 64, "max_latency_ms": 50}}."""
-        for method, settings in (config or {}).items():
+        if not isinstance(config, dict):
+            raise InvalidArgument(
+                f'a runner\'s user_config is {{METHOD: {{"max_batch_size": N, ...}}}}; got {config!r}'
+            )
+        for method, settings in config.items():
             self.backend.reconfigure(method, settings)
 
 

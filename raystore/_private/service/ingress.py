@@ -62,20 +62,20 @@ class ServiceIngress:
         """Serve's `user_config`: batch settings for the runners embedded in this replica, by
         runner and method: `{"runners": {"iris_clf": {"predict": {"max_batch_size": 32}}}}`.
         A served runner takes its own in its deployment's `user_config`."""
-        config = dict(config or {})
-        runners = config.pop("runners", None) or {}
-        if config or not isinstance(runners, dict):
-            raise InvalidArgument(
-                f'the ingress\'s user_config is {{"runners": {{RUNNER: {{METHOD: SETTINGS}}}}}}; got keys {sorted(config)}'
-            )
+        shape = 'the ingress\'s user_config is {"runners": {RUNNER: {METHOD: {"max_batch_size": N, ...}}}}'
+        runners = config.get("runners") if isinstance(config, dict) else None
+        if not isinstance(config, dict) or set(config) - {"runners"} or not isinstance(runners or {}, dict):
+            raise InvalidArgument(f"{shape}; got {config!r}")
         embedded = {runner.name: runner for runner in self.service.runners if runner.embedded}
-        for name, methods in runners.items():
+        for name, methods in (runners or {}).items():
             if name not in embedded:
                 raise InvalidArgument(
                     f"no runner {name!r} is embedded in the ingress of {self.service.name!r} "
                     f"(embedded: {sorted(embedded)}); a served runner takes its settings in its own deployment"
                 )
-            for method, settings in (methods or {}).items():
+            if not isinstance(methods, dict):
+                raise InvalidArgument(f"{shape}; runner {name!r} has {methods!r}")
+            for method, settings in methods.items():
                 embedded[name].reconfigure(method, settings)
 
 
