@@ -26,6 +26,8 @@ from pathlib import Path
 
 from wrk_load import wrk
 
+from raystore._private.deploy.local import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BODY = "[[5.9, 3.0, 5.1, 1.8]]"
@@ -41,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="raystore-perf-bench-") as home:
         env = {**os.environ, "RAYSTORE_HOME": home}
         subprocess.run([sys.executable, str(ROOT / "examples/iris/train.py")], env=env, check=True, capture_output=True)
-        port, metrics_port = _free_port(), _free_port()
+        port, metrics_port = free_port(), free_port()
         server = subprocess.Popen(
             [str(BIN / "raystore"), "serve", "service:svc", "--working-dir", str(ROOT / "examples/iris"),
              "--port", str(port), "--metrics-port", str(metrics_port), "--no-access-log"],
@@ -81,14 +83,6 @@ def main() -> None:
         f"{'ratio':<14} {medians[3] / medians[0]:>8.2f} {medians[4] / medians[1]:>8.2f} {medians[5] / medians[2]:>8.2f}"
     )
     print("rounds (req/s ratio, p50 ratio): " + ", ".join(f"{r[3] / r[0]:.2f}/{r[4] / r[1]:.2f}" for r in rows))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_ready(port: int, server: subprocess.Popen) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from raystore._private.deploy.local import free_port
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -32,12 +33,6 @@ def _processes():
             int(stat[stat.rindex(")") + 2 :].split()[1]),
             stat[stat.index("(") + 1 : stat.rindex(")")],
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

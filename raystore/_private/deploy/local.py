@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -226,9 +227,28 @@ def _process_identity(pid: int) -> str:
 
 
 def free_port() -> int:
+    """A port free now on 127.0.0.1, for a server that binds it seconds later (after Ray starts).
+    It is picked below the kernel's range of ephemeral ports, where any process binding port 0
+    meanwhile (Ray's starting processes bind many) could be handed it, and above Ray's worker
+    ports (10002-19999). Where that leaves no room, the kernel picks."""
+    top = _ephemeral_ports_start() - 1
+    for _ in range(100 if top > FIXED_PORTS_FROM else 0):
+        port = random.randint(FIXED_PORTS_FROM, top)
+        if _port_is_free(port):
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+FIXED_PORTS_FROM = 20000  # above Ray's default worker ports
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere the kernel's own pick serves as well
 
 
 class _Interrupts:

@@ -60,19 +60,8 @@ def api_route(service: Service, import_path: str, api: str | None) -> str:
 def started_service(import_path: str, route: str, working_dir: str) -> Iterator[str]:
     """`raystore serve IMPORT_PATH` on free ports until the block ends; yields the URL of `route`."""
     port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("raystore")),
-        "serve",
-        import_path,
-        "--working-dir",
-        str(Path(working_dir).resolve()),
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(free_port()),
-        "--no-access-log",
-    ]
-    with _running(command, port):
+    command = [str(Path(sys.executable).with_name("raystore")), "serve", *_where(import_path, working_dir, port)]
+    with _running([*command, "--no-access-log"], port):
         yield f"http://127.0.0.1:{port}{route}"
 
 
@@ -120,20 +109,15 @@ class TunableService:
 def tunable_service(import_path: str, route: str, working_dir: str) -> Iterator[TunableService]:
     """The service served by `deploy.tunable` on free ports until the block ends."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "raystore._private.deploy.tunable",
-        import_path,
-        "--working-dir",
-        str(Path(working_dir).resolve()),
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(free_port()),
-    ]
+    command = [sys.executable, "-m", "raystore._private.deploy.tunable", *_where(import_path, working_dir, port)]
     with _running(command, port, talks=True) as (server, log):
         yield TunableService(server, f"http://127.0.0.1:{port}{route}", log)
+
+
+def _where(import_path: str, working_dir: str, port: int) -> list[str]:
+    """The arguments both servers take: what to serve, from where, on which ports."""
+    folder = str(Path(working_dir).resolve())
+    return [import_path, "--working-dir", folder, "--port", str(port), "--metrics-port", str(free_port())]
 
 
 @contextlib.contextmanager
