@@ -6,8 +6,8 @@ Serves the iris example (`raystore serve`, embedded runner, HAProxy ingress when
 installed) on a temporary store, then, `--rounds` times in turn: `wrk` (Debian package) with
 `--connections` connections for `--duration` seconds, and `raystore perf --concurrency N` with
 windows of `--duration / 2` seconds (until steady). Prints each tool's requests/s and p50/p99 and
-the ratios; the targets are throughput within 10% of wrk's and p50 within 15%. The server is
-stopped with Ctrl-C (SIGINT to the process this script started).
+the ratios; the targets are throughput within 10% of wrk's and p50 within 15%. The service is
+started and stopped as `raystore perf MODULE:svc` does it (SIGINT to the process started here).
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from wrk_load import wrk
 
-from raystore._private.deploy.local import free_port
+from raystore._private.perf.target import started_service
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -41,17 +38,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="raystore-perf-bench-") as home:
-        env = {**os.environ, "RAYSTORE_HOME": home}
-        subprocess.run([sys.executable, str(ROOT / "examples/iris/train.py")], env=env, check=True, capture_output=True)
-        port, metrics_port = free_port(), free_port()
-        server = subprocess.Popen(
-            [str(BIN / "raystore"), "serve", "service:svc", "--working-dir", str(ROOT / "examples/iris"),
-             "--port", str(port), "--metrics-port", str(metrics_port), "--no-access-log"],
-            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}/classify"
-        try:
-            _wait_ready(port, server)
+        os.environ["RAYSTORE_HOME"] = home  # the service and `raystore perf` use this store
+        subprocess.run([sys.executable, str(ROOT / "examples/iris/train.py")], check=True, capture_output=True)
+        with started_service("service:svc", "/classify", str(ROOT / "examples/iris")) as url:
             body = Path(home) / "body.json"
             body.write_text(BODY)
             wrk(url, BODY, 3, args.connections)  # warm-up
@@ -62,16 +51,10 @@ def main() -> None:
                 subprocess.run(
                     [str(BIN / "raystore"), "perf", url, "--input", str(body), "--concurrency", str(args.connections),
                      "--window", str(args.duration / 2), "--json", str(report)],
-                    env=env, check=True, capture_output=True,
+                    check=True, capture_output=True,
                 )  # fmt: skip
                 (level,) = json.loads(report.read_text())["levels"]
                 rows.append((w_rps, w_p50, w_p99, level["throughput"], level["p50_ms"], level["p99_ms"]))
-        finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
 
     print()
     print(f"iris service, {args.connections} connections, {args.duration:g} s per tool, {args.rounds} rounds (medians)")
@@ -83,20 +66,6 @@ def main() -> None:
         f"{'ratio':<14} {medians[3] / medians[0]:>8.2f} {medians[4] / medians[1]:>8.2f} {medians[5] / medians[2]:>8.2f}"
     )
     print("rounds (req/s ratio, p50 ratio): " + ", ".join(f"{r[3] / r[0]:.2f}/{r[4] / r[1]:.2f}" for r in rows))
-
-
-def _wait_ready(port: int, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 180
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError(server.stderr.read().decode()[-3000:])
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the iris service never became ready") from None
-            time.sleep(0.5)
 
 
 if __name__ == "__main__":

@@ -469,7 +469,7 @@ def test_a_tuned_config_sets_each_runner_where_it_runs():
         tuned_config(config, service, {"inline": RunnerSetting(replicas=2)})
     with pytest.raises(InvalidArgument, match=r"no runner 'nope'; it has \['apart', 'inline'\]"):
         tuned_config(config, service, {"nope": RunnerSetting(8)})
-    with pytest.raises(InvalidArgument, match="max_batch_size must be a whole number >= 1"):
+    with pytest.raises(InvalidArgument, match="max_batch_size must be an integer >= 1"):
         RunnerSetting(0)
 
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from raystore._private.batch_config import validate_max_batch_size, validate_max_latency_ms
 from raystore._private.deploy.build import build_config
 from raystore._private.deploy.local import serve_locally
 from raystore._private.runner.served import deployment_groups, deployment_name, ongoing_requests_for
@@ -49,13 +50,14 @@ class RunnerSetting:
     replicas: int | None = None  # a served runner's replicas per deployment
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "replicas"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InvalidArgument(f"{name} must be a whole number >= 1, got {value!r}")
-        latency = self.max_latency_ms
-        if latency is not None and (isinstance(latency, bool) or not isinstance(latency, int | float) or latency <= 0):
-            raise InvalidArgument(f"max_latency_ms must be a number > 0, got {latency!r}")
+        # checked as the runner's own settings are, and kept as they would be (8.0 -> 8)
+        if self.max_batch_size is not None:
+            object.__setattr__(self, "max_batch_size", validate_max_batch_size(self.max_batch_size))
+        if self.max_latency_ms is not None:
+            object.__setattr__(self, "max_latency_ms", validate_max_latency_ms(self.max_latency_ms))
+        replicas = self.replicas
+        if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1):
+            raise InvalidArgument(f"replicas must be a whole number >= 1, got {replicas!r}")
 
     def batch_settings(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "replicas" and v is not None}

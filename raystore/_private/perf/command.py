@@ -113,9 +113,10 @@ def run(target: Target, inputs: Inputs, sweep: Sweep, grid: Grid | None, echo: C
         return
     from rich.console import Console
 
-    from raystore._private.perf.target import api_route, load_target, started_service, tunable_service
+    from raystore._private.deploy.local import resolve_service
+    from raystore._private.perf.target import api_route, started_service, tunable_service
 
-    service = load_target(target.url, target.folder)  # type: ignore[arg-type]
+    service, _ = resolve_service(target.url, target.folder)  # type: ignore[arg-type]  # for its routes, runners
     if target.model is not None:
         if not service.v2:
             raise InvalidArgument(

@@ -26,21 +26,13 @@ from typing import IO, Any
 
 from raystore._private.deploy.local import free_port
 from raystore._private.deploy.tunable import ANSWER_PREFIX, RunnerSetting
-from raystore._private.service.service import Service, load_service
+from raystore._private.service.service import Service
 from raystore.exceptions import InvalidArgument
 
 READY_TIMEOUT_S = 360.0  # Ray started, and every replica loaded (the tunable host waits 300 s for them)
 
 
 APPLY_TIMEOUT_S = 330.0  # the host's own wait (new replicas loading their models) and a margin
-
-
-def load_target(import_path: str, working_dir: str) -> Service:
-    """The service `MODULE:svc`, imported here from `working_dir` to find its routes and runners."""
-    folder = str(Path(working_dir).resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    return load_service(import_path)
 
 
 def api_route(service: Service, import_path: str, api: str | None) -> str:
